@@ -1,0 +1,3 @@
+from calnotify.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared pieces of the HTTP API: input types, error handlers, middleware."""

@@ -1,0 +1,79 @@
+"""Every error leaves the service in HighLevel's envelope (see :mod:`calnotify.errors`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from calnotify.errors import AppError, BadRequest, FieldError, envelope
+
+log = logging.getLogger("calnotify.api")
+
+_PREFIXES = ("Value error, ", "Assertion failed, ")
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("body", 2, "channel")`` → ``[2].channel``; ``("query", "limit")`` → ``limit``."""
+    parts = loc[1:] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else loc
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or (str(loc[0]) if loc else "")
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind = error.get("type")
+    if kind == "json_invalid":
+        return "is not valid JSON"
+    if kind == "missing":
+        return "is required"
+    message = str(error.get("msg", "is invalid"))
+    for prefix in _PREFIXES:
+        message = message.removeprefix(prefix)
+    return message
+
+
+def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "json_invalid":
+            loc = ("body",)
+        name = field_path(loc) if loc != ("body",) else "body"
+        errors.append(FieldError(name, _message(error)))
+    return list(dict.fromkeys(errors))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(AppError)
+    async def _app_error(_request: Request, exc: AppError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = BadRequest(validation_errors(exc))
+        return JSONResponse(error.body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "Error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = "Cannot find the requested resource"
+        return JSONResponse(
+            envelope(exc.status_code, message),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(envelope(500, "Internal server error"), status_code=500)

@@ -1,0 +1,37 @@
+"""Field checks shared by every domain: email addresses, E.164 phone numbers, time zones."""
+
+from __future__ import annotations
+
+import re
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+
+
+def email_problem(value: str) -> str | None:
+    if len(value) > 320:
+        return "is not a valid email address (too long)"
+    try:
+        validate_email(value, check_deliverability=False, test_environment=True)
+    except EmailNotValidError:
+        return f"{value!r} is not a valid email address"
+    return None
+
+
+def phone_problem(value: str) -> str | None:
+    if _E164.fullmatch(value) is None:
+        return f"{value!r} is not an E.164 phone number (+ and 8 to 15 digits)"
+    return None
+
+
+def timezone_problem(value: str) -> str | None:
+    if len(value) > 64 or _ZONE_NAME.fullmatch(value) is None:
+        return f"{value!r} is not an IANA time zone"
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"{value!r} is not an IANA time zone"
+    return None

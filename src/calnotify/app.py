@@ -1,0 +1,121 @@
+"""The ASGI application: routers, error handlers, middleware."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from calnotify import __version__
+from calnotify.api import errors
+from calnotify.auth.deps import API_VERSIONS
+from calnotify.api.middleware import BodyLimit, TrailingSlash
+from calnotify.calendars.router import router as calendars_router
+from calnotify.config import Settings, get_settings
+from calnotify.db.engine import Database
+from calnotify.notifications.router import router as notifications_router
+
+DESCRIPTION = """\
+Self-hosted calendar notifications, wire-compatible with HighLevel's Calendars API.
+
+Every HighLevel-shaped route needs `Authorization: Bearer <location token>` and a
+`Version` header (`2021-04-15`, `2021-07-28` or `v3`). Errors use HighLevel's envelope
+`{"statusCode", "message", "error"}`; validation errors (400) add `errors: [{field, message}]`.
+"""
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    owns_database = database is None
+    db = database or Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_database:
+            await db.dispose()
+
+    app = FastAPI(
+        title="calnotify",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.state.db = db
+    app.state.settings = settings
+    errors.install(app)
+    app.include_router(calendars_router)
+    app.include_router(notifications_router)
+
+    @app.get("/healthz", tags=["Operations"], operation_id="healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TrailingSlash)
+    return app
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_AUTH_ERRORS = {
+    "400": "Bad Request",
+    "401": "Unauthorized",
+    "403": "Forbidden",
+    "404": "Not Found",
+    "413": "Payload Too Large",
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the ``Version`` header marked required where it is."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter.get("name") == "Version":
+                    parameter["required"] = True
+                    parameter["schema"] = {"type": "string", "enum": list(API_VERSIONS)}
+            # Validation errors are answered with 400 in HighLevel's envelope, never 422.
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = {
+                    "description": "Bad Request",
+                    "content": _ERROR_CONTENT,
+                }
+            if operation.get("security"):
+                for status, text in _AUTH_ERRORS.items():
+                    responses.setdefault(status, {"description": text, "content": _ERROR_CONTENT})
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.pop("HTTPValidationError", None)
+    components.pop("ValidationError", None)
+    components["Error"] = {
+        "type": "object",
+        "required": ["statusCode", "message", "error"],
+        "properties": {
+            "statusCode": {"type": "integer", "example": 400},
+            "message": {"type": "string"},
+            "error": {"type": "string", "example": "Bad Request"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    }
+    app.openapi_schema = schema
+    return schema

@@ -1,0 +1,1 @@
+"""Location access tokens, scopes and the ``Version`` header."""

@@ -1,0 +1,84 @@
+"""Issuing, resolving and revoking location access tokens.
+
+A token is shown once, when it is created; only its SHA-256 is stored. The secret has
+256 bits of entropy, so a plain (unsalted) hash is enough to make a stolen table useless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.auth.scopes import ALL_SCOPES, grants
+from calnotify.db.base import utcnow
+from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.models import ApiToken, Location
+
+TOKEN_PREFIX = "cn_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token, the location it belongs to and what it may do."""
+
+    token_id: str
+    location_id: str
+    scopes: frozenset[str]
+
+    def can(self, scope: str) -> bool:
+        return grants(self.scopes, scope)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    id: str
+    token: str
+    location_id: str
+    scopes: list[str]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def issue_token(
+    session: AsyncSession, location_id: str, scopes: list[str] | None = None
+) -> IssuedToken:
+    if await session.get(Location, location_id) is None:
+        raise NotFound(f"Location {location_id} not found")
+    chosen = list(dict.fromkeys(scopes)) if scopes else list(ALL_SCOPES)
+    unknown = [s for s in chosen if s not in ALL_SCOPES]
+    if unknown:
+        raise BadRequest(
+            [FieldError("scope", f"unknown scope {s!r}; known: {', '.join(ALL_SCOPES)}") for s in unknown]
+        )
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(location_id=location_id, token_hash=hash_token(secret), scopes=chosen)
+    session.add(row)
+    await session.flush()
+    return IssuedToken(id=row.id, token=secret, location_id=location_id, scopes=chosen)
+
+
+async def revoke_token(session: AsyncSession, token_id: str) -> None:
+    row = await session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"Token {token_id} not found")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+
+
+async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
+    row = (
+        await session.execute(
+            select(ApiToken.id, ApiToken.location_id, ApiToken.scopes).where(
+                ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return Principal(token_id=row.id, location_id=row.location_id, scopes=frozenset(row.scopes))

@@ -1,0 +1,177 @@
+"""Calendars of a location."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.api.types import json_problem
+from calnotify.auth.deps import ensure_location
+from calnotify.auth.tokens import Principal
+from calnotify.calendars.schemas import (
+    MAX_ECHOED_JSON_BYTES,
+    CalendarCreate,
+    CalendarFieldsIn,
+    CalendarOut,
+    TeamMemberOut,
+)
+from calnotify.db.base import utcnow
+from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.ids import looks_like_id
+from calnotify.models import Calendar, User
+
+SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
+MAX_SLOT_MINUTES = 7 * 24 * 60
+
+
+async def get_calendar(session: AsyncSession, principal: Principal, calendar_id: str) -> Calendar:
+    """The calendar, if it exists in the token's location; 404 otherwise (also for others')."""
+    calendar = None
+    if looks_like_id(calendar_id):
+        calendar = await session.scalar(
+            select(Calendar).where(
+                Calendar.id == calendar_id,
+                Calendar.location_id == principal.location_id,
+                Calendar.deleted.is_(False),
+            )
+        )
+    if calendar is None:
+        raise NotFound("Calendar not found")
+    return calendar
+
+
+async def list_calendars(
+    session: AsyncSession, principal: Principal, location_id: str
+) -> Sequence[Calendar]:
+    ensure_location(principal, location_id)
+    rows = await session.scalars(
+        select(Calendar)
+        .where(Calendar.location_id == location_id, Calendar.deleted.is_(False))
+        .order_by(Calendar.date_added, Calendar.id)
+    )
+    return rows.all()
+
+
+async def create_calendar(
+    session: AsyncSession, principal: Principal, body: CalendarCreate
+) -> Calendar:
+    ensure_location(principal, body.location_id)
+    calendar = Calendar(
+        location_id=body.location_id,
+        name=body.name,
+        description="",
+        calendar_type="event",
+        slot_duration=30,
+        slot_duration_unit="mins",
+        is_active=True,
+        auto_confirm=True,
+        team_members=[],
+        extra={},
+    )
+    await _apply(session, principal, calendar, body)
+    session.add(calendar)
+    await session.flush()
+    return calendar
+
+
+async def update_calendar(
+    session: AsyncSession, principal: Principal, calendar_id: str, body: CalendarFieldsIn
+) -> Calendar:
+    calendar = await get_calendar(session, principal, calendar_id)
+    await _apply(session, principal, calendar, body)
+    calendar.date_updated = utcnow()
+    await session.flush()
+    return calendar
+
+
+async def _apply(
+    session: AsyncSession, principal: Principal, calendar: Calendar, body: CalendarFieldsIn
+) -> None:
+    given = body.given()
+    errors: list[FieldError] = []
+    if "name" in given and not body.name:
+        errors.append(FieldError("name", "must not be empty"))
+    duration = given.get("slot_duration", calendar.slot_duration)
+    unit = given.get("slot_duration_unit", calendar.slot_duration_unit)
+    if unit not in SLOT_UNITS:
+        errors.append(FieldError("slotDurationUnit", "must be mins or hours"))
+    elif not isinstance(duration, int | float) or not (
+        0 < duration * SLOT_UNITS[str(unit)] <= MAX_SLOT_MINUTES
+    ):
+        errors.append(FieldError("slotDuration", "must be more than 0 and at most 7 days"))
+
+    echoed = body.echoed()
+    for key, value in echoed.items():
+        if problem := json_problem(value):
+            errors.append(FieldError(key, problem))
+    if len(json.dumps(echoed)) > MAX_ECHOED_JSON_BYTES:
+        errors.append(FieldError("", "calendar settings are too large"))
+
+    members: list[dict[str, Any]] | None = None
+    if body.team_members is not None:
+        wanted = {m.user_id for m in body.team_members if looks_like_id(m.user_id)}
+        found = set(
+            await session.scalars(
+                select(User.id).where(
+                    User.location_id == principal.location_id,
+                    User.id.in_(wanted),
+                    User.deleted.is_(False),
+                )
+            )
+        ) if wanted else set()
+        members = []
+        for i, member in enumerate(body.team_members):
+            if member.user_id not in found:
+                errors.append(
+                    FieldError(f"teamMembers[{i}].userId", "is not a user of this location")
+                )
+            members.append(
+                TeamMemberOut(
+                    user_id=member.user_id,
+                    priority=member.priority if member.priority is not None else 0.5,
+                    is_primary=bool(member.is_primary),
+                    meeting_location_type=member.meeting_location_type,
+                    meeting_location=member.meeting_location,
+                ).model_dump(by_alias=True, exclude_none=True)
+            )
+    if errors:
+        raise BadRequest(errors)
+
+    for name in (
+        "name",
+        "description",
+        "calendar_type",
+        "slot_duration",
+        "slot_duration_unit",
+        "is_active",
+        "auto_confirm",
+    ):
+        if name in given:
+            setattr(calendar, name, given[name])
+    if members is not None:
+        calendar.team_members = members
+    if echoed:
+        calendar.extra = {**(calendar.extra or {}), **echoed}
+
+
+def to_out(calendar: Calendar) -> CalendarOut:
+    duration = calendar.slot_duration
+    return CalendarOut.model_validate(
+        {
+            **(calendar.extra or {}),
+            "id": calendar.id,
+            "locationId": calendar.location_id,
+            "name": calendar.name,
+            "description": calendar.description,
+            "calendarType": calendar.calendar_type,
+            "teamMembers": calendar.team_members or [],
+            "slotDuration": int(duration) if float(duration).is_integer() else duration,
+            "slotDurationUnit": calendar.slot_duration_unit,
+            "isActive": calendar.is_active,
+            "autoConfirm": calendar.auto_confirm,
+        }
+    )

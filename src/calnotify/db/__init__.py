@@ -1,0 +1,1 @@
+"""Database access: engines per dialect, the ORM base, Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Locations (sub-accounts): the tenants."""

@@ -1,0 +1,10 @@
+"""ORM tables, one module per table. Importing this package registers all of them."""
+
+from calnotify.models.calendar import Calendar
+from calnotify.models.location import Location
+from calnotify.models.notification import Notification
+from calnotify.models.template import Template
+from calnotify.models.token import ApiToken
+from calnotify.models.user import User
+
+__all__ = ["ApiToken", "Calendar", "Location", "Notification", "Template", "User"]

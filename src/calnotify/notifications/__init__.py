@@ -1,0 +1,1 @@
+"""HighLevel's Calendar Notifications: the five operations and their validation rules."""

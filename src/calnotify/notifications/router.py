@@ -1,0 +1,133 @@
+"""HighLevel's Calendar Notifications operations (tag "Calendar Notifications")."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from calnotify.auth.deps import EventsRead, EventsWrite
+from calnotify.deps import SessionDep
+from calnotify.errors import BadRequest, FieldError
+from calnotify.models import Notification
+from calnotify.notifications import service
+from calnotify.notifications.schemas import (
+    MessageOut,
+    NotificationCreate,
+    NotificationOut,
+    NotificationUpdate,
+    schedule_to_wire,
+)
+
+router = APIRouter(prefix="/calendars/{calendarId}/notifications", tags=["Calendar Notifications"])
+
+MAX_BATCH = 50
+MAX_LIMIT = 100
+MAX_SKIP = 1_000_000_000
+
+
+@router.get("", response_model=list[NotificationOut], operation_id="get-event-notification")
+async def get_notifications(
+    calendarId: str,
+    principal: EventsRead,
+    session: SessionDep,
+    is_active: Annotated[bool | None, Query(alias="isActive")] = None,
+    deleted: Annotated[bool | None, Query(alias="deleted")] = None,
+    limit: Annotated[
+        float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")
+    ] = MAX_LIMIT,
+    skip: Annotated[float, Query(description="Number of records to skip")] = 0,
+) -> list[NotificationOut]:
+    """Notifications of the calendar in creation order; soft-deleted ones only with deleted=true."""
+    rows = await service.list_notifications(
+        session,
+        principal,
+        calendarId,
+        is_active=is_active,
+        deleted=deleted,
+        limit=_whole("limit", limit, 1, MAX_LIMIT),
+        skip=_whole("skip", skip, 0, MAX_SKIP),
+    )
+    return [to_out(r) for r in rows]
+
+
+@router.post("", response_model=list[NotificationOut], operation_id="create-event-notification")
+async def create_notifications(
+    calendarId: str,
+    body: Annotated[list[NotificationCreate], Body(min_length=1, max_length=MAX_BATCH)],
+    principal: EventsWrite,
+    session: SessionDep,
+) -> list[NotificationOut]:
+    """Create 1 to 50 notifications; if any item is invalid, none is created."""
+    rows = await service.create_many(session, principal, calendarId, body)
+    return [to_out(r) for r in rows]
+
+
+@router.get(
+    "/{notificationId}", response_model=NotificationOut, operation_id="find-event-notification"
+)
+async def find_notification(
+    calendarId: str, notificationId: str, principal: EventsRead, session: SessionDep
+) -> NotificationOut:
+    return to_out(await service.get_notification(session, principal, calendarId, notificationId))
+
+
+@router.put("/{notificationId}", response_model=MessageOut, operation_id="update-event-notification")
+async def update_notification(
+    calendarId: str,
+    notificationId: str,
+    body: NotificationUpdate,
+    principal: EventsWrite,
+    session: SessionDep,
+) -> MessageOut:
+    """Partial update; the merged notification must pass the same rules as a create."""
+    await service.update_notification(session, principal, calendarId, notificationId, body)
+    return MessageOut(message="Notification updated successfully")
+
+
+@router.delete(
+    "/{notificationId}", response_model=MessageOut, operation_id="delete-event-notification"
+)
+async def delete_notification(
+    calendarId: str, notificationId: str, principal: EventsWrite, session: SessionDep
+) -> MessageOut:
+    """Soft delete (idempotent)."""
+    await service.delete_notification(session, principal, calendarId, notificationId)
+    return MessageOut(message="Notification deleted successfully")
+
+
+def _whole(name: str, value: float, low: int, high: int) -> int:
+    if not value.is_integer() or not low <= value <= high:
+        raise BadRequest([FieldError(name, f"must be a whole number from {low} to {high}")])
+    return int(value)
+
+
+def to_out(row: Notification) -> NotificationOut:
+    return NotificationOut.model_validate(
+        {
+            "_id": row.id,
+            "receiverType": row.receiver_type,
+            "additionalEmailIds": row.additional_email_ids,
+            "additionalPhoneNumbers": row.additional_phone_numbers,
+            "channel": row.channel,
+            "notificationType": row.notification_type,
+            "isActive": row.is_active,
+            "additionalWhatsappNumbers": (
+                row.additional_phone_numbers if row.channel == "whatsapp" else []
+            ),
+            "templateId": row.template_id,
+            "body": row.body,
+            "subject": row.subject,
+            "afterTime": schedule_to_wire(row.after_time),
+            "beforeTime": schedule_to_wire(row.before_time),
+            "selectedUsers": row.selected_users,
+            "deleted": row.deleted,
+            "calendarId": row.calendar_id,
+            "locationId": row.location_id,
+            "fromAddress": row.from_address,
+            "fromName": row.from_name,
+            "fromNumber": row.from_number,
+            "dateAdded": row.date_added,
+            "dateUpdated": row.date_updated,
+        }
+    )

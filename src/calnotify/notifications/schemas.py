@@ -1,0 +1,95 @@
+"""Wire shapes of HighLevel's CreateCalendarNotificationDTO, UpdateCalendarNotificationsDTO
+and CalendarNotificationResponseDTO."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from calnotify.api.types import MAX_LIST, Bool, InputModel, LongText, Number, OutputModel, Text, Timestamp
+from calnotify.models.notification import Channel, NotificationType, ReceiverType
+
+TextList = Annotated[list[Text], Field(max_length=MAX_LIST)]
+
+
+class ScheduleIn(InputModel):
+    """One ``beforeTime``/``afterTime`` entry, e.g. ``{"timeOffset": 1, "unit": "hours"}``."""
+
+    time_offset: Number | None = None
+    unit: Text | None = None
+
+
+ScheduleList = Annotated[list[ScheduleIn], Field(max_length=MAX_LIST)]
+
+
+class NotificationFieldsIn(InputModel):
+    """The fields create and update share. Every one is optional on update."""
+
+    receiver_type: ReceiverType | None = Field(default=None, description="Notification recipient type")
+    channel: Channel | None = Field(default=None, description="Notification channel")
+    notification_type: NotificationType | None = Field(default=None, description="Notification type")
+    is_active: Bool | None = Field(default=None, description="Is the notification active (default true)")
+    template_id: Text | None = Field(default=None, description="Stored template of this location")
+    body: LongText | None = Field(default=None, description="Message body (Liquid, merge fields)")
+    subject: Text | None = Field(default=None, description="Email subject (Liquid, merge fields)")
+    after_time: ScheduleList | None = Field(default=None, description="Follow-up offsets after the end")
+    before_time: ScheduleList | None = Field(default=None, description="Reminder offsets before the start")
+    additional_email_ids: TextList | None = None
+    additional_phone_numbers: TextList | None = None
+    selected_users: TextList | None = Field(
+        default=None, description='User ids of the location, or "sub_account_admin"'
+    )
+    from_address: Text | None = None
+    from_name: Text | None = None
+    from_number: Text | None = None
+
+
+class NotificationCreate(NotificationFieldsIn):
+    receiver_type: ReceiverType = Field(description="Notification recipient type")  # type: ignore[assignment]
+    channel: Channel = Field(description="Notification channel")  # type: ignore[assignment]
+    notification_type: NotificationType = Field(description="Notification type")  # type: ignore[assignment]
+
+
+class NotificationUpdate(NotificationFieldsIn):
+    deleted: Bool | None = Field(default=None, description="Soft-deletes (true) or restores (false)")
+
+
+class ScheduleOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    timeOffset: float | int | None = None
+    unit: str | None = None
+
+
+class NotificationOut(OutputModel):
+    id: str = Field(alias="_id", description="Notification ID")
+    receiver_type: ReceiverType
+    additional_email_ids: list[str]
+    additional_phone_numbers: list[str]
+    channel: Channel
+    notification_type: NotificationType
+    is_active: bool
+    additional_whatsapp_numbers: list[str]
+    template_id: str
+    body: str
+    subject: str
+    after_time: list[ScheduleOut]
+    before_time: list[ScheduleOut]
+    selected_users: list[str]
+    deleted: bool
+    calendar_id: str
+    location_id: str
+    from_address: str
+    from_name: str
+    from_number: str
+    date_added: Timestamp
+    date_updated: Timestamp
+
+
+class MessageOut(BaseModel):
+    message: str
+
+
+def schedule_to_wire(entries: list[dict[str, Any]]) -> list[ScheduleOut]:
+    return [ScheduleOut(timeOffset=e.get("timeOffset"), unit=e.get("unit")) for e in entries]

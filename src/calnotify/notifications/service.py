@@ -1,0 +1,183 @@
+"""The five Calendar Notifications operations (semantics §2).
+
+Services never commit: the request's unit of work does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.auth.tokens import Principal
+from calnotify.calendars.service import get_calendar
+from calnotify.db.base import utcnow
+from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.ids import looks_like_id
+from calnotify.models import Notification
+from calnotify.notifications import repository
+from calnotify.notifications.rules import (
+    SUB_ACCOUNT_ADMIN,
+    TEMPLATE_TYPE_BY_CHANNEL,
+    NotificationDraft,
+    draft_problems,
+    schedule_entries,
+)
+from calnotify.notifications.schemas import (
+    NotificationCreate,
+    NotificationFieldsIn,
+    NotificationUpdate,
+)
+
+
+async def create_many(
+    session: AsyncSession,
+    principal: Principal,
+    calendar_id: str,
+    items: Sequence[NotificationCreate],
+) -> list[Notification]:
+    """Create every rule of the array, or none of them."""
+    calendar = await get_calendar(session, principal, calendar_id)
+    drafts = [_changes_to_draft(item) for item in items]
+    prefixes = [f"[{i}]." for i in range(len(drafts))]
+    await _validate(session, principal, drafts, prefixes)
+
+    now = utcnow()
+    rows = [
+        Notification(
+            location_id=calendar.location_id,
+            calendar_id=calendar.id,
+            batch_index=i,
+            date_added=now,
+            date_updated=now,
+            **draft.as_columns(),
+        )
+        for i, draft in enumerate(drafts)
+    ]
+    session.add_all(rows)
+    await session.flush()
+    return rows
+
+
+async def list_notifications(
+    session: AsyncSession,
+    principal: Principal,
+    calendar_id: str,
+    *,
+    is_active: bool | None,
+    deleted: bool | None,
+    limit: int,
+    skip: int,
+) -> Sequence[Notification]:
+    calendar = await get_calendar(session, principal, calendar_id)
+    return await repository.list_for_calendar(
+        session, calendar.id, is_active=is_active, deleted=bool(deleted), limit=limit, skip=skip
+    )
+
+
+async def get_notification(
+    session: AsyncSession, principal: Principal, calendar_id: str, notification_id: str
+) -> Notification:
+    calendar = await get_calendar(session, principal, calendar_id)
+    row = None
+    if looks_like_id(notification_id):
+        row = await repository.get_for_calendar(session, calendar.id, notification_id)
+    if row is None:
+        raise NotFound("Notification not found")
+    return row
+
+
+async def update_notification(
+    session: AsyncSession,
+    principal: Principal,
+    calendar_id: str,
+    notification_id: str,
+    changes: NotificationUpdate,
+) -> Notification:
+    """Partial update: fields present replace stored ones; the result must still be valid."""
+    row = await get_notification(session, principal, calendar_id, notification_id)
+    current = NotificationDraft.from_row(row)
+    draft = current.merged(_wire_changes(changes))
+    await _validate(session, principal, [draft], [""])
+    if draft != current:
+        for name, value in draft.as_columns().items():
+            setattr(row, name, value)
+        row.version += 1
+        row.date_updated = utcnow()
+        await session.flush()
+    return row
+
+
+async def delete_notification(
+    session: AsyncSession, principal: Principal, calendar_id: str, notification_id: str
+) -> None:
+    """Soft delete; deleting twice is the same as deleting once."""
+    row = await get_notification(session, principal, calendar_id, notification_id)
+    if not row.deleted:
+        row.deleted = True
+        row.version += 1
+        row.date_updated = utcnow()
+        await session.flush()
+
+
+def _wire_changes(item: NotificationFieldsIn) -> dict[str, object]:
+    changes = item.given()
+    for name in ("after_time", "before_time"):
+        if name in changes:
+            changes[name] = schedule_entries(getattr(item, name))
+    return changes
+
+
+def _changes_to_draft(item: NotificationCreate) -> NotificationDraft:
+    return NotificationDraft(
+        receiver_type=item.receiver_type,
+        channel=item.channel,
+        notification_type=item.notification_type,
+    ).merged(_wire_changes(item))
+
+
+async def _validate(
+    session: AsyncSession,
+    principal: Principal,
+    drafts: Sequence[NotificationDraft],
+    prefixes: Sequence[str],
+) -> None:
+    errors: list[FieldError] = []
+    for draft, prefix in zip(drafts, prefixes, strict=True):
+        errors.extend(draft_problems(draft, prefix))
+
+    wanted_users = {
+        u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)
+    }
+    users = await repository.existing_user_ids(session, principal.location_id, wanted_users)
+    wanted_templates = {d.template_id for d in drafts if looks_like_id(d.template_id)}
+    templates = await repository.template_types(
+        session, principal.location_id, wanted_templates
+    )
+
+    for draft, prefix in zip(drafts, prefixes, strict=True):
+        for i, user_id in enumerate(draft.selected_users):
+            if user_id != SUB_ACCOUNT_ADMIN and user_id not in users:
+                errors.append(
+                    FieldError(
+                        f"{prefix}selectedUsers[{i}]",
+                        f"{user_id!r} is not a user of this location or {SUB_ACCOUNT_ADMIN!r}",
+                    )
+                )
+        expected = TEMPLATE_TYPE_BY_CHANNEL.get(draft.channel)
+        if draft.template_id and expected is not None:
+            found = templates.get(draft.template_id)
+            if found is None:
+                errors.append(
+                    FieldError(f"{prefix}templateId", "is not a template of this location")
+                )
+            elif found != expected:
+                errors.append(
+                    FieldError(
+                        f"{prefix}templateId",
+                        f"is a {found} template; a {draft.channel.value} notification needs "
+                        f"a {expected} template",
+                    )
+                )
+    if errors:
+        raise BadRequest(errors)

@@ -1,0 +1,1 @@
+"""Stored templates and Liquid rendering with HighLevel's merge fields."""
