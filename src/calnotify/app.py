@@ -11,8 +11,8 @@ from fastapi.openapi.utils import get_openapi
 
 from calnotify import __version__
 from calnotify.api import errors
-from calnotify.auth.deps import API_VERSIONS
 from calnotify.api.middleware import BodyLimit, TrailingSlash
+from calnotify.auth.deps import API_VERSIONS
 from calnotify.calendars.router import router as calendars_router
 from calnotify.config import Settings, get_settings
 from calnotify.db.engine import Database

@@ -25,4 +25,6 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the unit of work ends (commits) before the response is sent, so a
+# success answer always means the change is durable.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

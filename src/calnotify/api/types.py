@@ -70,7 +70,9 @@ def format_timestamp(value: datetime) -> str:
 Timestamp = Annotated[
     datetime,
     PlainSerializer(format_timestamp, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-24T10:50:03.123Z"}),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "example": "2026-11-24T10:50:03.123Z"}
+    ),
 ]
 
 
@@ -88,7 +90,11 @@ def json_problem(value: object, depth: int = 0) -> str | None:
         return next((p for v in value if (p := json_problem(v, depth + 1))), None)
     if isinstance(value, dict):
         return next(
-            (p for k, v in value.items() if (p := json_problem(k, depth + 1) or json_problem(v, depth + 1))),
+            (
+                p
+                for k, v in value.items()
+                if (p := json_problem(k, depth + 1) or json_problem(v, depth + 1))
+            ),
             None,
         )
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):

@@ -38,40 +38,37 @@ def check_version(version: str | None) -> None:
     if version is None:
         raise BadRequest([FieldError("Version", "header is required")])
     if version not in API_VERSIONS:
-        raise BadRequest(
-            [FieldError("Version", f"must be one of {', '.join(API_VERSIONS)}")]
-        )
+        raise BadRequest([FieldError("Version", f"must be one of {', '.join(API_VERSIONS)}")])
 
 
-def require(scope: Scope, *, versioned: bool = True) -> Callable[..., Awaitable[Principal]]:
-    """A dependency that admits a token holding ``scope`` (and a valid ``Version``)."""
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that admits a token holding ``scope`` and a valid ``Version`` header."""
 
-    if versioned:
+    async def dependency(
+        principal: Annotated[Principal, Depends(current_principal)],
+        version: Annotated[
+            str | None,
+            Header(
+                alias="Version",
+                description=f"API version: one of {', '.join(API_VERSIONS)}.",
+            ),
+        ] = None,
+    ) -> Principal:
+        if not principal.can(scope):
+            raise MissingScope()
+        check_version(version)
+        return principal
 
-        async def dependency(
-            principal: Annotated[Principal, Depends(current_principal)],
-            version: Annotated[
-                str | None,
-                Header(
-                    alias="Version",
-                    description=f"API version: one of {', '.join(API_VERSIONS)}.",
-                    json_schema_extra={"enum": list(API_VERSIONS)},
-                ),
-            ] = None,
-        ) -> Principal:
-            if not principal.can(scope):
-                raise MissingScope()
-            check_version(version)
-            return principal
+    return dependency
 
-    else:
 
-        async def dependency(
-            principal: Annotated[Principal, Depends(current_principal)],
-        ) -> Principal:
-            if not principal.can(scope):
-                raise MissingScope()
-            return principal
+def require_unversioned(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """The same for calnotify's own routes, which take no ``Version`` header."""
+
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not principal.can(scope):
+            raise MissingScope()
+        return principal
 
     return dependency
 

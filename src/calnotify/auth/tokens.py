@@ -18,7 +18,7 @@ from calnotify.db.base import utcnow
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import ApiToken, Location
 
-TOKEN_PREFIX = "cn_"
+TOKEN_PREFIX = "cn_"  # noqa: S105 (a prefix, so leaked tokens are easy to recognise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,10 @@ async def issue_token(
     unknown = [s for s in chosen if s not in ALL_SCOPES]
     if unknown:
         raise BadRequest(
-            [FieldError("scope", f"unknown scope {s!r}; known: {', '.join(ALL_SCOPES)}") for s in unknown]
+            [
+                FieldError("scope", f"unknown scope {s!r}; known: {', '.join(ALL_SCOPES)}")
+                for s in unknown
+            ]
         )
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(location_id=location_id, token_hash=hash_token(secret), scopes=chosen)

@@ -19,7 +19,12 @@ from calnotify.deps import SessionDep
 router = APIRouter(prefix="/calendars", tags=["Calendars"])
 
 
-@router.get("", response_model=CalendarsEnvelope, operation_id="get-calendars")
+@router.get(
+    "",
+    response_model=CalendarsEnvelope,
+    response_model_exclude_none=True,
+    operation_id="get-calendars",
+)
 async def get_calendars(
     principal: CalendarsRead,
     session: SessionDep,
@@ -29,7 +34,12 @@ async def get_calendars(
     return CalendarsEnvelope(calendars=[service.to_out(r) for r in rows])
 
 
-@router.post("", response_model=CalendarEnvelope, operation_id="create-calendar")
+@router.post(
+    "",
+    response_model=CalendarEnvelope,
+    response_model_exclude_none=True,
+    operation_id="create-calendar",
+)
 async def create_calendar(
     body: CalendarCreate, principal: CalendarsWrite, session: SessionDep
 ) -> CalendarEnvelope:
@@ -37,7 +47,12 @@ async def create_calendar(
     return CalendarEnvelope(calendar=service.to_out(calendar))
 
 
-@router.get("/{calendarId}", response_model=CalendarEnvelope, operation_id="get-calendar")
+@router.get(
+    "/{calendarId}",
+    response_model=CalendarEnvelope,
+    response_model_exclude_none=True,
+    operation_id="get-calendar",
+)
 async def get_calendar(
     calendarId: str, principal: CalendarsRead, session: SessionDep
 ) -> CalendarEnvelope:
@@ -45,7 +60,12 @@ async def get_calendar(
     return CalendarEnvelope(calendar=service.to_out(calendar))
 
 
-@router.put("/{calendarId}", response_model=CalendarEnvelope, operation_id="update-calendar")
+@router.put(
+    "/{calendarId}",
+    response_model=CalendarEnvelope,
+    response_model_exclude_none=True,
+    operation_id="update-calendar",
+)
 async def update_calendar(
     calendarId: str, body: CalendarUpdate, principal: CalendarsWrite, session: SessionDep
 ) -> CalendarEnvelope:

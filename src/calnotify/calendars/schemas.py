@@ -82,7 +82,7 @@ class CalendarFieldsIn(InputModel):
 
 class CalendarCreate(CalendarFieldsIn):
     location_id: Text
-    name: Text  # type: ignore[assignment]
+    name: Text
 
 
 class CalendarUpdate(CalendarFieldsIn):

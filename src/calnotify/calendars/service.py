@@ -114,15 +114,19 @@ async def _apply(
     members: list[dict[str, Any]] | None = None
     if body.team_members is not None:
         wanted = {m.user_id for m in body.team_members if looks_like_id(m.user_id)}
-        found = set(
-            await session.scalars(
-                select(User.id).where(
-                    User.location_id == principal.location_id,
-                    User.id.in_(wanted),
-                    User.deleted.is_(False),
+        found = (
+            set(
+                await session.scalars(
+                    select(User.id).where(
+                        User.location_id == principal.location_id,
+                        User.id.in_(wanted),
+                        User.deleted.is_(False),
+                    )
                 )
             )
-        ) if wanted else set()
+            if wanted
+            else set()
+        )
         members = []
         for i, member in enumerate(body.team_members):
             if member.user_id not in found:
@@ -132,7 +136,7 @@ async def _apply(
             members.append(
                 TeamMemberOut(
                     user_id=member.user_id,
-                    priority=member.priority if member.priority is not None else 0.5,
+                    priority=_number(member.priority if member.priority is not None else 0.5),
                     is_primary=bool(member.is_primary),
                     meeting_location_type=member.meeting_location_type,
                     meeting_location=member.meeting_location,
@@ -169,9 +173,14 @@ def to_out(calendar: Calendar) -> CalendarOut:
             "description": calendar.description,
             "calendarType": calendar.calendar_type,
             "teamMembers": calendar.team_members or [],
-            "slotDuration": int(duration) if float(duration).is_integer() else duration,
+            "slotDuration": _number(duration),
             "slotDurationUnit": calendar.slot_duration_unit,
             "isActive": calendar.is_active,
             "autoConfirm": calendar.auto_confirm,
         }
     )
+
+
+def _number(value: float) -> float | int:
+    """1.0 → 1: JSON clients compare what they sent with what they get back."""
+    return int(value) if float(value).is_integer() else value

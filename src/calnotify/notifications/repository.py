@@ -24,9 +24,11 @@ async def list_for_calendar(
     )
     if is_active is not None:
         query = query.where(Notification.is_active == is_active)
-    query = query.order_by(
-        Notification.date_added, Notification.batch_index, Notification.id
-    ).limit(limit).offset(skip)
+    query = (
+        query.order_by(Notification.date_added, Notification.batch_index, Notification.id)
+        .limit(limit)
+        .offset(skip)
+    )
     return (await session.scalars(query)).all()
 
 

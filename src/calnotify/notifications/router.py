@@ -72,7 +72,9 @@ async def find_notification(
     return to_out(await service.get_notification(session, principal, calendarId, notificationId))
 
 
-@router.put("/{notificationId}", response_model=MessageOut, operation_id="update-event-notification")
+@router.put(
+    "/{notificationId}", response_model=MessageOut, operation_id="update-event-notification"
+)
 async def update_notification(
     calendarId: str,
     notificationId: str,
@@ -97,7 +99,7 @@ async def delete_notification(
 
 
 def _whole(name: str, value: float, low: int, high: int) -> int:
-    if not value.is_integer() or not low <= value <= high:
+    if not float(value).is_integer() or not low <= value <= high:
         raise BadRequest([FieldError(name, f"must be a whole number from {low} to {high}")])
     return int(value)
 

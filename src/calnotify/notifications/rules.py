@@ -186,9 +186,7 @@ def _schedule_problems(entries: list[dict[str, Any]], name: str, kind: str) -> l
         if unit is None:
             errors.append(FieldError(f"{where}.unit", "is required"))
         elif unit not in SECONDS_PER_UNIT:
-            errors.append(
-                FieldError(f"{where}.unit", "must be one of minutes, hours, days, weeks")
-            )
+            errors.append(FieldError(f"{where}.unit", "must be one of minutes, hours, days, weeks"))
         if (
             offset is not None
             and offset >= 0

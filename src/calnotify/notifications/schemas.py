@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from calnotify.api.types import MAX_LIST, Bool, InputModel, LongText, Number, OutputModel, Text, Timestamp
+from calnotify.api.types import (
+    MAX_LIST,
+    Bool,
+    InputModel,
+    LongText,
+    Number,
+    OutputModel,
+    Text,
+    Timestamp,
+)
 from calnotify.models.notification import Channel, NotificationType, ReceiverType
 
 TextList = Annotated[list[Text], Field(max_length=MAX_LIST)]
@@ -26,15 +35,25 @@ ScheduleList = Annotated[list[ScheduleIn], Field(max_length=MAX_LIST)]
 class NotificationFieldsIn(InputModel):
     """The fields create and update share. Every one is optional on update."""
 
-    receiver_type: ReceiverType | None = Field(default=None, description="Notification recipient type")
+    receiver_type: ReceiverType | None = Field(
+        default=None, description="Notification recipient type"
+    )
     channel: Channel | None = Field(default=None, description="Notification channel")
-    notification_type: NotificationType | None = Field(default=None, description="Notification type")
-    is_active: Bool | None = Field(default=None, description="Is the notification active (default true)")
+    notification_type: NotificationType | None = Field(
+        default=None, description="Notification type"
+    )
+    is_active: Bool | None = Field(
+        default=None, description="Is the notification active (default true)"
+    )
     template_id: Text | None = Field(default=None, description="Stored template of this location")
     body: LongText | None = Field(default=None, description="Message body (Liquid, merge fields)")
     subject: Text | None = Field(default=None, description="Email subject (Liquid, merge fields)")
-    after_time: ScheduleList | None = Field(default=None, description="Follow-up offsets after the end")
-    before_time: ScheduleList | None = Field(default=None, description="Reminder offsets before the start")
+    after_time: ScheduleList | None = Field(
+        default=None, description="Follow-up offsets after the end"
+    )
+    before_time: ScheduleList | None = Field(
+        default=None, description="Reminder offsets before the start"
+    )
     additional_email_ids: TextList | None = None
     additional_phone_numbers: TextList | None = None
     selected_users: TextList | None = Field(
@@ -46,13 +65,15 @@ class NotificationFieldsIn(InputModel):
 
 
 class NotificationCreate(NotificationFieldsIn):
-    receiver_type: ReceiverType = Field(description="Notification recipient type")  # type: ignore[assignment]
-    channel: Channel = Field(description="Notification channel")  # type: ignore[assignment]
-    notification_type: NotificationType = Field(description="Notification type")  # type: ignore[assignment]
+    receiver_type: ReceiverType = Field(description="Notification recipient type")
+    channel: Channel = Field(description="Notification channel")
+    notification_type: NotificationType = Field(description="Notification type")
 
 
 class NotificationUpdate(NotificationFieldsIn):
-    deleted: Bool | None = Field(default=None, description="Soft-deletes (true) or restores (false)")
+    deleted: Bool | None = Field(
+        default=None, description="Soft-deletes (true) or restores (false)"
+    )
 
 
 class ScheduleOut(BaseModel):

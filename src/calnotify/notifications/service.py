@@ -151,9 +151,7 @@ async def _validate(
     }
     users = await repository.existing_user_ids(session, principal.location_id, wanted_users)
     wanted_templates = {d.template_id for d in drafts if looks_like_id(d.template_id)}
-    templates = await repository.template_types(
-        session, principal.location_id, wanted_templates
-    )
+    templates = await repository.template_types(session, principal.location_id, wanted_templates)
 
     for draft, prefix in zip(drafts, prefixes, strict=True):
         for i, user_id in enumerate(draft.selected_users):

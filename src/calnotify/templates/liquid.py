@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from liquid import Environment, Template
+from liquid import BoundTemplate, Environment
 from liquid.exceptions import LiquidError
 
 from calnotify.errors import FieldError
@@ -35,7 +35,7 @@ class SafeEnvironment(Environment):
 environment = SafeEnvironment()
 
 
-def parse(source: str) -> Template:
+def parse(source: str) -> BoundTemplate:
     return environment.from_string(source)
 
 

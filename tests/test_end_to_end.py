@@ -1,0 +1,199 @@
+"""The real thing: ``calnotify`` commands and ``calnotify serve`` in processes of their own,
+driven by HighLevel's official Python SDK with only its base URL changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from highlevel import GHLError, HighLevel
+
+from tests.spec import assert_conforms
+
+
+def calnotify(database_url: str, *args: str) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", "calnotify", *args],
+        env={**os.environ, "CALNOTIFY_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    parsed: dict[str, object] = json.loads(result.stdout)
+    return parsed
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    base_url: str
+    database_url: str
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[Server]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "calnotify", "serve", "--port", str(port)],
+        env={**os.environ, "CALNOTIFY_DATABASE_URL": database_url},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.stdout.read().decode() if process.stdout else ""
+                pytest.fail(f"calnotify serve did not start:\n{output}")
+            time.sleep(0.1)
+        yield Server(base_url=base_url, database_url=database_url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def sdk_client(base_url: str, token: str) -> HighLevel:
+    client_class = type("CalnotifyHighLevel", (HighLevel,), {"BASE_URL": base_url})
+    client: HighLevel = client_class(private_integration_token=token)
+    return client
+
+
+async def test_highlevel_sdk_against_calnotify_serve(server: Server) -> None:
+    location = calnotify(
+        server.database_url,
+        "locations",
+        "create",
+        "--name",
+        "Acme Dental",
+        "--email",
+        "front@example.com",
+        "--timezone",
+        "America/Chicago",
+    )
+    admin = calnotify(
+        server.database_url,
+        "users",
+        "create",
+        "--location",
+        str(location["id"]),
+        "--email",
+        "ann@example.com",
+        "--first-name",
+        "Ann",
+        "--role",
+        "admin",
+    )
+    issued = calnotify(server.database_url, "tokens", "create", "--location", str(location["id"]))
+    token = str(issued["token"])
+    assert token.startswith("cn_")
+
+    ghl = sdk_client(server.base_url, token)
+    try:
+        calendar = await ghl.calendars.create_calendar(
+            {"locationId": location["id"], "name": "Cleanings", "slotDuration": 45}
+        )
+        calendar_id = calendar["calendar"]["id"]
+        assert calendar["calendar"]["slotDuration"] == 45
+
+        created = await ghl.calendars.create_event_notification(
+            calendar_id,
+            [
+                {
+                    "receiverType": "contact",
+                    "channel": "email",
+                    "notificationType": "booked",
+                    "subject": "See you {{contact.first_name}}",
+                    "body": None,
+                },
+                {
+                    "receiverType": "assignedUser",
+                    "channel": "sms",
+                    "notificationType": "reminder",
+                    "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
+                },
+                {
+                    "receiverType": "business",
+                    "channel": "inApp",
+                    "notificationType": "cancellation",
+                    "selectedUsers": [admin["id"]],
+                },
+            ],
+        )
+        assert [n["notificationType"] for n in created] == ["booked", "reminder", "cancellation"]
+        first = created[0]["_id"]
+
+        page = await ghl.calendars.get_event_notification(
+            calendar_id, is_active=True, deleted=False, limit=2.0, skip=1.0
+        )
+        assert [n["_id"] for n in page] == [created[1]["_id"], created[2]["_id"]]
+
+        one = await ghl.calendars.find_event_notification(calendar_id, first)
+        assert one == created[0]
+
+        updated = await ghl.calendars.update_event_notification(
+            calendar_id, first, {"isActive": False, "subject": "Booked!"}
+        )
+        assert updated == {"message": "Notification updated successfully"}
+        inactive = await ghl.calendars.get_event_notification(calendar_id, is_active=False)
+        assert [(n["_id"], n["subject"]) for n in inactive] == [(first, "Booked!")]
+
+        deleted = await ghl.calendars.delete_event_notification(calendar_id, first)
+        assert deleted == {"message": "Notification deleted successfully"}
+        remaining = await ghl.calendars.get_event_notification(calendar_id)
+        assert first not in [n["_id"] for n in remaining]
+        gone = await ghl.calendars.get_event_notification(calendar_id, deleted=True)
+        assert [n["_id"] for n in gone] == [first]
+
+        with pytest.raises(GHLError) as bad:
+            await ghl.calendars.create_event_notification(
+                calendar_id,
+                [{"receiverType": "guest", "channel": "sms", "notificationType": "booked"}],
+            )
+        assert bad.value.status_code == 400
+        assert "[0].receiverType" in bad.value.message
+
+        with pytest.raises(GHLError) as missing:
+            await ghl.calendars.find_event_notification(calendar_id, "AAAAAAAAAAAAAAAAAAAA")
+        assert missing.value.status_code == 404
+    finally:
+        await ghl.close()
+
+    # The raw wire, as the SDK sent it (Version: v3), matches HighLevel's v3 spec.
+    async with httpx.AsyncClient(base_url=server.base_url) as raw:
+        response = await raw.get(
+            f"/calendars/{calendar_id}/notifications",
+            headers={"Authorization": f"Bearer {token}", "Version": "v3"},
+        )
+        assert_conforms("get-event-notification", response, "v3")
+
+    calnotify(server.database_url, "tokens", "revoke", str(issued["id"]))
+    ghl = sdk_client(server.base_url, token)
+    try:
+        with pytest.raises(GHLError) as revoked:
+            await ghl.calendars.get_event_notification(calendar_id)
+        assert revoked.value.status_code == 401
+        assert revoked.value.message == "Invalid token: access token is invalid"
+    finally:
+        await ghl.close()
