@@ -5,6 +5,7 @@
     python3 dev.py test [ARGS...]    install calnotify with its test tools and run `pytest ARGS`
     python3 dev.py check             ruff, ruff format --check and mypy --strict on src/
     python3 dev.py setup             only install (with the test tools)
+    python3 dev.py migration "MSG"   autogenerate an Alembic migration from the models
 
 The virtualenv is re-installed only when pyproject.toml changes.
 """
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
     if sys.version_info < (3, 11):
         print("calnotify needs Python 3.11 or newer", file=sys.stderr)
         return 1
-    if not argv or argv[0] not in {"serve", "test", "check", "setup"}:
+    if not argv or argv[0] not in {"serve", "test", "check", "setup", "migration"}:
         print(__doc__, file=sys.stderr)
         return 2
     command, args = argv[0], argv[1:]
@@ -37,6 +38,11 @@ def main(argv: list[str]) -> int:
         return run([str(BIN / "calnotify"), "serve", *args])
     if command == "test":
         return run([str(PYTHON), "-m", "pytest", *args])
+    if command == "migration":
+        if len(args) != 1:
+            print('usage: python3 dev.py migration "what changed"', file=sys.stderr)
+            return 2
+        return run([str(PYTHON), "-c", MIGRATION_SCRIPT, args[0]])
     if command == "check":
         for step in (
             ["ruff", "check", "src", "tests", "bench"],
@@ -47,6 +53,17 @@ def main(argv: list[str]) -> int:
             if code := run([str(PYTHON), "-m", *step]):
                 return code
     return 0
+
+
+MIGRATION_SCRIPT = """
+import sys, tempfile, pathlib
+from alembic import command
+from calnotify.db.migrate import alembic_config
+with tempfile.TemporaryDirectory() as tmp:
+    config = alembic_config(f"sqlite:///{pathlib.Path(tmp) / 'scratch.db'}")
+    command.upgrade(config, "head")
+    command.revision(config, message=sys.argv[1], autogenerate=True)
+"""
 
 
 def ensure_venv(*, dev: bool) -> None:
