@@ -9,7 +9,7 @@ import httpx
 from calnotify.auth.tokens import issue_token
 from calnotify.db.engine import Database
 from calnotify.locations.service import create_location
-from calnotify.models import Calendar, Template
+from calnotify.models import Calendar, Contact, Template
 from calnotify.users.service import create_user
 
 VERSION = "2021-04-15"
@@ -44,6 +44,25 @@ class Tenant:
             session.add(template)
             await session.flush()
             return template.id
+
+    async def add_contact(self, **fields: object) -> str:
+        values: dict[str, object] = {
+            "first_name": "Rosa",
+            "last_name": "Diaz",
+            "email": "rosa@example.com",
+            "phone": "+14155550123",
+            "timezone": "",
+            "dnd": False,
+            "dnd_settings": {},
+            "tags": [],
+            "extra": {},
+        }
+        values.update(fields)
+        async with self.db.session() as session:
+            contact = Contact(location_id=self.location_id, **values)
+            session.add(contact)
+            await session.flush()
+            return contact.id
 
     async def add_calendar(self, name: str = "Second") -> str:
         async with self.db.session() as session:

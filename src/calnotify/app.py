@@ -12,11 +12,15 @@ from fastapi.openapi.utils import get_openapi
 from calnotify import __version__
 from calnotify.api import errors
 from calnotify.api.middleware import BodyLimit, TrailingSlash
+from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS
 from calnotify.calendars.router import router as calendars_router
 from calnotify.config import Settings, get_settings
+from calnotify.contacts.router import router as contacts_router
 from calnotify.db.engine import Database
+from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
+from calnotify.users.router import router as users_router
 
 DESCRIPTION = """\
 Self-hosted calendar notifications, wire-compatible with HighLevel's Calendars API.
@@ -52,8 +56,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.db = db
     app.state.settings = settings
     errors.install(app)
+    # /calendars/events… before /calendars/{calendarId}, which would match "events".
+    app.include_router(appointments_router)
     app.include_router(calendars_router)
     app.include_router(notifications_router)
+    app.include_router(contacts_router)
+    app.include_router(users_router)
+    app.include_router(locations_router)
 
     @app.get("/healthz", tags=["Operations"], operation_id="healthz")
     async def healthz() -> dict[str, str]:

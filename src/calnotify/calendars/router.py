@@ -10,6 +10,7 @@ from calnotify.auth.deps import CalendarsRead, CalendarsWrite
 from calnotify.calendars import service
 from calnotify.calendars.schemas import (
     CalendarCreate,
+    CalendarDeleted,
     CalendarEnvelope,
     CalendarsEnvelope,
     CalendarUpdate,
@@ -71,3 +72,12 @@ async def update_calendar(
 ) -> CalendarEnvelope:
     calendar = await service.update_calendar(session, principal, calendarId, body)
     return CalendarEnvelope(calendar=service.to_out(calendar))
+
+
+@router.delete("/{calendarId}", response_model=CalendarDeleted, operation_id="delete-calendar")
+async def delete_calendar(
+    calendarId: str, principal: CalendarsWrite, session: SessionDep
+) -> CalendarDeleted:
+    """Delete the calendar; its notification rules are deleted with it."""
+    await service.delete_calendar(session, principal, calendarId)
+    return CalendarDeleted()

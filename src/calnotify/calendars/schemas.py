@@ -118,3 +118,7 @@ class CalendarEnvelope(BaseModel):
 
 class CalendarsEnvelope(BaseModel):
     calendars: list[CalendarOut]
+
+
+class CalendarDeleted(BaseModel):
+    success: bool = True

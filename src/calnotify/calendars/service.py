@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.types import json_problem
@@ -20,9 +20,10 @@ from calnotify.calendars.schemas import (
     TeamMemberOut,
 )
 from calnotify.db.base import utcnow
-from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.db.scoped import get_in_location
+from calnotify.errors import BadRequest, FieldError
 from calnotify.ids import looks_like_id
-from calnotify.models import Calendar, User
+from calnotify.models import Calendar, Notification, User
 
 SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
 MAX_SLOT_MINUTES = 7 * 24 * 60
@@ -30,18 +31,9 @@ MAX_SLOT_MINUTES = 7 * 24 * 60
 
 async def get_calendar(session: AsyncSession, principal: Principal, calendar_id: str) -> Calendar:
     """The calendar, if it exists in the token's location; 404 otherwise (also for others')."""
-    calendar = None
-    if looks_like_id(calendar_id):
-        calendar = await session.scalar(
-            select(Calendar).where(
-                Calendar.id == calendar_id,
-                Calendar.location_id == principal.location_id,
-                Calendar.deleted.is_(False),
-            )
-        )
-    if calendar is None:
-        raise NotFound("Calendar not found")
-    return calendar
+    return await get_in_location(
+        session, Calendar, calendar_id, principal.location_id, what="Calendar"
+    )
 
 
 async def list_calendars(
@@ -86,6 +78,20 @@ async def update_calendar(
     calendar.date_updated = utcnow()
     await session.flush()
     return calendar
+
+
+async def delete_calendar(session: AsyncSession, principal: Principal, calendar_id: str) -> None:
+    """Soft-delete the calendar and its notification rules."""
+    calendar = await get_calendar(session, principal, calendar_id)
+    now = utcnow()
+    calendar.deleted = True
+    calendar.date_updated = now
+    await session.execute(
+        update(Notification)
+        .where(Notification.calendar_id == calendar.id, Notification.deleted.is_(False))
+        .values(deleted=True, version=Notification.version + 1, date_updated=now)
+    )
+    await session.flush()
 
 
 async def _apply(

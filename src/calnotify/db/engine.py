@@ -83,8 +83,8 @@ class Database:
                 yield session
                 if write:
                     await session.commit()
-                else:
-                    await session.rollback()
+                # A read-only unit of work just closes: the connection's transaction ends
+                # without expiring what was loaded.
             except BaseException:
                 await session.rollback()
                 raise

@@ -1,10 +1,22 @@
 """ORM tables, one module per table. Importing this package registers all of them."""
 
+from calnotify.models.appointment import Appointment, AppointmentEvent
 from calnotify.models.calendar import Calendar
+from calnotify.models.contact import Contact
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
 from calnotify.models.user import User
 
-__all__ = ["ApiToken", "Calendar", "Location", "Notification", "Template", "User"]
+__all__ = [
+    "ApiToken",
+    "Appointment",
+    "AppointmentEvent",
+    "Calendar",
+    "Contact",
+    "Location",
+    "Notification",
+    "Template",
+    "User",
+]

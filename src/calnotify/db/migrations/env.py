@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
+import sqlalchemy as sa
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import create_engine, pool
 
 import calnotify.models  # noqa: F401  (registers every table on Base.metadata)
-from calnotify.db.base import Base
+from calnotify.db.base import Base, UTCDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def render_item(kind: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
+    """Render calnotify's column types as plain SQLAlchemy types in new migrations."""
+    if kind == "type":
+        if isinstance(obj, UTCDateTime):
+            return "sa.DateTime(timezone=True)"
+        if isinstance(obj, sa.JSON):
+            autogen_context.imports.add("from sqlalchemy.dialects import postgresql")
+            return 'sa.JSON().with_variant(postgresql.JSONB(), "postgresql")'
+        if isinstance(obj, sa.BigInteger) and getattr(obj, "_variant_mapping", None):
+            return 'sa.BigInteger().with_variant(sa.Integer(), "sqlite")'
+    return False
 
 
 def run_migrations_offline() -> None:
@@ -32,6 +49,7 @@ def run_migrations_online() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            render_item=render_item,
             transaction_per_migration=True,
         )
         with context.begin_transaction():

@@ -1,0 +1,1 @@
+"""HighLevel-shaped appointments and the domain events their changes record."""

@@ -1,0 +1,90 @@
+"""HighLevel's Calendar Events operations for appointments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from calnotify.appointments import service
+from calnotify.appointments.schemas import (
+    AppointmentCreate,
+    AppointmentOut,
+    AppointmentUpdate,
+    EventEnvelope,
+    EventsEnvelope,
+    Succeeded,
+)
+from calnotify.auth.deps import EventsRead, EventsWrite
+from calnotify.deps import SessionDep
+
+router = APIRouter(prefix="/calendars/events", tags=["Calendar Events"])
+
+IdQuery = Annotated[str | None, Query(max_length=64)]
+
+
+@router.get("", response_model=EventsEnvelope, operation_id="get-calendar-events")
+async def get_calendar_events(
+    principal: EventsRead,
+    session: SessionDep,
+    location_id: Annotated[str, Query(alias="locationId", max_length=64)],
+    start_time: Annotated[int, Query(alias="startTime", description="Epoch milliseconds")],
+    end_time: Annotated[int, Query(alias="endTime", description="Epoch milliseconds")],
+    calendar_id: Annotated[str | None, Query(alias="calendarId", max_length=64)] = None,
+    user_id: Annotated[str | None, Query(alias="userId", max_length=64)] = None,
+    group_id: Annotated[str | None, Query(alias="groupId", max_length=64)] = None,
+) -> EventsEnvelope:
+    """Appointments of a calendar or a user that overlap [startTime, endTime]."""
+    rows = await service.list_events(
+        session,
+        principal,
+        location_id=location_id,
+        calendar_id=calendar_id,
+        user_id=user_id,
+        group_id=group_id,
+        start_ms=start_time,
+        end_ms=end_time,
+    )
+    where = await service.location_zone(session, principal.location_id)
+    return EventsEnvelope(events=[service.to_event(r, where) for r in rows])
+
+
+@router.post("/appointments", response_model=AppointmentOut, operation_id="create-appointment")
+async def create_appointment(
+    body: AppointmentCreate, principal: EventsWrite, session: SessionDep
+) -> AppointmentOut:
+    appointment = await service.create_appointment(session, principal, body)
+    where = await service.location_zone(session, principal.location_id)
+    return service.to_out(appointment, where)
+
+
+@router.put(
+    "/appointments/{eventId}", response_model=AppointmentOut, operation_id="edit-appointment"
+)
+async def edit_appointment(
+    eventId: str, body: AppointmentUpdate, principal: EventsWrite, session: SessionDep
+) -> AppointmentOut:
+    appointment = await service.update_appointment(session, principal, eventId, body)
+    where = await service.location_zone(session, principal.location_id)
+    return service.to_out(appointment, where)
+
+
+@router.get("/appointments/{eventId}", response_model=EventEnvelope, operation_id="get-appointment")
+async def get_appointment(
+    eventId: str, principal: EventsRead, session: SessionDep
+) -> EventEnvelope:
+    appointment = await service.get_appointment(session, principal, eventId)
+    where = await service.location_zone(session, principal.location_id)
+    return EventEnvelope(event=service.to_event(appointment, where))
+
+
+@router.delete("/{eventId}", response_model=Succeeded, status_code=201, operation_id="delete-event")
+async def delete_event(
+    eventId: str,
+    principal: EventsWrite,
+    session: SessionDep,
+    _body: Annotated[dict[str, object] | None, Body()] = None,
+) -> Succeeded:
+    """Delete an appointment. HighLevel's clients send a JSON body here; it is ignored."""
+    await service.delete_appointment(session, principal, eventId)
+    return Succeeded()

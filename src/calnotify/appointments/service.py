@@ -1,0 +1,369 @@
+"""Booking, changing, cancelling and deleting appointments.
+
+Every change bumps ``appointment.version`` and records its domain events in the same
+transaction (:mod:`calnotify.appointments.events`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.api.validators import email_problem, phone_problem
+from calnotify.appointments import events
+from calnotify.appointments.schemas import (
+    AppointmentCreate,
+    AppointmentFieldsIn,
+    AppointmentOut,
+    EventOut,
+    GuestIn,
+)
+from calnotify.auth.deps import ensure_location
+from calnotify.auth.tokens import Principal
+from calnotify.db.base import utcnow
+from calnotify.db.scoped import find_in_location, get_in_location
+from calnotify.errors import BadRequest, FieldError
+from calnotify.models import Appointment, Calendar, Contact, Location, User
+from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
+from calnotify.timefmt import from_epoch_ms, parse_instant, show_local, zone
+
+DEFAULT_SLOT = timedelta(minutes=30)
+MAX_DURATION = timedelta(days=31)
+MAX_RANGE = timedelta(days=366)
+MAX_EVENTS = 5000
+_SLOT_UNIT_MINUTES = {"mins": 1, "minutes": 1, "hours": 60}
+
+# Stored column ← wire field, for the fields copied as given.
+_COPIED = {
+    "title": "title",
+    "address": "address",
+    "meeting_location_type": "meeting_location_type",
+    "description": "description",
+    "notes": "notes",
+    "rrule": "rrule",
+}
+
+
+async def get_appointment(
+    session: AsyncSession, principal: Principal, event_id: str
+) -> Appointment:
+    return await get_in_location(
+        session, Appointment, event_id, principal.location_id, what="Appointment"
+    )
+
+
+async def location_zone(session: AsyncSession, location_id: str) -> ZoneInfo:
+    location = await session.get(Location, location_id)
+    return zone(location.timezone if location else None)
+
+
+async def create_appointment(
+    session: AsyncSession, principal: Principal, body: AppointmentCreate
+) -> Appointment:
+    ensure_location(principal, body.location_id)
+    where = await location_zone(session, principal.location_id)
+    errors: list[FieldError] = []
+
+    calendar = await find_in_location(session, Calendar, body.calendar_id, principal.location_id)
+    if calendar is None:
+        errors.append(FieldError("calendarId", "is not a calendar of this location"))
+    contact = await find_in_location(session, Contact, body.contact_id, principal.location_id)
+    if contact is None:
+        errors.append(FieldError("contactId", "is not a contact of this location"))
+    assigned = await _assigned_user(session, principal, body, calendar, errors)
+
+    start = parse_instant(body.start_time, where)
+    if start is None:
+        errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
+    end = _end_time(body, start, calendar, where, errors)
+    guests = _guests(body.guests or [], errors)
+    if errors:
+        raise BadRequest(errors)
+    assert calendar is not None
+    assert contact is not None
+    assert start is not None
+    assert end is not None
+
+    now = utcnow()
+    appointment = Appointment(
+        location_id=principal.location_id,
+        calendar_id=calendar.id,
+        contact_id=contact.id,
+        assigned_user_id=assigned,
+        start_at=start,
+        end_at=end,
+        status=body.appointment_status or AppointmentStatus.NEW,
+        to_notify=body.to_notify if body.to_notify is not None else True,
+        guests=guests,
+        extra={},
+        version=1,
+        deleted=False,
+        date_added=now,
+        date_updated=now,
+        **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
+    )
+    session.add(appointment)
+    await session.flush()
+    events.record(
+        session,
+        appointment,
+        AppointmentEventKind.CREATED,
+        before=None,
+        after=events.snapshot(appointment),
+        to_notify=appointment.to_notify,
+    )
+    await session.flush()
+    return appointment
+
+
+async def update_appointment(
+    session: AsyncSession, principal: Principal, event_id: str, body: AppointmentFieldsIn
+) -> Appointment:
+    appointment = await get_appointment(session, principal, event_id)
+    where = await location_zone(session, principal.location_id)
+    given = body.given()
+    errors: list[FieldError] = []
+
+    calendar_id = appointment.calendar_id
+    if "calendar_id" in given:
+        calendar = await find_in_location(
+            session, Calendar, str(given["calendar_id"]), principal.location_id
+        )
+        if calendar is None:
+            errors.append(FieldError("calendarId", "is not a calendar of this location"))
+        else:
+            calendar_id = calendar.id
+    assigned = appointment.assigned_user_id
+    if "assigned_user_id" in given:
+        assigned = await _existing_user(session, principal, str(given["assigned_user_id"]), errors)
+
+    start, end = appointment.start_at, appointment.end_at
+    if "start_time" in given:
+        parsed = parse_instant(str(given["start_time"]), where)
+        if parsed is None:
+            errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
+        else:
+            # Moving the start alone keeps the duration.
+            start, end = parsed, parsed + (end - start)
+    if "end_time" in given:
+        parsed = parse_instant(str(given["end_time"]), where)
+        if parsed is None:
+            errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
+        else:
+            end = parsed
+    _check_span(start, end, errors)
+    guests = _guests(body.guests, errors) if body.guests is not None else appointment.guests
+    if errors:
+        raise BadRequest(errors)
+
+    to_notify = body.to_notify if body.to_notify is not None else True
+    before = events.snapshot(appointment)
+    appointment.calendar_id = calendar_id
+    appointment.assigned_user_id = assigned
+    appointment.start_at, appointment.end_at = start, end
+    appointment.guests = guests
+    if body.appointment_status is not None:
+        appointment.status = body.appointment_status
+    for column, wire in _COPIED.items():
+        if wire in given:
+            setattr(appointment, column, given[wire])
+    after = events.snapshot(appointment)
+    kinds = events.kinds_of_change(before, after)
+    appointment.to_notify = to_notify
+    if kinds:
+        appointment.version += 1
+        appointment.date_updated = utcnow()
+        after["version"] = appointment.version
+        for kind in kinds:
+            events.record(
+                session, appointment, kind, before=before, after=after, to_notify=to_notify
+            )
+    await session.flush()
+    return appointment
+
+
+async def delete_appointment(session: AsyncSession, principal: Principal, event_id: str) -> None:
+    """Delete (idempotent): the appointment disappears and its pending notifications with it."""
+    appointment = await get_in_location(
+        session,
+        Appointment,
+        event_id,
+        principal.location_id,
+        what="Appointment",
+        include_deleted=True,
+    )
+    if appointment.deleted:
+        return
+    before = events.snapshot(appointment)
+    appointment.deleted = True
+    appointment.version += 1
+    appointment.date_updated = utcnow()
+    events.record(
+        session,
+        appointment,
+        AppointmentEventKind.DELETED,
+        before=before,
+        after=None,
+        to_notify=False,
+    )
+    await session.flush()
+
+
+async def list_events(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    location_id: str,
+    calendar_id: str | None,
+    user_id: str | None,
+    group_id: str | None,
+    start_ms: int,
+    end_ms: int,
+) -> Sequence[Appointment]:
+    """Appointments overlapping [startTime, endTime] of one calendar or one user."""
+    ensure_location(principal, location_id)
+    errors: list[FieldError] = []
+    start, end = from_epoch_ms(start_ms), from_epoch_ms(end_ms)
+    if start is None:
+        errors.append(FieldError("startTime", "must be epoch milliseconds"))
+    if end is None:
+        errors.append(FieldError("endTime", "must be epoch milliseconds"))
+    if start and end and not start < end <= start + MAX_RANGE:
+        errors.append(FieldError("endTime", "must be after startTime, within 366 days"))
+    if not (calendar_id or user_id or group_id):
+        errors.append(FieldError("calendarId", "one of calendarId, userId or groupId is required"))
+    if errors:
+        raise BadRequest(errors)
+    if group_id and not (calendar_id or user_id):
+        return []  # calnotify has no calendar groups
+    query = select(Appointment).where(
+        Appointment.location_id == principal.location_id,
+        Appointment.deleted.is_(False),
+        Appointment.start_at < end,
+        Appointment.end_at > start,
+    )
+    if calendar_id:
+        query = query.where(Appointment.calendar_id == calendar_id)
+    if user_id:
+        query = query.where(Appointment.assigned_user_id == user_id)
+    query = query.order_by(Appointment.start_at, Appointment.id).limit(MAX_EVENTS)
+    return (await session.scalars(query)).all()
+
+
+async def _assigned_user(
+    session: AsyncSession,
+    principal: Principal,
+    body: AppointmentCreate,
+    calendar: Calendar | None,
+    errors: list[FieldError],
+) -> str | None:
+    if body.assigned_user_id:
+        return await _existing_user(session, principal, body.assigned_user_id, errors)
+    if calendar is None:
+        return None
+    # Without an explicit user, the calendar's primary team member (else its first one).
+    members = sorted(calendar.team_members or [], key=lambda m: not m.get("isPrimary", False))
+    for member in members:
+        user = await find_in_location(session, User, member.get("userId"), principal.location_id)
+        if user is not None:
+            return user.id
+    return None
+
+
+async def _existing_user(
+    session: AsyncSession, principal: Principal, user_id: str, errors: list[FieldError]
+) -> str | None:
+    if user_id == "":
+        return None
+    user = await find_in_location(session, User, user_id, principal.location_id)
+    if user is None:
+        errors.append(FieldError("assignedUserId", "is not a user of this location"))
+        return None
+    return user.id
+
+
+def _end_time(
+    body: AppointmentCreate,
+    start: datetime | None,
+    calendar: Calendar | None,
+    where: ZoneInfo,
+    errors: list[FieldError],
+) -> datetime | None:
+    if body.end_time is not None:
+        end = parse_instant(body.end_time, where)
+        if end is None:
+            errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
+            return None
+    elif start is not None:
+        end = start + _slot(calendar)
+    else:
+        return None
+    if start is not None:
+        _check_span(start, end, errors)
+    return end
+
+
+def _slot(calendar: Calendar | None) -> timedelta:
+    if calendar is None or not calendar.slot_duration:
+        return DEFAULT_SLOT
+    minutes = calendar.slot_duration * _SLOT_UNIT_MINUTES.get(calendar.slot_duration_unit, 1)
+    return timedelta(minutes=minutes)
+
+
+def _check_span(start: datetime, end: datetime, errors: list[FieldError]) -> None:
+    if end <= start:
+        errors.append(FieldError("endTime", "must be after startTime"))
+    elif end - start > MAX_DURATION:
+        errors.append(FieldError("endTime", "must be at most 31 days after startTime"))
+
+
+def _guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[dict[str, Any]]:
+    stored: list[dict[str, Any]] = []
+    for i, guest in enumerate(guests):
+        email, phone = guest.email or "", guest.phone or ""
+        if email and (problem := email_problem(email)):
+            errors.append(FieldError(f"guests[{i}].email", problem))
+        if phone and (problem := phone_problem(phone)):
+            errors.append(FieldError(f"guests[{i}].phone", problem))
+        if not email and not phone:
+            errors.append(FieldError(f"guests[{i}]", "needs an email or a phone"))
+        stored.append({"email": email, "name": guest.name or "", "phone": phone})
+    return stored
+
+
+def to_out(appointment: Appointment, where: ZoneInfo) -> AppointmentOut:
+    return AppointmentOut.model_validate(_wire(appointment, where))
+
+
+def to_event(appointment: Appointment, where: ZoneInfo) -> EventOut:
+    users = [appointment.assigned_user_id] if appointment.assigned_user_id else []
+    return EventOut.model_validate({**_wire(appointment, where), "users": users})
+
+
+def _wire(appointment: Appointment, where: ZoneInfo) -> dict[str, Any]:
+    return {
+        "id": appointment.id,
+        "calendarId": appointment.calendar_id,
+        "locationId": appointment.location_id,
+        "contactId": appointment.contact_id,
+        "startTime": show_local(appointment.start_at, where),
+        "endTime": show_local(appointment.end_at, where),
+        "title": appointment.title,
+        "meetingLocationType": appointment.meeting_location_type,
+        "appointmentStatus": appointment.status,
+        "assignedUserId": appointment.assigned_user_id or "",
+        "address": appointment.address,
+        "isRecurring": bool(appointment.rrule),
+        "rrule": appointment.rrule,
+        "description": appointment.description,
+        "notes": appointment.notes,
+        "toNotify": appointment.to_notify,
+        "guests": appointment.guests or [],
+        "dateAdded": appointment.date_added,
+        "dateUpdated": appointment.date_updated,
+    }

@@ -1,0 +1,1 @@
+"""HighLevel-shaped contacts: the people appointments are booked for."""
