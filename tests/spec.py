@@ -14,20 +14,40 @@ from referencing.jsonschema import DRAFT4
 
 REFERENCE = Path(__file__).parent / "reference" / "highlevel-openapi"
 BASE = "https://highlevel.test/"
-SPEC_FILES = {"2021-04-15": "calendars.json", "v3": "calendars-v3.json"}
-COMMON_FILES = {"2021-04-15": "common-schemas.json", "v3": "common-schemas-v3.json"}
+SPEC_FILES = {
+    "2021-04-15": "calendars.json",
+    "v3": "calendars-v3.json",
+    # The contacts, users and locations specs are written for Version 2021-07-28.
+    "contacts": "contacts.json",
+    "users": "users.json",
+    "locations": "locations.json",
+}
+COMMON_FILES = {"v3": "common-schemas-v3.json"}
+
+
+# Where HighLevel's spec contradicts its own examples and what its API sends, the examples
+# win: CalendarEventDTO types these as "object", but they are ISO 8601 strings.
+ERRATA = {
+    "CalendarEventDTO": ("startTime", "endTime", "dateAdded", "dateUpdated"),
+}
 
 
 @cache
 def _load(name: str) -> dict[str, Any]:
     loaded: dict[str, Any] = json.loads((REFERENCE / name).read_text())
+    schemas = loaded.get("components", {}).get("schemas", {})
+    for schema_name, fields in ERRATA.items():
+        for field in fields:
+            if schema_name in schemas and field in schemas[schema_name].get("properties", {}):
+                schemas[schema_name]["properties"][field]["type"] = "string"
     return loaded
 
 
 @cache
 def _registry(version: str) -> Registry:
     spec = Resource(contents=_load(SPEC_FILES[version]), specification=DRAFT4)
-    common = Resource(contents=_load(COMMON_FILES[version]), specification=DRAFT4)
+    common_file = COMMON_FILES.get(version, "common-schemas.json")
+    common = Resource(contents=_load(common_file), specification=DRAFT4)
     return Registry().with_resources(
         [(f"{BASE}calendars/spec.json", spec), (f"{BASE}common/common-schemas.json", common)]
     )

@@ -197,3 +197,108 @@ async def test_highlevel_sdk_against_calnotify_serve(server: Server) -> None:
         assert revoked.value.message == "Invalid token: access token is invalid"
     finally:
         await ghl.close()
+
+
+async def test_highlevel_sdk_books_and_changes_appointments(server: Server) -> None:
+    location = calnotify(
+        server.database_url,
+        "locations",
+        "create",
+        "--name",
+        "Acme Dental",
+        "--timezone",
+        "America/New_York",
+    )
+    token = str(
+        calnotify(server.database_url, "tokens", "create", "--location", str(location["id"]))[
+            "token"
+        ]
+    )
+    ghl = sdk_client(server.base_url, token)
+    try:
+        user = await ghl.users.create_user(
+            {
+                "companyId": "none",
+                "firstName": "Amy",
+                "lastName": "Santiago",
+                "email": "amy@example.com",
+                "password": "unused",
+                "type": "account",
+                "role": "user",
+                "locationIds": [location["id"]],
+                "phone": "+14155550111",
+            }
+        )
+        # HighLevel's SDK sends PUT /users/{userId} without the id; options fix the URL.
+        renamed = await ghl.users.update_user(
+            {"firstName": "Amelia"}, options={"url": f"/users/{user['id']}"}
+        )
+        assert renamed["firstName"] == "Amelia"
+        contact = (
+            await ghl.contacts.create_contact(
+                {
+                    "locationId": location["id"],
+                    "firstName": "Rosa",
+                    "email": "rosa@example.com",
+                    "phone": "+14155550123",
+                    "timezone": "America/Los_Angeles",
+                }
+            )
+        )["contact"]
+        fetched = await ghl.contacts.get_contact(contact["id"])
+        assert fetched["contact"]["timezone"] == "America/Los_Angeles"
+        calendar = (
+            await ghl.calendars.create_calendar(
+                {
+                    "locationId": location["id"],
+                    "name": "Cleanings",
+                    "teamMembers": [{"userId": user["id"], "isPrimary": True}],
+                }
+            )
+        )["calendar"]
+
+        booked = await ghl.calendars.create_appointment(
+            {
+                "calendarId": calendar["id"],
+                "locationId": location["id"],
+                "contactId": contact["id"],
+                "startTime": "2030-05-06T14:00:00Z",
+                "title": "Cleaning",
+            }
+        )
+        assert booked["startTime"] == "2030-05-06T10:00:00-04:00"
+        assert booked["assignedUserId"] == user["id"]
+        event_id = booked["id"]
+
+        confirmed = await ghl.calendars.edit_appointment(
+            event_id, {"appointmentStatus": "confirmed"}
+        )
+        assert confirmed["appointmentStatus"] == "confirmed"
+        moved = await ghl.calendars.edit_appointment(
+            event_id, {"startTime": "2030-05-07T14:00:00Z", "endTime": "2030-05-07T15:00:00Z"}
+        )
+        assert moved["endTime"] == "2030-05-07T11:00:00-04:00"
+        event = (await ghl.calendars.get_appointment(event_id))["event"]
+        assert event["appointmentStatus"] == "confirmed"
+
+        events = await ghl.calendars.get_calendar_events(
+            location["id"], "1904000000000", "1904999999999", calendar_id=calendar["id"]
+        )
+        assert [e["id"] for e in events["events"]] == [event_id]
+
+        cancelled = await ghl.calendars.edit_appointment(
+            event_id, {"appointmentStatus": "cancelled"}
+        )
+        assert cancelled["appointmentStatus"] == "cancelled"
+        assert await ghl.calendars.delete_event(event_id, {}) == {"succeeded": True}
+        with pytest.raises(GHLError) as gone:
+            await ghl.calendars.get_appointment(event_id)
+        assert gone.value.status_code == 404
+
+        place = await ghl.locations.get_location(location["id"])
+        assert place["location"]["timezone"] == "America/New_York"
+        await ghl.contacts.delete_contact(contact["id"])
+        deleted = await ghl.users.delete_user(options={"url": f"/users/{user['id']}"})
+        assert deleted["succeded"] is True
+    finally:
+        await ghl.close()

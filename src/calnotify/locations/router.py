@@ -12,7 +12,12 @@ from calnotify.locations.schemas import LocationEnvelope, LocationOut, LocationU
 router = APIRouter(prefix="/locations", tags=["Locations"])
 
 
-@router.get("/{locationId}", response_model=LocationEnvelope, operation_id="get-location")
+@router.get(
+    "/{locationId}",
+    response_model=LocationEnvelope,
+    response_model_exclude_none=True,
+    operation_id="get-location",
+)
 async def get_location(
     locationId: str, principal: LocationsRead, session: SessionDep
 ) -> LocationEnvelope:
@@ -20,7 +25,12 @@ async def get_location(
     return LocationEnvelope(location=service.to_out(location))
 
 
-@router.put("/{locationId}", response_model=LocationOut, operation_id="put-location")
+@router.put(
+    "/{locationId}",
+    response_model=LocationOut,
+    response_model_exclude_none=True,
+    operation_id="put-location",
+)
 async def update_location(
     locationId: str, body: LocationUpdate, principal: LocationsWrite, session: SessionDep
 ) -> LocationOut:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from calnotify.api.types import InputModel, Text
 
@@ -31,7 +31,7 @@ class LocationOut(BaseModel):
     address: str
     city: str
     state: str
-    country: str
+    country: str | None = Field(default=None, description="ISO 3166 alpha-2; absent when unset")
     postalCode: str
     website: str
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,6 +63,9 @@ def _apply(location: Location, changes: dict[str, Any]) -> None:
         value = changes.get(name)
         if (value or name == "timezone") and value is not None and (problem := check(value)):
             errors.append(FieldError(name, problem))
+    country = changes.get("country")
+    if country and re.fullmatch(r"[A-Z]{2}", str(country)) is None:
+        errors.append(FieldError("country", "must be an ISO 3166 alpha-2 code, e.g. US"))
     if errors:
         raise BadRequest(errors)
     for name, value in changes.items():
@@ -78,11 +82,11 @@ def to_out(location: Location) -> LocationOut:
         address=location.address,
         city=location.city,
         state=location.state,
-        country=location.country,
+        country=location.country or None,
         postalCode=location.postal_code,
         website=location.website,
     )
 
 
-def location_dict(location: Location) -> dict[str, str]:
-    return to_out(location).model_dump()
+def location_dict(location: Location) -> dict[str, object]:
+    return to_out(location).model_dump(exclude_none=True)

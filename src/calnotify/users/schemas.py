@@ -47,7 +47,6 @@ class UserOut(BaseModel):
     phone: str
     extension: str = ""
     permissions: dict[str, Any] = Field(default_factory=dict)
-    scopes: str = ""
     roles: RolesOut
     deleted: bool = False
 
