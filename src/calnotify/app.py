@@ -12,12 +12,18 @@ from fastapi.openapi.utils import get_openapi
 from calnotify import __version__
 from calnotify.api import errors
 from calnotify.api.middleware import BodyLimit, TrailingSlash
+from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS
 from calnotify.calendars.router import router as calendars_router
+from calnotify.clock import Clock, SystemClock
 from calnotify.config import Settings, get_settings
 from calnotify.contacts.router import router as contacts_router
 from calnotify.db.engine import Database
+from calnotify.deliveries.router import router as deliveries_router
+from calnotify.dispatch.metrics import DispatchMetrics
+from calnotify.dispatch.runtime import Engine
+from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
 from calnotify.users.router import router as users_router
@@ -31,7 +37,15 @@ Every HighLevel-shaped route needs `Authorization: Bearer <location token>` and 
 """
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    database: Database | None = None,
+    clock: Clock | None = None,
+    *,
+    run_dispatcher: bool = False,
+    concurrency: int | None = None,
+) -> FastAPI:
+    """The API. With ``run_dispatcher`` the process also sends (``calnotify serve``)."""
     settings = settings or get_settings()
     owns_database = database is None
     db = database or Database(
@@ -40,11 +54,22 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
 
+    clock = clock or SystemClock()
+    metrics = DispatchMetrics()
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if owns_database:
-            await db.dispose()
+        engine = None
+        if run_dispatcher:
+            engine = Engine(settings, db, clock, concurrency=concurrency, metrics=metrics)
+            engine.start()
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.stop()  # drains the batches in flight
+            if owns_database:
+                await db.dispose()
 
     app = FastAPI(
         title="calnotify",
@@ -54,6 +79,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         redirect_slashes=False,
     )
     app.state.db = db
+    app.state.clock = clock
+    app.state.metrics = metrics
     app.state.settings = settings
     errors.install(app)
     # /calendars/events… before /calendars/{calendarId}, which would match "events".
@@ -63,10 +90,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(contacts_router)
     app.include_router(users_router)
     app.include_router(locations_router)
-
-    @app.get("/healthz", tags=["Operations"], operation_id="healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(deliveries_router)
+    app.include_router(inbox_router)
+    app.include_router(ops_router)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)

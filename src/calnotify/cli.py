@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -53,7 +55,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API only; leave sending to `calnotify worker` processes",
+    )
+    serve.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dispatch loops in this process (default CALNOTIFY_DISPATCH_CONCURRENCY)",
+    )
     serve.set_defaults(handler=_serve)
+
+    worker = commands.add_parser(
+        "worker",
+        help="send due notifications (no HTTP API)",
+        description="Claim and send due deliveries until stopped. Any number of workers and "
+        "servers may run against one database; SIGTERM or Ctrl-C finishes the messages in "
+        "flight and exits.",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="dispatch loops, each claiming its own batches (default "
+        "CALNOTIFY_DISPATCH_CONCURRENCY)",
+    )
+    worker.set_defaults(handler=_worker)
 
     db = commands.add_parser("db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -130,14 +161,53 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.db.migrate import upgrade
 
     upgrade(settings.database_url)
+    app = create_app(settings, run_dispatcher=not args.no_worker, concurrency=args.concurrency)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
         proxy_headers=False,
+        timeout_graceful_shutdown=30,
     )
     return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from calnotify.clock import SystemClock
+    from calnotify.db.migrate import upgrade
+    from calnotify.dispatch.runtime import Engine
+
+    _configure_logging(settings)
+    upgrade(settings.database_url)
+
+    async def run() -> None:
+        db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
+        engine = Engine(settings, db, SystemClock(), concurrency=args.concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        engine.start()
+        logging.getLogger("calnotify.worker").info("worker started")
+        await stop.wait()
+        logging.getLogger("calnotify.worker").info("stopping: finishing messages in flight")
+        await engine.stop()
+        await db.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

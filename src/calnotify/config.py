@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = Field(default="info")
+    dispatch_batch_size: int = Field(default=200, ge=1, le=5000)
+    dispatch_concurrency: int = Field(default=2, ge=1, le=64)
+    dispatch_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    dispatch_lease_seconds: float = Field(default=120, ge=5)
+    dispatch_max_attempts: int = Field(default=8, ge=1, le=100)
 
     @field_validator("log_level")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from calnotify.clock import Clock
 from calnotify.db.engine import Database
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -28,3 +29,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 # scope="function": the unit of work ends (commits) before the response is sent, so a
 # success answer always means the change is durable.
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+ClockDep = Annotated[Clock, Depends(get_clock)]

@@ -16,7 +16,7 @@ from calnotify.appointments.schemas import (
     Succeeded,
 )
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import SessionDep
+from calnotify.deps import ClockDep, SessionDep
 
 router = APIRouter(prefix="/calendars/events", tags=["Calendar Events"])
 
@@ -51,9 +51,9 @@ async def get_calendar_events(
 
 @router.post("/appointments", response_model=AppointmentOut, operation_id="create-appointment")
 async def create_appointment(
-    body: AppointmentCreate, principal: EventsWrite, session: SessionDep
+    body: AppointmentCreate, principal: EventsWrite, session: SessionDep, clock: ClockDep
 ) -> AppointmentOut:
-    appointment = await service.create_appointment(session, principal, body)
+    appointment = await service.create_appointment(session, principal, body, clock.now())
     where = await service.location_zone(session, principal.location_id)
     return service.to_out(appointment, where)
 
@@ -62,9 +62,13 @@ async def create_appointment(
     "/appointments/{eventId}", response_model=AppointmentOut, operation_id="edit-appointment"
 )
 async def edit_appointment(
-    eventId: str, body: AppointmentUpdate, principal: EventsWrite, session: SessionDep
+    eventId: str,
+    body: AppointmentUpdate,
+    principal: EventsWrite,
+    session: SessionDep,
+    clock: ClockDep,
 ) -> AppointmentOut:
-    appointment = await service.update_appointment(session, principal, eventId, body)
+    appointment = await service.update_appointment(session, principal, eventId, body, clock.now())
     where = await service.location_zone(session, principal.location_id)
     return service.to_out(appointment, where)
 
@@ -83,8 +87,9 @@ async def delete_event(
     eventId: str,
     principal: EventsWrite,
     session: SessionDep,
+    clock: ClockDep,
     _body: Annotated[dict[str, object] | None, Body()] = None,
 ) -> Succeeded:
     """Delete an appointment. HighLevel's clients send a JSON body here; it is ignored."""
-    await service.delete_appointment(session, principal, eventId)
+    await service.delete_appointment(session, principal, eventId, clock.now())
     return Succeeded()

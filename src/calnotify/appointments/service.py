@@ -30,6 +30,7 @@ from calnotify.db.scoped import find_in_location, get_in_location
 from calnotify.errors import BadRequest, FieldError
 from calnotify.models import Appointment, Calendar, Contact, Location, User
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
+from calnotify.planning.planner import lock_calendar, plan_appointment_change
 from calnotify.timefmt import from_epoch_ms, parse_instant, show_local, zone
 
 DEFAULT_SLOT = timedelta(minutes=30)
@@ -57,13 +58,30 @@ async def get_appointment(
     )
 
 
+async def _locked(
+    session: AsyncSession, principal: Principal, event_id: str, *, include_deleted: bool = False
+) -> Appointment:
+    """The appointment, read again under its calendar's planning lock (PostgreSQL)."""
+    appointment = await get_in_location(
+        session,
+        Appointment,
+        event_id,
+        principal.location_id,
+        what="Appointment",
+        include_deleted=include_deleted,
+    )
+    await lock_calendar(session, appointment.calendar_id)
+    await session.refresh(appointment, with_for_update=True)
+    return appointment
+
+
 async def location_zone(session: AsyncSession, location_id: str) -> ZoneInfo:
     location = await session.get(Location, location_id)
     return zone(location.timezone if location else None)
 
 
 async def create_appointment(
-    session: AsyncSession, principal: Principal, body: AppointmentCreate
+    session: AsyncSession, principal: Principal, body: AppointmentCreate, now: datetime
 ) -> Appointment:
     ensure_location(principal, body.location_id)
     where = await location_zone(session, principal.location_id)
@@ -109,7 +127,7 @@ async def create_appointment(
     )
     session.add(appointment)
     await session.flush()
-    events.record(
+    created = events.record(
         session,
         appointment,
         AppointmentEventKind.CREATED,
@@ -118,13 +136,18 @@ async def create_appointment(
         to_notify=appointment.to_notify,
     )
     await session.flush()
+    await plan_appointment_change(session, appointment, [created], now)
     return appointment
 
 
 async def update_appointment(
-    session: AsyncSession, principal: Principal, event_id: str, body: AppointmentFieldsIn
+    session: AsyncSession,
+    principal: Principal,
+    event_id: str,
+    body: AppointmentFieldsIn,
+    now: datetime,
 ) -> Appointment:
-    appointment = await get_appointment(session, principal, event_id)
+    appointment = await _locked(session, principal, event_id)
     where = await location_zone(session, principal.location_id)
     given = body.given()
     errors: list[FieldError] = []
@@ -179,31 +202,32 @@ async def update_appointment(
         appointment.version += 1
         appointment.date_updated = utcnow()
         after["version"] = appointment.version
-        for kind in kinds:
+        recorded = [
             events.record(
                 session, appointment, kind, before=before, after=after, to_notify=to_notify
             )
+            for kind in kinds
+        ]
+        await session.flush()
+        if calendar_id != before["calendarId"]:
+            await lock_calendar(session, calendar_id)
+        await plan_appointment_change(session, appointment, recorded, now)
     await session.flush()
     return appointment
 
 
-async def delete_appointment(session: AsyncSession, principal: Principal, event_id: str) -> None:
+async def delete_appointment(
+    session: AsyncSession, principal: Principal, event_id: str, now: datetime
+) -> None:
     """Delete (idempotent): the appointment disappears and its pending notifications with it."""
-    appointment = await get_in_location(
-        session,
-        Appointment,
-        event_id,
-        principal.location_id,
-        what="Appointment",
-        include_deleted=True,
-    )
+    appointment = await _locked(session, principal, event_id, include_deleted=True)
     if appointment.deleted:
         return
     before = events.snapshot(appointment)
     appointment.deleted = True
     appointment.version += 1
     appointment.date_updated = utcnow()
-    events.record(
+    deleted = events.record(
         session,
         appointment,
         AppointmentEventKind.DELETED,
@@ -212,6 +236,7 @@ async def delete_appointment(session: AsyncSession, principal: Principal, event_
         to_notify=False,
     )
     await session.flush()
+    await plan_appointment_change(session, appointment, [deleted], now)
 
 
 async def list_events(

@@ -15,7 +15,7 @@ from calnotify.calendars.schemas import (
     CalendarsEnvelope,
     CalendarUpdate,
 )
-from calnotify.deps import SessionDep
+from calnotify.deps import ClockDep, SessionDep
 
 router = APIRouter(prefix="/calendars", tags=["Calendars"])
 
@@ -76,8 +76,8 @@ async def update_calendar(
 
 @router.delete("/{calendarId}", response_model=CalendarDeleted, operation_id="delete-calendar")
 async def delete_calendar(
-    calendarId: str, principal: CalendarsWrite, session: SessionDep
+    calendarId: str, principal: CalendarsWrite, session: SessionDep, clock: ClockDep
 ) -> CalendarDeleted:
     """Delete the calendar; its notification rules are deleted with it."""
-    await service.delete_calendar(session, principal, calendarId)
+    await service.delete_calendar(session, principal, calendarId, clock.now())
     return CalendarDeleted()

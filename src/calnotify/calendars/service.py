@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,6 +25,7 @@ from calnotify.db.scoped import get_in_location
 from calnotify.errors import BadRequest, FieldError
 from calnotify.ids import looks_like_id
 from calnotify.models import Calendar, Notification, User
+from calnotify.planning.planner import cancel_for_calendar, lock_calendar
 
 SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
 MAX_SLOT_MINUTES = 7 * 24 * 60
@@ -80,10 +82,12 @@ async def update_calendar(
     return calendar
 
 
-async def delete_calendar(session: AsyncSession, principal: Principal, calendar_id: str) -> None:
-    """Soft-delete the calendar and its notification rules."""
+async def delete_calendar(
+    session: AsyncSession, principal: Principal, calendar_id: str, now: datetime
+) -> None:
+    """Soft-delete the calendar and its notification rules; nothing of it is sent any more."""
     calendar = await get_calendar(session, principal, calendar_id)
-    now = utcnow()
+    await lock_calendar(session, calendar.id)
     calendar.deleted = True
     calendar.date_updated = now
     await session.execute(
@@ -91,6 +95,7 @@ async def delete_calendar(session: AsyncSession, principal: Principal, calendar_
         .where(Notification.calendar_id == calendar.id, Notification.deleted.is_(False))
         .values(deleted=True, version=Notification.version + 1, date_updated=now)
     )
+    await cancel_for_calendar(session, calendar.id, now)
     await session.flush()
 
 

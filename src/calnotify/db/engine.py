@@ -11,7 +11,7 @@ never wait for a writer (WAL).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -67,6 +67,7 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
             self.read_engine = self.engine
+        self.on_wake: list[Callable[[], None]] = []
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -83,6 +84,9 @@ class Database:
                 yield session
                 if write:
                     await session.commit()
+                    if session.info.pop("wake", False):
+                        for callback in self.on_wake:
+                            callback()
                 # A read-only unit of work just closes: the connection's transaction ends
                 # without expiring what was loaded.
             except BaseException:

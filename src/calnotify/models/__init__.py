@@ -3,6 +3,7 @@
 from calnotify.models.appointment import Appointment, AppointmentEvent
 from calnotify.models.calendar import Calendar
 from calnotify.models.contact import Contact
+from calnotify.models.delivery import Delivery, InboxItem, OutboxMessage
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.template import Template
@@ -15,8 +16,11 @@ __all__ = [
     "AppointmentEvent",
     "Calendar",
     "Contact",
+    "Delivery",
+    "InboxItem",
     "Location",
     "Notification",
+    "OutboxMessage",
     "Template",
     "User",
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import SessionDep
+from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import BadRequest, FieldError
 from calnotify.models import Notification
 from calnotify.notifications import service
@@ -57,9 +57,10 @@ async def create_notifications(
     body: Annotated[list[NotificationCreate], Body(min_length=1, max_length=MAX_BATCH)],
     principal: EventsWrite,
     session: SessionDep,
+    clock: ClockDep,
 ) -> list[NotificationOut]:
     """Create 1 to 50 notifications; if any item is invalid, none is created."""
-    rows = await service.create_many(session, principal, calendarId, body)
+    rows = await service.create_many(session, principal, calendarId, body, clock.now())
     return [to_out(r) for r in rows]
 
 
@@ -81,9 +82,12 @@ async def update_notification(
     body: NotificationUpdate,
     principal: EventsWrite,
     session: SessionDep,
+    clock: ClockDep,
 ) -> MessageOut:
     """Partial update; the merged notification must pass the same rules as a create."""
-    await service.update_notification(session, principal, calendarId, notificationId, body)
+    await service.update_notification(
+        session, principal, calendarId, notificationId, body, clock.now()
+    )
     return MessageOut(message="Notification updated successfully")
 
 
@@ -91,10 +95,14 @@ async def update_notification(
     "/{notificationId}", response_model=MessageOut, operation_id="delete-event-notification"
 )
 async def delete_notification(
-    calendarId: str, notificationId: str, principal: EventsWrite, session: SessionDep
+    calendarId: str,
+    notificationId: str,
+    principal: EventsWrite,
+    session: SessionDep,
+    clock: ClockDep,
 ) -> MessageOut:
     """Soft delete (idempotent)."""
-    await service.delete_notification(session, principal, calendarId, notificationId)
+    await service.delete_notification(session, principal, calendarId, notificationId, clock.now())
     return MessageOut(message="Notification deleted successfully")
 
 

@@ -6,6 +6,7 @@ Services never commit: the request's unit of work does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,7 @@ from calnotify.notifications.schemas import (
     NotificationFieldsIn,
     NotificationUpdate,
 )
+from calnotify.planning.planner import plan_rule_change
 
 
 async def create_many(
@@ -35,6 +37,7 @@ async def create_many(
     principal: Principal,
     calendar_id: str,
     items: Sequence[NotificationCreate],
+    now: datetime,
 ) -> list[Notification]:
     """Create every rule of the array, or none of them."""
     calendar = await get_calendar(session, principal, calendar_id)
@@ -56,6 +59,8 @@ async def create_many(
     ]
     session.add_all(rows)
     await session.flush()
+    for row in rows:
+        await plan_rule_change(session, row, now)
     return rows
 
 
@@ -93,6 +98,7 @@ async def update_notification(
     calendar_id: str,
     notification_id: str,
     changes: NotificationUpdate,
+    now: datetime,
 ) -> Notification:
     """Partial update: fields present replace stored ones; the result must still be valid."""
     row = await get_notification(session, principal, calendar_id, notification_id)
@@ -105,11 +111,16 @@ async def update_notification(
         row.version += 1
         row.date_updated = utcnow()
         await session.flush()
+        await plan_rule_change(session, row, now)
     return row
 
 
 async def delete_notification(
-    session: AsyncSession, principal: Principal, calendar_id: str, notification_id: str
+    session: AsyncSession,
+    principal: Principal,
+    calendar_id: str,
+    notification_id: str,
+    now: datetime,
 ) -> None:
     """Soft delete; deleting twice is the same as deleting once."""
     row = await get_notification(session, principal, calendar_id, notification_id)
@@ -118,6 +129,7 @@ async def delete_notification(
         row.version += 1
         row.date_updated = utcnow()
         await session.flush()
+        await plan_rule_change(session, row, now)
 
 
 def _wire_changes(item: NotificationFieldsIn) -> dict[str, object]:

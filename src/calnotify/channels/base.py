@@ -1,0 +1,86 @@
+"""What every channel adapter implements.
+
+    SendError                 a message could not be handed over
+    ├── RetryableSendError    try again later (timeouts, 4xx SMTP, 429/5xx HTTP, …)
+    └── PermanentSendError    never going to work (invalid number, unsubscribed, 5xx SMTP)
+
+An adapter's ``send`` either returns a :class:`Receipt` or raises one of these; nothing else
+escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A rendered message for one recipient."""
+
+    delivery_id: str
+    location_id: str
+    appointment_id: str
+    calendar_id: str
+    notification_type: str
+    channel: str
+    to: str
+    sender: str = ""
+    sender_name: str = ""
+    subject: str = ""
+    body: str = ""
+    html: str = ""
+    user_id: str = ""  # the inbox owner, for in-app messages
+    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    provider: str
+    message_id: str = ""
+
+
+class SendError(Exception):
+    pass
+
+
+class RetryableSendError(SendError):
+    pass
+
+
+class PermanentSendError(SendError):
+    pass
+
+
+class ChannelAdapter:
+    """Base of the adapters. Subclasses implement ``send``; batch-friendly ones override
+    ``send_many`` (the dispatcher hands over every message of a claim at once)."""
+
+    provider: str = "adapter"
+    concurrency: int = 16
+
+    async def send(self, message: Message) -> Receipt:
+        raise NotImplementedError
+
+    async def send_many(self, messages: Sequence[Message]) -> list[Receipt | SendError]:
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(message: Message) -> Receipt | SendError:
+            async with gate:
+                try:
+                    return await self.send(message)
+                except SendError as exc:
+                    return exc
+
+        return list(await asyncio.gather(*(one(m) for m in messages)))
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""calnotify's own API over what was planned and sent: deliveries and the outbox."""

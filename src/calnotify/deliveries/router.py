@@ -1,0 +1,82 @@
+"""``/deliveries`` and ``/outbox``: what calnotify planned, sent and would have sent."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query
+
+from calnotify.api.paging import IdFilter, Limit, Skip
+from calnotify.auth.deps import require_unversioned
+from calnotify.auth.scopes import Scope
+from calnotify.auth.tokens import Principal
+from calnotify.deliveries import service
+from calnotify.deliveries.schemas import DeliveriesOut, DeliveryOut, OutboxOut
+from calnotify.deps import SessionDep
+
+router = APIRouter(tags=["Deliveries"])
+
+Reader = Annotated[Principal, Depends(require_unversioned(Scope.EVENTS_READ))]
+StatusFilter = Literal["scheduled", "sending", "sent", "failed", "cancelled", "skipped"]
+ChannelFilter = Literal["email", "sms", "whatsapp", "inApp"]
+
+
+@router.get("/deliveries", response_model=DeliveriesOut, operation_id="list-deliveries")
+async def list_deliveries(
+    principal: Reader,
+    session: SessionDep,
+    appointment_id: Annotated[IdFilter, Query(alias="appointmentId")] = None,
+    calendar_id: Annotated[IdFilter, Query(alias="calendarId")] = None,
+    notification_id: Annotated[IdFilter, Query(alias="notificationId")] = None,
+    status: StatusFilter | None = None,
+    channel: ChannelFilter | None = None,
+    limit: Limit = 100,
+    skip: Skip = 0,
+) -> DeliveriesOut:
+    """Deliveries of the token's location, by due time: every planned send and its outcome."""
+    rows, total = await service.list_deliveries(
+        session,
+        principal,
+        {
+            "appointment_id": appointment_id,
+            "calendar_id": calendar_id,
+            "notification_id": notification_id,
+            "status": status,
+            "channel": channel,
+        },
+        limit,
+        skip,
+    )
+    return DeliveriesOut(deliveries=[service.delivery_out(d) for d in rows], total=total)
+
+
+@router.get("/deliveries/{deliveryId}", response_model=DeliveryOut, operation_id="get-delivery")
+async def get_delivery(deliveryId: str, principal: Reader, session: SessionDep) -> DeliveryOut:
+    return service.delivery_out(await service.get_delivery(session, principal, deliveryId))
+
+
+@router.get("/outbox", response_model=OutboxOut, operation_id="list-outbox")
+async def list_outbox(
+    principal: Reader,
+    session: SessionDep,
+    appointment_id: Annotated[IdFilter, Query(alias="appointmentId")] = None,
+    calendar_id: Annotated[IdFilter, Query(alias="calendarId")] = None,
+    delivery_id: Annotated[IdFilter, Query(alias="deliveryId")] = None,
+    channel: ChannelFilter | None = None,
+    limit: Limit = 100,
+    skip: Skip = 0,
+) -> OutboxOut:
+    """Messages recorded by the outbox adapter (channels with no provider configured)."""
+    rows, total = await service.list_outbox(
+        session,
+        principal,
+        {
+            "appointment_id": appointment_id,
+            "calendar_id": calendar_id,
+            "delivery_id": delivery_id,
+            "channel": channel,
+        },
+        limit,
+        skip,
+    )
+    return OutboxOut(messages=[service.outbox_out(m) for m in rows], total=total)

@@ -1,0 +1,112 @@
+"""Reading deliveries and outbox messages of a location."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.auth.tokens import Principal
+from calnotify.db.scoped import get_in_location
+from calnotify.deliveries.schemas import DeliveryOut, OutboxMessageOut
+from calnotify.models import Delivery, OutboxMessage
+
+
+async def list_deliveries(
+    session: AsyncSession,
+    principal: Principal,
+    filters: dict[str, str | None],
+    limit: int,
+    skip: int,
+) -> tuple[Sequence[Delivery], int]:
+    columns = {
+        "appointment_id": Delivery.appointment_id,
+        "calendar_id": Delivery.calendar_id,
+        "notification_id": Delivery.notification_id,
+        "status": Delivery.status,
+        "channel": Delivery.channel,
+    }
+    conditions: list[Any] = [Delivery.location_id == principal.location_id]
+    conditions += [columns[k] == v for k, v in filters.items() if v is not None]
+    total = await session.scalar(select(func.count()).select_from(Delivery).where(*conditions))
+    rows = await session.scalars(
+        select(Delivery)
+        .where(*conditions)
+        .order_by(Delivery.due_at, Delivery.id)
+        .limit(limit)
+        .offset(skip)
+    )
+    return rows.all(), int(total or 0)
+
+
+async def get_delivery(session: AsyncSession, principal: Principal, delivery_id: str) -> Delivery:
+    return await get_in_location(
+        session, Delivery, delivery_id, principal.location_id, what="Delivery"
+    )
+
+
+async def list_outbox(
+    session: AsyncSession,
+    principal: Principal,
+    filters: dict[str, str | None],
+    limit: int,
+    skip: int,
+) -> tuple[Sequence[OutboxMessage], int]:
+    columns = {
+        "appointment_id": OutboxMessage.appointment_id,
+        "calendar_id": OutboxMessage.calendar_id,
+        "delivery_id": OutboxMessage.delivery_id,
+        "channel": OutboxMessage.channel,
+    }
+    conditions: list[Any] = [OutboxMessage.location_id == principal.location_id]
+    conditions += [columns[k] == v for k, v in filters.items() if v is not None]
+    total = await session.scalar(select(func.count()).select_from(OutboxMessage).where(*conditions))
+    rows = await session.scalars(
+        select(OutboxMessage)
+        .where(*conditions)
+        .order_by(OutboxMessage.created_at, OutboxMessage.id)
+        .limit(limit)
+        .offset(skip)
+    )
+    return rows.all(), int(total or 0)
+
+
+def delivery_out(d: Delivery) -> DeliveryOut:
+    return DeliveryOut(
+        id=d.id,
+        notificationId=d.notification_id,
+        appointmentId=d.appointment_id,
+        calendarId=d.calendar_id,
+        notificationType=d.notification_type,
+        channel=d.channel,
+        receiverType=d.receiver_type,
+        recipient=d.recipient,
+        status=d.status,
+        reason=d.reason,
+        dueAt=d.due_at,
+        sentAt=d.sent_at,
+        attempts=d.attempts,
+        lastError=d.last_error,
+        provider=d.provider,
+        providerMessageId=d.provider_message_id,
+        subject=d.subject,
+        body=d.body,
+        createdAt=d.created_at,
+        updatedAt=d.updated_at,
+    )
+
+
+def outbox_out(m: OutboxMessage) -> OutboxMessageOut:
+    return OutboxMessageOut(
+        id=m.id,
+        deliveryId=m.delivery_id,
+        appointmentId=m.appointment_id,
+        channel=m.channel,
+        to=m.to,
+        sender=m.sender,
+        subject=m.subject,
+        body=m.body,
+        createdAt=m.created_at,
+    )

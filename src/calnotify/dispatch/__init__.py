@@ -1,0 +1,1 @@
+"""Claiming due deliveries, fencing, rendering, sending and recording the outcome."""

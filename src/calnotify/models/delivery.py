@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from calnotify.db.base import Base
+from calnotify.models._mixins import IdMixin
+
+
+class DeliveryStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+class SkipReason(StrEnum):
+    LATE = "late"
+    DND = "dnd"
+    NO_ADDRESS = "no_address"
+    INACTIVE = "inactive"
+    STALE = "stale"
+
+
+class RecipientKind(StrEnum):
+    """How a delivery's address is found when it is sent."""
+
+    CONTACT = "contact"  # the appointment's contact
+    USER = "user"  # a user of the location (recipient_ref = user id)
+    GUEST = "guest"  # a guest of the appointment (recipient_ref = the guest's email)
+    ADDRESS = "address"  # a literal email address or phone number (recipient_ref)
+    LOCATION = "location"  # the location's own email
+
+
+class Trigger(StrEnum):
+    EVENT = "event"  # sent at once because the appointment changed
+    SCHEDULE = "schedule"  # a reminder or follow-up at an offset
+
+
+_DUE = text("status = 'scheduled'")
+_LEASED = text("status = 'sending'")
+
+
+class Delivery(IdMixin, Base):
+    """One message to one recipient: the schedule is this table.
+
+    ``run_at`` is when it may next be claimed (its due time, or a retry's); ``due_at`` never
+    moves, so lateness is ``sent_at - due_at``.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "run_at", postgresql_where=_DUE, sqlite_where=_DUE),
+        Index(
+            "ix_deliveries_leased", "lease_until", postgresql_where=_LEASED, sqlite_where=_LEASED
+        ),
+        Index(None, "appointment_id", "status"),
+        Index(None, "notification_id", "status"),
+        Index(None, "location_id", "created_at"),
+    )
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
+    calendar_id: Mapped[str] = mapped_column(String(20))
+    appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
+    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
+    notification_type: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    receiver_type: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(16))
+    recipient_kind: Mapped[str] = mapped_column(String(16))
+    recipient_ref: Mapped[str] = mapped_column(String(320), default="")
+    recipient: Mapped[str] = mapped_column(String(320), default="")
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.SCHEDULED)
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    due_at: Mapped[datetime]
+    run_at: Mapped[datetime]
+    deadline_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None] = mapped_column(default=None)
+    claim_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    appointment_version: Mapped[int] = mapped_column(Integer)
+    notification_version: Mapped[int] = mapped_column(Integer)
+    dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    provider: Mapped[str] = mapped_column(String(16), default="")
+    provider_message_id: Mapped[str] = mapped_column(String(255), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class OutboxMessage(IdMixin, Base):
+    """A message the ``outbox`` adapter recorded instead of handing it to a provider."""
+
+    __tablename__ = "outbox_messages"
+    __table_args__ = (Index(None, "location_id", "created_at"),)
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str] = mapped_column(String(20), unique=True)
+    appointment_id: Mapped[str] = mapped_column(String(20), index=True)
+    calendar_id: Mapped[str] = mapped_column(String(20))
+    channel: Mapped[str] = mapped_column(String(16))
+    to: Mapped[str] = mapped_column(String(320))
+    sender: Mapped[str] = mapped_column(String(512), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+
+
+class InboxItem(IdMixin, Base):
+    """An in-app notification in a user's inbox."""
+
+    __tablename__ = "inbox_items"
+    __table_args__ = (Index(None, "user_id", "created_at"),)
+
+    location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    delivery_id: Mapped[str] = mapped_column(String(20), unique=True)
+    appointment_id: Mapped[str] = mapped_column(String(20))
+    notification_type: Mapped[str] = mapped_column(String(16))
+    title: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime]
+    read_at: Mapped[datetime | None] = mapped_column(default=None)

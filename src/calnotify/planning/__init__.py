@@ -1,0 +1,1 @@
+"""Appointment and notification changes → deliveries rows, in the same transaction."""

@@ -1,0 +1,465 @@
+"""The planner: what should be sent for an appointment, as ``deliveries`` rows.
+
+It runs inside the transaction of the change that causes it (an appointment booked or
+changed, a notification rule created, edited or deleted), so a committed change always
+has its deliveries and a rolled-back one has none.
+
+For one appointment and a set of rules it computes the wanted deliveries, then reconciles
+them with the stored ones:
+
+- wanted and stored (still ``scheduled``): kept, and re-stamped with the current version
+  of what changed, so the dispatcher's fence lets it through;
+- stored but no longer wanted: ``cancelled``, with the cause in ``reason``;
+- wanted but not stored: inserted (``skipped`` at once when it is already late, or its
+  recipient is on DND or has no address). A dedupe key per (rule, appointment, due instant
+  or triggering event, recipient) makes re-planning idempotent: a key that exists is never
+  inserted twice, and only a ``cancelled`` row is brought back.
+
+Deliveries already claimed by a worker (``sending``) are left alone: if the change voided
+them, their old version stamps make the fence drop them.
+
+Concurrent planning on PostgreSQL is serialised per calendar (``SELECT … FOR UPDATE`` on
+the calendar row); SQLite serialises every write transaction anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from calnotify.db.dialect import insert_ignoring_conflicts
+from calnotify.ids import new_id
+from calnotify.models import (
+    Appointment,
+    AppointmentEvent,
+    Calendar,
+    Contact,
+    Delivery,
+    Location,
+    Notification,
+    User,
+)
+from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
+from calnotify.models.delivery import DeliveryStatus, SkipReason, Trigger
+from calnotify.models.notification import NotificationType
+from calnotify.notifications.rules import offset_seconds
+from calnotify.planning.recipients import People, RecipientRef, recipients, resolve
+
+DEADLINE = timedelta(hours=24)
+MIN_WINDOW = timedelta(seconds=60)
+PAGE = 500
+WAKE_CHANNEL = "calnotify_deliveries"
+
+LIVE = (AppointmentStatus.NEW, AppointmentStatus.CONFIRMED)
+ENDED = (AppointmentStatus.CANCELLED, AppointmentStatus.NOSHOW, AppointmentStatus.INVALID)
+SCHEDULED_TYPES = (NotificationType.REMINDER, NotificationType.FOLLOWUP)
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    notification: Notification
+    trigger: Trigger
+    due_at: datetime
+    deadline_at: datetime
+    recipient: RecipientRef
+    key: str
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+async def plan_appointment_change(
+    session: AsyncSession,
+    appointment: Appointment,
+    events: Sequence[AppointmentEvent],
+    now: datetime,
+) -> None:
+    """Re-plan one appointment after ``events`` (recorded in this transaction)."""
+    await lock_calendar(session, appointment.calendar_id)
+    rules = await _rules(session, appointment.calendar_id)
+    people = await _people(session, appointment.location_id, [appointment.contact_id])
+    immediate = [(e.id, t) for e in events if e.to_notify for t in _immediate_types(e)]
+    superseding = any(e.kind == AppointmentEventKind.RESCHEDULED for e in events)
+    await _reconcile(
+        session,
+        appointment,
+        rules,
+        people,
+        now,
+        immediate=immediate,
+        superseding_reschedule=superseding,
+        stamp="appointment",
+        all_rules_of_calendar=True,
+    )
+
+
+async def plan_rule_change(session: AsyncSession, rule: Notification, now: datetime) -> None:
+    """Re-plan every future appointment of the rule's calendar after the rule changed."""
+    await lock_calendar(session, rule.calendar_id)
+    if rule.deleted or not rule.is_active:
+        reason = "rule_deleted" if rule.deleted else "rule_deactivated"
+        await _cancel_where(session, reason, now, Delivery.notification_id == rule.id)
+        return
+    # Pending deliveries sent at once keep going unless the rule now means something else.
+    await _cancel_where(
+        session,
+        "rule_changed",
+        now,
+        Delivery.notification_id == rule.id,
+        Delivery.trigger == Trigger.EVENT,
+        (Delivery.channel != rule.channel)
+        | (Delivery.receiver_type != rule.receiver_type)
+        | (Delivery.notification_type != rule.notification_type),
+    )
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.notification_id == rule.id,
+            Delivery.status == DeliveryStatus.SCHEDULED,
+            Delivery.trigger == Trigger.EVENT,
+        )
+        .values(notification_version=rule.version, updated_at=now)
+    )
+    if rule.notification_type not in SCHEDULED_TYPES:
+        await _cancel_where(
+            session,
+            "rule_changed",
+            now,
+            Delivery.notification_id == rule.id,
+            Delivery.trigger == Trigger.SCHEDULE,
+        )
+        return
+
+    query = (
+        select(Appointment)
+        .where(Appointment.calendar_id == rule.calendar_id, Appointment.deleted.is_(False))
+        .order_by(Appointment.id)
+    )
+    if rule.notification_type == NotificationType.REMINDER:
+        query = query.where(Appointment.start_at > now)
+    else:
+        longest = max((offset_seconds(e) for e in rule.after_time), default=0.0)
+        query = query.where(Appointment.end_at > now - timedelta(seconds=longest) - DEADLINE)
+    last_id = ""
+    while True:
+        page = (await session.scalars(query.where(Appointment.id > last_id).limit(PAGE))).all()
+        if not page:
+            break
+        last_id = page[-1].id
+        people = await _people(session, rule.location_id, [a.contact_id for a in page])
+        for appointment in page:
+            await _reconcile(
+                session,
+                appointment,
+                [rule],
+                people,
+                now,
+                immediate=[],
+                superseding_reschedule=False,
+                stamp="notification",
+                all_rules_of_calendar=False,
+            )
+
+
+async def cancel_for_calendar(session: AsyncSession, calendar_id: str, now: datetime) -> None:
+    await _cancel_where(session, "calendar_deleted", now, Delivery.calendar_id == calendar_id)
+
+
+async def lock_calendar(session: AsyncSession, calendar_id: str) -> None:
+    """Serialise planning per calendar on PostgreSQL (a no-op lock on SQLite)."""
+    await session.execute(select(Calendar.id).where(Calendar.id == calendar_id).with_for_update())
+
+
+def wake_dispatchers(session: AsyncSession) -> None:
+    """Ask dispatchers to look for due work once this transaction commits."""
+    session.info["wake"] = True
+
+
+# --- reconciliation ------------------------------------------------------------------------
+
+
+def _immediate_types(event: AppointmentEvent) -> list[NotificationType]:
+    after = event.after or {}
+    status = after.get("appointmentStatus")
+    if event.kind == AppointmentEventKind.CREATED:
+        if status == AppointmentStatus.NEW:
+            return [NotificationType.BOOKED]
+        if status == AppointmentStatus.CONFIRMED:
+            return [NotificationType.CONFIRMATION]
+    elif event.kind == AppointmentEventKind.STATUS_CHANGED:
+        if status == AppointmentStatus.CONFIRMED:
+            return [NotificationType.CONFIRMATION]
+        if status in ENDED:
+            return [NotificationType.CANCELLATION]
+    elif event.kind == AppointmentEventKind.RESCHEDULED and status in LIVE:
+        return [NotificationType.RESCHEDULE]
+    return []
+
+
+async def _reconcile(
+    session: AsyncSession,
+    appointment: Appointment,
+    rules: Sequence[Notification],
+    people: People,
+    now: datetime,
+    *,
+    immediate: Sequence[tuple[int, NotificationType]],
+    superseding_reschedule: bool,
+    stamp: str,
+    all_rules_of_calendar: bool,
+) -> None:
+    wanted = {w.key: w for w in _wanted(appointment, rules, people, now, immediate)}
+    rule_by_id = {r.id: r for r in rules}
+
+    query = select(Delivery).where(
+        Delivery.appointment_id == appointment.id,
+        Delivery.status == DeliveryStatus.SCHEDULED,
+    )
+    if not all_rules_of_calendar:
+        query = query.where(Delivery.notification_id.in_(list(rule_by_id)))
+    stored = (await session.scalars(query)).all()
+
+    keep: list[str] = []
+    cancel: dict[str, list[str]] = {}
+    new_event_keys = {w.key for w in wanted.values() if w.trigger == Trigger.EVENT}
+    for row in stored:
+        if row.dedupe_key in new_event_keys:
+            wanted.pop(row.dedupe_key)
+            keep.append(row.id)
+            continue
+        reason = _void_reason(row, appointment, rule_by_id, wanted, superseding_reschedule)
+        if reason is None:
+            wanted.pop(row.dedupe_key, None)
+            keep.append(row.id)
+        else:
+            cancel.setdefault(reason, []).append(row.id)
+
+    for reason, ids in cancel.items():
+        await _cancel_where(session, reason, now, Delivery.id.in_(ids))
+    if keep:
+        values: dict[str, Any] = {"updated_at": now}
+        if stamp == "appointment":
+            values["appointment_version"] = appointment.version
+        else:
+            # The notification planner only plans one rule at a time.
+            [rule] = rules
+            values["notification_version"] = rule.version
+        await session.execute(update(Delivery).where(Delivery.id.in_(keep)).values(**values))
+    if wanted:
+        await _insert(session, appointment, list(wanted.values()), people, now)
+
+
+def _void_reason(
+    row: Delivery,
+    appointment: Appointment,
+    rules: dict[str, Notification],
+    wanted: dict[str, Wanted],
+    superseding_reschedule: bool,
+) -> str | None:
+    """Why a stored, still-scheduled delivery must not go out any more (None: keep it)."""
+    if appointment.deleted:
+        return "appointment_deleted"
+    if row.calendar_id != appointment.calendar_id:
+        return "calendar_changed"
+    rule = rules.get(row.notification_id)
+    if rule is None or rule.deleted:
+        return "rule_deleted"
+    if not rule.is_active:
+        return "rule_deactivated"
+    if row.trigger == Trigger.SCHEDULE:
+        if row.dedupe_key in wanted:
+            return None
+        if appointment.status not in LIVE and not (
+            row.notification_type == NotificationType.FOLLOWUP
+            and appointment.status == AppointmentStatus.SHOWED
+        ):
+            return "appointment_" + str(appointment.status)
+        return "rescheduled"
+    if (
+        row.channel != rule.channel
+        or row.receiver_type != rule.receiver_type
+        or row.notification_type != rule.notification_type
+    ):
+        return "rule_changed"
+    if row.notification_type == NotificationType.CANCELLATION:
+        return "appointment_restored" if appointment.status in LIVE else None
+    if appointment.status not in LIVE:
+        return "appointment_" + str(appointment.status)
+    if row.notification_type == NotificationType.RESCHEDULE and superseding_reschedule:
+        return "superseded"
+    return None
+
+
+def _wanted(
+    appointment: Appointment,
+    rules: Iterable[Notification],
+    people: People,
+    now: datetime,
+    immediate: Sequence[tuple[int, NotificationType]],
+) -> list[Wanted]:
+    if appointment.deleted:
+        return []
+    out: list[Wanted] = []
+    for rule in rules:
+        if rule.deleted or not rule.is_active:
+            continue
+        for event_id, kind in immediate:
+            if rule.notification_type != kind:
+                continue
+            for ref in recipients(rule, appointment, people):
+                key = _key(rule.id, appointment.id, f"event:{event_id}", ref)
+                out.append(Wanted(rule, Trigger.EVENT, now, now + DEADLINE, ref, key))
+        for due in _scheduled_dues(rule, appointment):
+            deadline = due + DEADLINE
+            if rule.notification_type == NotificationType.REMINDER:
+                # A reminder is never sent once the appointment has started.
+                deadline = max(min(deadline, appointment.start_at), due + MIN_WINDOW)
+            for ref in recipients(rule, appointment, people):
+                key = _key(rule.id, appointment.id, f"at:{due.isoformat()}", ref)
+                out.append(Wanted(rule, Trigger.SCHEDULE, due, deadline, ref, key))
+    return out
+
+
+def _scheduled_dues(rule: Notification, appointment: Appointment) -> list[datetime]:
+    if rule.notification_type == NotificationType.REMINDER and appointment.status in LIVE:
+        return sorted(
+            {appointment.start_at - timedelta(seconds=offset_seconds(e)) for e in rule.before_time}
+        )
+    followup_ok = appointment.status in (*LIVE, AppointmentStatus.SHOWED)
+    if rule.notification_type == NotificationType.FOLLOWUP and followup_ok:
+        return sorted(
+            {appointment.end_at + timedelta(seconds=offset_seconds(e)) for e in rule.after_time}
+        )
+    return []
+
+
+def _key(rule_id: str, appointment_id: str, when: str, ref: RecipientRef) -> str:
+    raw = "\x1f".join((rule_id, appointment_id, when, ref.identity))
+    return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+async def _insert(
+    session: AsyncSession,
+    appointment: Appointment,
+    wanted: list[Wanted],
+    people: People,
+    now: datetime,
+) -> None:
+    existing = {
+        row.dedupe_key: row
+        for row in (
+            await session.scalars(
+                select(Delivery).where(Delivery.dedupe_key.in_([w.key for w in wanted]))
+            )
+        ).all()
+    }
+    rows: list[dict[str, Any]] = []
+    wake = False
+    for w in wanted:
+        resolved = resolve(w.recipient, w.notification.channel, appointment, people)
+        status, reason = DeliveryStatus.SCHEDULED, ""
+        if resolved.skip is not None:
+            status, reason = DeliveryStatus.SKIPPED, resolved.skip.value
+        elif w.trigger == Trigger.SCHEDULE and w.due_at < now:
+            status, reason = DeliveryStatus.SKIPPED, SkipReason.LATE.value
+        values: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "recipient": resolved.address,
+            "due_at": w.due_at,
+            "run_at": w.due_at,
+            "deadline_at": w.deadline_at,
+            "attempts": 0,
+            "lease_until": None,
+            "claim_token": None,
+            "last_error": "",
+            "appointment_version": appointment.version,
+            "notification_version": w.notification.version,
+            "updated_at": now,
+        }
+        wake = wake or status == DeliveryStatus.SCHEDULED
+        row = existing.get(w.key)
+        if row is not None:
+            # Never a second message for one key; only a cancelled one comes back.
+            if row.status == DeliveryStatus.CANCELLED:
+                await session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == row.id, Delivery.status == DeliveryStatus.CANCELLED)
+                    .values(**values)
+                )
+            continue
+        rows.append(
+            {
+                **values,
+                "id": new_id(),
+                "location_id": appointment.location_id,
+                "calendar_id": appointment.calendar_id,
+                "appointment_id": appointment.id,
+                "notification_id": w.notification.id,
+                "notification_type": w.notification.notification_type,
+                "channel": w.notification.channel,
+                "receiver_type": w.notification.receiver_type,
+                "trigger": w.trigger,
+                "recipient_kind": w.recipient.kind,
+                "recipient_ref": w.recipient.ref,
+                "dedupe_key": w.key,
+                "sent_at": None,
+                "provider": "",
+                "provider_message_id": "",
+                "subject": "",
+                "body": "",
+                "created_at": now,
+            }
+        )
+    if rows:
+        dialect = session.bind.dialect.name if session.bind else "sqlite"
+        await session.execute(
+            insert_ignoring_conflicts(Delivery.__table__, dialect, "dedupe_key"), rows
+        )
+    if wake:
+        wake_dispatchers(session)
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            await session.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
+
+
+async def _cancel_where(session: AsyncSession, reason: str, now: datetime, *where: Any) -> None:
+    await session.execute(
+        update(Delivery)
+        .where(Delivery.status == DeliveryStatus.SCHEDULED, *where)
+        .values(status=DeliveryStatus.CANCELLED, reason=reason, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _rules(session: AsyncSession, calendar_id: str) -> list[Notification]:
+    rows = await session.scalars(
+        select(Notification).where(
+            Notification.calendar_id == calendar_id,
+            Notification.deleted.is_(False),
+            Notification.is_active.is_(True),
+        )
+    )
+    return list(rows)
+
+
+async def _people(session: AsyncSession, location_id: str, contact_ids: Iterable[str]) -> People:
+    location = await session.get(Location, location_id)
+    assert location is not None
+    users = await session.scalars(
+        select(User).where(User.location_id == location_id, User.deleted.is_(False))
+    )
+    ids = list(set(contact_ids))
+    contacts: list[Contact] = []
+    if ids:
+        contacts = list(await session.scalars(select(Contact).where(Contact.id.in_(ids))))
+    return People(
+        location=location,
+        users={u.id: u for u in users},
+        contacts={c.id: c for c in contacts},
+    )
