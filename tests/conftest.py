@@ -7,6 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from calnotify.app import create_app
+from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.base import Base
 from calnotify.db.engine import Database, sync_url
@@ -81,9 +83,20 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
     await database.dispose()
 
 
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
 @pytest.fixture
-async def client(settings: Settings, db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, database=db)
+def clock() -> ManualClock:
+    """The time as the API and the dispatcher see it; tests move it with ``advance``."""
+    return ManualClock(NOW)
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, db: Database, clock: ManualClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, database=db, clock=clock)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://calnotify.test") as c:
         yield c

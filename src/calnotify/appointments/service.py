@@ -107,7 +107,7 @@ async def create_appointment(
     assert start is not None
     assert end is not None
 
-    now = utcnow()
+    stamped = utcnow()
     appointment = Appointment(
         location_id=principal.location_id,
         calendar_id=calendar.id,
@@ -121,8 +121,8 @@ async def create_appointment(
         extra={},
         version=1,
         deleted=False,
-        date_added=now,
-        date_updated=now,
+        date_added=stamped,
+        date_updated=stamped,
         **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
     )
     session.add(appointment)

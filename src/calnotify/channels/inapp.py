@@ -58,7 +58,7 @@ class InAppAdapter(ChannelAdapter):
                         InboxItem.delivery_id.in_([m.delivery_id for m in messages])
                     )
                 )
-                ids = dict(stored.tuples().all())
+                ids = {row[0]: row[1] for row in stored}
         except SQLAlchemyError as exc:
             error = RetryableSendError(f"inbox write failed: {type(exc).__name__}")
             return [error for _ in messages]

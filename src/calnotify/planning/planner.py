@@ -233,7 +233,9 @@ async def _reconcile(
             wanted.pop(row.dedupe_key)
             keep.append(row.id)
             continue
-        reason = _void_reason(row, appointment, rule_by_id, wanted, superseding_reschedule)
+        reason = _void_reason(
+            row, appointment, rule_by_id, wanted, superseding_reschedule, moved_by=stamp
+        )
         if reason is None:
             wanted.pop(row.dedupe_key, None)
             keep.append(row.id)
@@ -261,6 +263,7 @@ def _void_reason(
     rules: dict[str, Notification],
     wanted: dict[str, Wanted],
     superseding_reschedule: bool,
+    moved_by: str,
 ) -> str | None:
     """Why a stored, still-scheduled delivery must not go out any more (None: keep it)."""
     if appointment.deleted:
@@ -280,7 +283,7 @@ def _void_reason(
             and appointment.status == AppointmentStatus.SHOWED
         ):
             return "appointment_" + str(appointment.status)
-        return "rescheduled"
+        return "rescheduled" if moved_by == "appointment" else "rule_changed"
     if (
         row.channel != rule.channel
         or row.receiver_type != rule.receiver_type
