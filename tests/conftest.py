@@ -22,6 +22,7 @@ from calnotify.db.base import Base
 from calnotify.db.engine import Database, sync_url
 from calnotify.db.migrate import upgrade
 from tests.factories import Tenant, make_tenant
+from tests.processes import Server, start_server
 
 PG_ENV = "CALNOTIFY_TEST_DATABASE_URL"
 PG_SKIP_REASON = f"PostgreSQL half skipped: set {PG_ENV}=postgresql://user@host:port/db to run it"
@@ -110,6 +111,13 @@ async def tenant(db: Database) -> Tenant:
 @pytest.fixture
 async def other_tenant(db: Database) -> Tenant:
     return await make_tenant(db, name="Globex Clinic")
+
+
+@pytest.fixture
+def server(database_url: str) -> Iterator[Server]:
+    """``calnotify serve`` in a process of its own, on the test database."""
+    with start_server(database_url) as running:
+        yield running
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

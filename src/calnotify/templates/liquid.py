@@ -8,6 +8,7 @@ against the merge fields of :mod:`calnotify.templates.merge_fields`.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from liquid import BoundTemplate, Environment
@@ -35,7 +36,9 @@ class SafeEnvironment(Environment):
 environment = SafeEnvironment()
 
 
+@lru_cache(maxsize=1024)
 def parse(source: str) -> BoundTemplate:
+    """The parsed template (cached: rules are rendered many times, and rarely change)."""
     return environment.from_string(source)
 
 
