@@ -44,11 +44,13 @@ class Server:
 
 
 @contextmanager
-def start_server(database_url: str, *extra: str) -> Iterator[Server]:
+def start_server(
+    database_url: str, *extra: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "calnotify", "serve", "--port", str(port), *extra],
-        env={**os.environ, "CALNOTIFY_DATABASE_URL": database_url},
+        env={**os.environ, **(env or {}), "CALNOTIFY_DATABASE_URL": database_url},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

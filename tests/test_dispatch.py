@@ -81,7 +81,7 @@ async def test_sent(scenario: Scenario, provider: ScriptedProvider) -> None:
     # Rendered in the contact's zone: 12:00 UTC is 1:00 PM in Paris.
     assert delivery["body"] == "See you 1:00 PM"
     [message] = provider.sent
-    assert (message.to, message.sender, message.sender_name) == (
+    assert (message.to, message.from_address, message.from_name) == (
         "rosa@example.com",
         "desk@example.com",
         "Desk",

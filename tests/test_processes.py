@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, func, insert, select, text
 from calnotify.db.engine import sync_url
 from calnotify.models import Delivery, OutboxMessage
 from tests.processes import Server, calnotify, start_server
+from tests.providers import smtp_server, twilio_server
 
 
 def iso(when: datetime) -> str:
@@ -327,3 +328,78 @@ async def test_sigterm_stops_a_worker_cleanly(database_url: str) -> None:
     output = worker.stdout.read().decode() if worker.stdout else ""
     assert "finishing messages in flight" in output
     assert "Traceback" not in output
+
+
+async def test_real_providers_on_the_real_clock(database_url: str) -> None:
+    with smtp_server() as (inbox, port), twilio_server() as (twilio, base_url):
+        env = {
+            "CALNOTIFY_SMTP_HOST": "127.0.0.1",
+            "CALNOTIFY_SMTP_PORT": str(port),
+            "CALNOTIFY_SMTP_SECURITY": "none",
+            "CALNOTIFY_EMAIL_FROM": "Bookings <bookings@calnotify.example>",
+            "CALNOTIFY_TWILIO_ACCOUNT_SID": "AC123",
+            "CALNOTIFY_TWILIO_AUTH_TOKEN": "secret",
+            "CALNOTIFY_TWILIO_FROM_NUMBER": "+14155550000",
+            "CALNOTIFY_TWILIO_BASE_URL": base_url,
+        }
+        with start_server(database_url, env=env) as server:
+            client, ids = await setup_location(server)
+            async with contextlib.aclosing(client):
+                await client.post(
+                    f"/calendars/{ids['calendar']}/notifications",
+                    json=[
+                        {
+                            "receiverType": "contact",
+                            "channel": "email",
+                            "notificationType": "booked",
+                        },
+                        {
+                            "receiverType": "contact",
+                            "channel": "email",
+                            "notificationType": "reminder",
+                            "beforeTime": [{"timeOffset": 1, "unit": "minutes"}],
+                        },
+                        {
+                            "receiverType": "assignedUser",
+                            "channel": "sms",
+                            "notificationType": "reminder",
+                            "beforeTime": [{"timeOffset": 1, "unit": "minutes"}],
+                        },
+                    ],
+                )
+                start = datetime.now(UTC) + timedelta(seconds=64)
+                booked = (
+                    await client.post(
+                        "/calendars/events/appointments",
+                        json={
+                            "calendarId": ids["calendar"],
+                            "locationId": ids["location"],
+                            "contactId": ids["contact"],
+                            "startTime": iso(start),
+                        },
+                    )
+                ).json()
+
+                async def emails() -> int:
+                    return len(inbox.to("rosa@example.com"))
+
+                took = await wait_for(emails, within=1.0)
+                assert took < 1.0
+                first = inbox.to("rosa@example.com")[0]
+                assert first["From"] == "Acme <front@example.com>"  # the location's name/email
+
+                async def reminders() -> bool:
+                    return len(inbox.to("rosa@example.com")) == 2 and len(twilio.messages()) == 1
+
+                await wait_for(reminders, within=10)
+                found = (
+                    await client.get("/deliveries", params={"appointmentId": booked["id"]})
+                ).json()["deliveries"]
+                for delivery in found:
+                    assert delivery["status"] == "sent"
+                    late = datetime.fromisoformat(delivery["sentAt"]) - datetime.fromisoformat(
+                        delivery["dueAt"]
+                    )
+                    assert timedelta(0) <= late < timedelta(seconds=1), delivery
+                assert {d["provider"] for d in found} == {"smtp", "twilio"}
+                assert twilio.messages()[0]["To"] == "+14155550100"

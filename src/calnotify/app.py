@@ -23,10 +23,12 @@ from calnotify.db.engine import Database
 from calnotify.deliveries.router import router as deliveries_router
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.runtime import Engine
+from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
 from calnotify.users.router import router as users_router
+from calnotify.webhooks.router import router as webhooks_router
 
 DESCRIPTION = """\
 Self-hosted calendar notifications, wire-compatible with HighLevel's Calendars API.
@@ -56,12 +58,20 @@ def create_app(
 
     clock = clock or SystemClock()
     metrics = DispatchMetrics()
+    hub = InboxHub()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         engine = None
         if run_dispatcher:
-            engine = Engine(settings, db, clock, concurrency=concurrency, metrics=metrics)
+            engine = Engine(
+                settings,
+                db,
+                clock,
+                concurrency=concurrency,
+                metrics=metrics,
+                inbox_listener=hub.publish,
+            )
             engine.start()
         try:
             yield
@@ -81,6 +91,7 @@ def create_app(
     app.state.db = db
     app.state.clock = clock
     app.state.metrics = metrics
+    app.state.inbox_hub = hub
     app.state.settings = settings
     errors.install(app)
     # /calendars/events… before /calendars/{calendarId}, which would match "events".
@@ -92,6 +103,7 @@ def create_app(
     app.include_router(locations_router)
     app.include_router(deliveries_router)
     app.include_router(inbox_router)
+    app.include_router(webhooks_router)
     app.include_router(ops_router)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

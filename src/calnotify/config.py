@@ -6,8 +6,9 @@ Every setting is documented in the README with its default.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +28,41 @@ class Settings(BaseSettings):
     dispatch_poll_interval: float = Field(default=0.5, gt=0, le=60)
     dispatch_lease_seconds: float = Field(default=120, ge=5)
     dispatch_max_attempts: int = Field(default=8, ge=1, le=100)
+
+    # Email over SMTP; without a host, email goes to the outbox.
+    smtp_host: str = ""
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_timeout: float = Field(default=30, gt=0)
+    smtp_connections: int = Field(default=4, ge=1, le=64)
+    email_from: str = "calnotify <notifications@calnotify.invalid>"
+
+    # SMS and WhatsApp over Twilio's Messages API; without an account, they go to the outbox.
+    twilio_account_sid: str = ""
+    twilio_auth_token: SecretStr = SecretStr("")
+    twilio_from_number: str = ""
+    twilio_whatsapp_from: str = ""
+    twilio_base_url: str = "https://api.twilio.com"
+    twilio_timeout: float = Field(default=15, gt=0)
+
+    # The address the service is reached at from outside (Twilio status callbacks).
+    public_url: str = ""
+
+    @property
+    def smtp_configured(self) -> bool:
+        return bool(self.smtp_host)
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.twilio_account_sid and self.twilio_auth_token.get_secret_value())
+
+    @property
+    def smtp_port_or_default(self) -> int:
+        if self.smtp_port:
+            return self.smtp_port
+        return {"none": 25, "starttls": 587, "tls": 465}[self.smtp_security]
 
     @field_validator("log_level")
     @classmethod

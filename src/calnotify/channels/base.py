@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True, slots=True)
 class Attachment:
     filename: str
-    content_type: str
+    content_type: str  # "text/calendar"
     data: bytes
+    params: tuple[tuple[str, str], ...] = ()  # extra Content-Type parameters
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +34,18 @@ class Message:
     notification_type: str
     channel: str
     to: str
-    sender: str = ""
-    sender_name: str = ""
+    # Who it is from, as the rule and the location say; each adapter applies its own
+    # default (CALNOTIFY_EMAIL_FROM, the Twilio numbers) when these are empty.
+    from_name: str = ""
+    from_address: str = ""
+    from_number: str = ""
     subject: str = ""
     body: str = ""
     html: str = ""
     user_id: str = ""  # the inbox owner, for in-app messages
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+    # The appointment's version, for calendar invitations (SEQUENCE).
+    appointment_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

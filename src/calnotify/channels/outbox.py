@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
+from calnotify.channels.addresses import email_sender
 from calnotify.channels.base import ChannelAdapter, Message, Receipt, RetryableSendError, SendError
 from calnotify.clock import Clock
 from calnotify.db.dialect import insert_ignoring_conflicts
@@ -23,9 +24,13 @@ from calnotify.models import OutboxMessage
 class OutboxAdapter(ChannelAdapter):
     provider = "outbox"
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, email_from: str = "", sms_from: str = ""
+    ) -> None:
         self.db = db
         self.clock = clock
+        self.email_from = email_from
+        self.sms_from = sms_from
 
     async def send(self, message: Message) -> Receipt:
         [result] = await self.send_many([message])
@@ -46,7 +51,7 @@ class OutboxAdapter(ChannelAdapter):
                 "calendar_id": m.calendar_id,
                 "channel": m.channel,
                 "to": m.to,
-                "sender": _sender(m),
+                "sender": self._sender(m),
                 "subject": m.subject,
                 "body": m.body,
                 "created_at": now,
@@ -70,8 +75,8 @@ class OutboxAdapter(ChannelAdapter):
             return [error for _ in messages]
         return [Receipt(self.provider, ids.get(m.delivery_id, "")) for m in messages]
 
-
-def _sender(message: Message) -> str:
-    if message.sender_name and message.sender:
-        return f"{message.sender_name} <{message.sender}>"
-    return message.sender or message.sender_name
+    def _sender(self, message: Message) -> str:
+        """The From the real provider would use."""
+        if message.channel == "email":
+            return email_sender(message, self.email_from)
+        return message.from_number or self.sms_from

@@ -23,12 +23,14 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from calnotify.channels.base import (
+    Attachment,
     ChannelAdapter,
     Message,
     PermanentSendError,
     Receipt,
     SendError,
 )
+from calnotify.channels.ics import INVITE_TYPES, invitation
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
 from calnotify.dispatch.claims import claim_due_deliveries, next_due_at, rescue_expired_leases
@@ -251,6 +253,26 @@ class Dispatcher:
             )
         except RenderError as exc:
             return Outcome(delivery, DeliveryStatus.FAILED, "render", error=str(exc))
+        attachments: tuple[Attachment, ...] = ()
+        method = INVITE_TYPES.get(delivery.notification_type)
+        invited = delivery.recipient_kind in (RecipientKind.CONTACT, RecipientKind.GUEST)
+        if delivery.channel == "email" and method and invited:
+            attachments = (
+                invitation(
+                    method=method,
+                    appointment_id=appointment.id,
+                    sequence=appointment.version,
+                    start=appointment.start_at,
+                    end=appointment.end_at,
+                    summary=appointment.title or calendar.name,
+                    description=appointment.description,
+                    location=appointment.address,
+                    organizer_name=rule.from_name or people.location.name,
+                    organizer_email=rule.from_address or people.location.email,
+                    attendee_email=resolved.address,
+                    stamp=now,
+                ),
+            )
         message = Message(
             delivery_id=delivery.id,
             location_id=delivery.location_id,
@@ -259,8 +281,11 @@ class Dispatcher:
             notification_type=delivery.notification_type,
             channel=delivery.channel,
             to=resolved.address,
-            sender=rule.from_address or rule.from_number,
-            sender_name=rule.from_name,
+            from_name=rule.from_name or people.location.name,
+            from_address=rule.from_address or people.location.email,
+            from_number=rule.from_number,
+            appointment_version=appointment.version,
+            attachments=attachments,
             subject=rendered.subject,
             body=rendered.body,
             html=rendered.html,

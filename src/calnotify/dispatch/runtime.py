@@ -15,6 +15,7 @@ from datetime import timedelta
 import psycopg
 
 from calnotify.channels.base import ChannelAdapter
+from calnotify.channels.inapp import InboxListener
 from calnotify.channels.registry import build_channels, close_channels
 from calnotify.clock import Clock
 from calnotify.config import Settings
@@ -48,9 +49,10 @@ class Engine:
         concurrency: int | None = None,
         channels: dict[str, ChannelAdapter] | None = None,
         metrics: DispatchMetrics | None = None,
+        inbox_listener: InboxListener | None = None,
     ) -> None:
         self.db = db
-        self.channels = channels or build_channels(settings, db, clock)
+        self.channels = channels or build_channels(settings, db, clock, inbox_listener)
         self.dispatcher = Dispatcher(
             db, clock, self.channels, dispatch_settings(settings, concurrency), metrics
         )

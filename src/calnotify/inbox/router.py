@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
+from sse_starlette import EventSourceResponse
 
 from calnotify.api.paging import Limit, Skip
 from calnotify.api.types import Timestamp
 from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
-from calnotify.deps import SessionDep
+from calnotify.db.engine import Database
+from calnotify.deps import ClockDep, SessionDep
+from calnotify.errors import NotFound
+from calnotify.ids import looks_like_id
+from calnotify.inbox.hub import InboxHub
 from calnotify.models import InboxItem
 from calnotify.users.service import get_user
 
 router = APIRouter(prefix="/users/{userId}/inbox", tags=["Inbox"])
 
 Reader = Annotated[Principal, Depends(require_unversioned(Scope.USERS_READ))]
+Writer = Annotated[Principal, Depends(require_unversioned(Scope.USERS_WRITE))]
+POLL_SECONDS = 0.5
 
 
 class InboxItemOut(BaseModel):
@@ -75,4 +86,100 @@ def item_out(item: InboxItem) -> InboxItemOut:
         body=item.body,
         createdAt=item.created_at,
         readAt=item.read_at,
+    )
+
+
+@router.post("/{itemId}/read", response_model=InboxItemOut, operation_id="read-inbox-item")
+async def mark_read(
+    userId: str, itemId: str, principal: Writer, session: SessionDep, clock: ClockDep
+) -> InboxItemOut:
+    """Mark an item read (reading it again keeps the first time)."""
+    user = await get_user(session, principal, userId)
+    item = await session.scalar(
+        select(InboxItem).where(InboxItem.id == itemId, InboxItem.user_id == user.id)
+    )
+    if item is None or not looks_like_id(itemId):
+        raise NotFound("Inbox item not found")
+    if item.read_at is None:
+        item.read_at = clock.now()
+        await session.flush()
+    return item_out(item)
+
+
+@router.get(
+    "/stream",
+    operation_id="stream-inbox",
+    response_class=EventSourceResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+)
+async def stream_inbox(
+    userId: str, principal: Reader, session: SessionDep, request: Request
+) -> EventSourceResponse:
+    """New inbox items as server-sent events (``event: item``, ``data``: the item as JSON,
+    ``id``: the item id). A client reconnecting with ``Last-Event-ID`` gets what it missed."""
+    user = await get_user(session, principal, userId)
+    db: Database = request.app.state.db
+    hub: InboxHub = request.app.state.inbox_hub
+    cursor = await _start(db, user.id, request.headers.get("last-event-id", ""))
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        nonlocal cursor
+        wake = hub.subscribe(user.id)
+        try:
+            while True:
+                async with db.session(write=False) as reader:
+                    rows = (
+                        await reader.scalars(
+                            select(InboxItem)
+                            .where(InboxItem.user_id == user.id, _after(cursor))
+                            .order_by(InboxItem.created_at, InboxItem.id)
+                            .limit(100)
+                        )
+                    ).all()
+                for item in rows:
+                    cursor = (item.created_at, item.id)
+                    yield {
+                        "event": "item",
+                        "id": item.id,
+                        "data": item_out(item).model_dump_json(),
+                    }
+                if rows:
+                    continue
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=POLL_SECONDS)
+        finally:
+            hub.unsubscribe(user.id, wake)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+Cursor = tuple[datetime, str]
+
+
+async def _start(db: Database, user_id: str, last_event_id: str) -> Cursor:
+    """Where a stream starts: after the last item the client saw, else after the newest."""
+    async with db.session(write=False) as reader:
+        if last_event_id and looks_like_id(last_event_id):
+            seen = await reader.scalar(
+                select(InboxItem).where(InboxItem.id == last_event_id, InboxItem.user_id == user_id)
+            )
+            if seen is not None:
+                return (seen.created_at, seen.id)
+        newest = await reader.scalar(
+            select(InboxItem)
+            .where(InboxItem.user_id == user_id)
+            .order_by(InboxItem.created_at.desc(), InboxItem.id.desc())
+            .limit(1)
+        )
+    if newest is not None:
+        return (newest.created_at, newest.id)
+    return (datetime(1970, 1, 1, tzinfo=UTC), "")
+
+
+def _after(cursor: Cursor) -> Any:
+    created_at, item_id = cursor
+    return or_(
+        InboxItem.created_at > created_at,
+        and_(InboxItem.created_at == created_at, InboxItem.id > item_id),
     )

@@ -89,7 +89,10 @@ class Delivery(IdMixin, Base):
     dedupe_key: Mapped[str] = mapped_column(String(64), unique=True)
     last_error: Mapped[str] = mapped_column(Text, default="")
     provider: Mapped[str] = mapped_column(String(16), default="")
-    provider_message_id: Mapped[str] = mapped_column(String(255), default="")
+    provider_message_id: Mapped[str] = mapped_column(String(255), default="", index=True)
+    # What the provider reported later (Twilio status callbacks): delivered, undelivered, …
+    provider_status: Mapped[str] = mapped_column(String(32), default="")
+    provider_status_at: Mapped[datetime | None] = mapped_column(default=None)
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]

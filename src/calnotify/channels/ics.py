@@ -1,0 +1,97 @@
+"""Calendar invitations (RFC 5545) attached to booking emails.
+
+One UID per appointment, SEQUENCE = the appointment's version, so calendar apps update
+the one event they have: REQUEST for booked/confirmed/rescheduled, CANCEL for cancelled.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from calnotify.channels.base import Attachment
+
+INVITE_TYPES = {"booked": "REQUEST", "confirmation": "REQUEST", "reschedule": "REQUEST",
+                "cancellation": "CANCEL"}  # fmt: skip
+
+
+def _escape(text: str) -> str:
+    return (
+        text.replace("\\", "\\\\")
+        .replace(";", "\\;")
+        .replace(",", "\\,")
+        .replace("\r\n", "\\n")
+        .replace("\n", "\\n")
+        .replace("\r", "\\n")
+    )
+
+
+def _stamp(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _fold(line: str) -> str:
+    """Lines longer than 75 octets continue on the next line after a space."""
+    data = line.encode("utf-8")
+    if len(data) <= 75:
+        return line
+    parts: list[str] = []
+    current = ""
+    for char in line:
+        limit = 75 if not parts else 74
+        if len((current + char).encode("utf-8")) > limit:
+            parts.append(current)
+            current = char
+        else:
+            current += char
+    parts.append(current)
+    return "\r\n ".join(parts)
+
+
+def invitation(
+    *,
+    method: str,
+    appointment_id: str,
+    sequence: int,
+    start: datetime,
+    end: datetime,
+    summary: str,
+    description: str,
+    location: str,
+    organizer_name: str,
+    organizer_email: str,
+    attendee_email: str,
+    stamp: datetime,
+    domain: str = "calnotify",
+) -> Attachment:
+    cancelled = method == "CANCEL"
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//calnotify//calnotify//EN",
+        "CALSCALE:GREGORIAN",
+        f"METHOD:{method}",
+        "BEGIN:VEVENT",
+        f"UID:{appointment_id}@{domain}",
+        f"SEQUENCE:{sequence}",
+        f"DTSTAMP:{_stamp(stamp)}",
+        f"DTSTART:{_stamp(start)}",
+        f"DTEND:{_stamp(end)}",
+        f"SUMMARY:{_escape(summary)}",
+        f"STATUS:{'CANCELLED' if cancelled else 'CONFIRMED'}",
+    ]
+    if description:
+        lines.append(f"DESCRIPTION:{_escape(description)}")
+    if location:
+        lines.append(f"LOCATION:{_escape(location)}")
+    if organizer_email:
+        lines.append(f"ORGANIZER;CN={_escape(organizer_name)}:mailto:{organizer_email}")
+    if attendee_email:
+        lines.append(f"ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=FALSE:mailto:{attendee_email}")
+    lines += ["END:VEVENT", "END:VCALENDAR"]
+    body = "\r\n".join(_fold(line) for line in lines) + "\r\n"
+    return Attachment(
+        filename="cancel.ics" if cancelled else "invite.ics",
+        content_type="text/calendar",
+        data=body.encode("utf-8"),
+        params=(("method", method), ("charset", "UTF-8")),
+    )

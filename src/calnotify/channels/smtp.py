@@ -1,0 +1,127 @@
+"""Email over SMTP (aiosmtplib), with connections reused across messages.
+
+SMTP 4xx answers and connection trouble are retryable; 5xx answers are permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from email.message import EmailMessage
+from email.utils import formatdate
+
+import aiosmtplib
+
+from calnotify.channels.addresses import email_sender, parse_mailbox
+from calnotify.channels.base import (
+    ChannelAdapter,
+    Message,
+    PermanentSendError,
+    Receipt,
+    RetryableSendError,
+)
+from calnotify.config import Settings
+
+log = logging.getLogger("calnotify.smtp")
+
+
+class SmtpAdapter(ChannelAdapter):
+    provider = "smtp"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.concurrency = settings.smtp_connections
+        self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        _, default_address = parse_mailbox(settings.email_from)
+        self.domain = default_address.rpartition("@")[2] or "calnotify.invalid"
+
+    def build(self, message: Message) -> EmailMessage:
+        email = EmailMessage()
+        email["From"] = email_sender(message, self.settings.email_from)
+        email["To"] = message.to
+        email["Subject"] = message.subject
+        email["Date"] = formatdate(localtime=False, usegmt=True)
+        # Deterministic: a message retried after a crash carries the same id, so mail
+        # systems can tell the copies apart from two different messages.
+        email["Message-ID"] = f"<{message.delivery_id}@{self.domain}>"
+        email.set_content(message.body or " ")
+        if message.html:
+            email.add_alternative(message.html, subtype="html")
+        for attachment in message.attachments:
+            maintype, _, subtype = attachment.content_type.partition("/")
+            email.add_attachment(
+                attachment.data,
+                maintype=maintype,
+                subtype=subtype,
+                filename=attachment.filename,
+                params=dict(attachment.params),
+            )
+        return email
+
+    async def send(self, message: Message) -> Receipt:
+        try:
+            email = self.build(message)
+        except (ValueError, TypeError) as exc:  # an address or header Python refuses
+            raise PermanentSendError(f"cannot build the email: {exc}") from exc
+        connection = await self._acquire()
+        healthy = True
+        try:
+            await connection.send_message(email)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            raise _by_code(min(codes) if codes else 550, str(exc)) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            healthy = exc.code < 500 and exc.code != 421
+            raise _by_code(exc.code, exc.message) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            healthy = False
+            raise RetryableSendError(f"SMTP: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await self._release(connection, healthy)
+        return Receipt(self.provider, email["Message-ID"])
+
+    async def _acquire(self) -> aiosmtplib.SMTP:
+        while not self._idle.empty():
+            connection = self._idle.get_nowait()
+            if connection.is_connected:
+                return connection
+        s = self.settings
+        connection = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port_or_default,
+            use_tls=s.smtp_security == "tls",
+            start_tls=s.smtp_security == "starttls",
+            timeout=s.smtp_timeout,
+        )
+        try:
+            await connection.connect()
+            if s.smtp_username:
+                await connection.login(s.smtp_username, s.smtp_password.get_secret_value())
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            raise RetryableSendError(f"SMTP login refused: {exc.code}") from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _by_code(exc.code, exc.message) from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            raise RetryableSendError(f"SMTP connect: {type(exc).__name__}: {exc}") from exc
+        return connection
+
+    async def _release(self, connection: aiosmtplib.SMTP, healthy: bool) -> None:
+        if healthy and connection.is_connected:
+            self._idle.put_nowait(connection)
+            return
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            connection.close()
+
+    async def close(self) -> None:
+        while not self._idle.empty():
+            connection = self._idle.get_nowait()
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await connection.quit()
+
+
+def _by_code(code: int, text: str) -> RetryableSendError | PermanentSendError:
+    message = f"SMTP {code}: {text}"[:1000]
+    if 400 <= code < 500:
+        return RetryableSendError(message)
+    return PermanentSendError(message)

@@ -1,0 +1,106 @@
+"""SMS and WhatsApp over Twilio's Messages API, with httpx.
+
+Not Twilio's SDK: its async client retries POSTs, which would send duplicates. One POST
+per message, no automatic retry; the dispatcher decides what to retry.
+
+Errors: HTTP 429, 5xx and network trouble are retryable; every other 4xx is permanent
+(21211 invalid number, 21610 unsubscribed, 21614 not a mobile number, 21408 region not
+enabled, …), except the few Twilio codes that mean "later" (20429 too many requests,
+30001 queue overflow).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+import httpx
+
+from calnotify.channels.base import (
+    ChannelAdapter,
+    Message,
+    PermanentSendError,
+    Receipt,
+    RetryableSendError,
+)
+from calnotify.config import Settings
+
+RETRYABLE_CODES = {20429, 30001}
+
+
+class TwilioAdapter(ChannelAdapter):
+    provider = "twilio"
+    concurrency = 16
+
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+        self.settings = settings
+        sid = settings.twilio_account_sid
+        self.url = f"{settings.twilio_base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
+        self.client = httpx.AsyncClient(
+            auth=(sid, settings.twilio_auth_token.get_secret_value()),
+            timeout=settings.twilio_timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def form(self, message: Message) -> dict[str, str]:
+        s = self.settings
+        if message.channel == "whatsapp":
+            sender = message.from_number or s.twilio_whatsapp_from or s.twilio_from_number
+            to, sender = _whatsapp(message.to), _whatsapp(sender)
+        else:
+            to, sender = message.to, message.from_number or s.twilio_from_number
+        form = {"To": to, "From": sender, "Body": message.body}
+        if s.public_url:
+            form["StatusCallback"] = f"{s.public_url.rstrip('/')}/webhooks/twilio/status"
+        return form
+
+    async def send(self, message: Message) -> Receipt:
+        form = self.form(message)
+        if not form["From"]:
+            raise PermanentSendError(f"no sender number configured for {message.channel}")
+        try:
+            response = await self.client.post(self.url, data=form)
+        except httpx.HTTPError as exc:
+            raise RetryableSendError(f"Twilio: {type(exc).__name__}: {exc}") from exc
+        if response.status_code in (200, 201):
+            try:
+                sid = str(response.json()["sid"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RetryableSendError("Twilio: answer without a message sid") from exc
+            return Receipt(self.provider, sid)
+        code, text = _error(response)
+        detail = f"Twilio {response.status_code}" + (f" ({code})" if code else "") + f": {text}"
+        if response.status_code == 429 or response.status_code >= 500 or code in RETRYABLE_CODES:
+            raise RetryableSendError(detail[:1000])
+        raise PermanentSendError(detail[:1000])
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _whatsapp(number: str) -> str:
+    return number if not number or number.startswith("whatsapp:") else f"whatsapp:{number}"
+
+
+def _error(response: httpx.Response) -> tuple[int | None, str]:
+    try:
+        data = response.json()
+    except ValueError:
+        return None, response.text[:300]
+    if not isinstance(data, dict):
+        return None, str(data)[:300]
+    code = data.get("code")
+    return (code if isinstance(code, int) else None), str(data.get("message", ""))[:300]
+
+
+def signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    """Twilio's request signature: HMAC-SHA1 of the URL and the sorted form fields."""
+    payload = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+    digest = hmac.new(auth_token.encode(), payload.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def signature_valid(auth_token: str, url: str, params: dict[str, str], given: str) -> bool:
+    return bool(auth_token) and hmac.compare_digest(signature(auth_token, url, params), given)

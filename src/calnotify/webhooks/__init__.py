@@ -1,0 +1,1 @@
+"""Callbacks from providers."""

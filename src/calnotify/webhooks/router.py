@@ -1,0 +1,77 @@
+"""``POST /webhooks/twilio/status``: Twilio's message status callbacks.
+
+Each callback is verified with ``X-Twilio-Signature`` (HMAC-SHA1 with the auth token over
+the URL Twilio called and the form fields); a bad signature gets 403 and changes nothing.
+The URL is ``CALNOTIFY_PUBLIC_URL`` + the path when that is set (behind a proxy the request
+URL the service sees is not the one Twilio signed), else the request URL.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+from sqlalchemy import select, update
+
+from calnotify.channels.twilio import signature_valid
+from calnotify.config import Settings
+from calnotify.deps import ClockDep, SessionDep
+from calnotify.errors import Forbidden
+from calnotify.models import Delivery
+from calnotify.models.delivery import DeliveryStatus
+
+router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
+
+# Later callbacks may arrive before earlier ones; a status never moves backwards.
+_RANK = {"accepted": 0, "queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4,
+         "undelivered": 3, "failed": 3}  # fmt: skip
+_FAILED = {"undelivered", "failed"}
+
+
+class Received(BaseModel):
+    received: bool = True
+
+
+@router.post("/twilio/status", response_model=Received, operation_id="twilio-status")
+async def twilio_status(request: Request, session: SessionDep, clock: ClockDep) -> Received:
+    """Record delivered / undelivered / failed on the delivery Twilio reports on."""
+    settings: Settings = request.app.state.settings
+    token = settings.twilio_auth_token.get_secret_value()
+    raw = (await request.body()).decode("utf-8", "replace")
+    params = dict(parse_qsl(raw, keep_blank_values=True))
+    url = str(request.url)
+    if settings.public_url:
+        url = settings.public_url.rstrip("/") + request.url.path
+        if request.url.query:
+            url += "?" + request.url.query
+    given = request.headers.get("x-twilio-signature", "")
+    if not settings.twilio_configured or not signature_valid(token, url, params, given):
+        raise Forbidden("Invalid Twilio signature")
+
+    sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "").lower()
+    if not sid or status not in _RANK:
+        return Received()
+    delivery = await session.scalar(
+        select(Delivery)
+        .where(Delivery.provider == "twilio", Delivery.provider_message_id == sid)
+        .with_for_update()
+    )
+    if delivery is None:
+        return Received()
+    if _RANK.get(delivery.provider_status, -1) > _RANK[status]:
+        return Received()
+    values: dict[str, object] = {
+        "provider_status": status,
+        "provider_status_at": clock.now(),
+        "updated_at": clock.now(),
+    }
+    if status in _FAILED:
+        code = params.get("ErrorCode", "")
+        values.update(
+            status=DeliveryStatus.FAILED,
+            reason=status,
+            last_error=f"Twilio {status}" + (f" (error {code})" if code else ""),
+        )
+    await session.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+    return Received()
