@@ -27,6 +27,7 @@ from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
+from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
 
@@ -103,6 +104,7 @@ def create_app(
     app.include_router(locations_router)
     app.include_router(deliveries_router)
     app.include_router(inbox_router)
+    app.include_router(templates_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
 

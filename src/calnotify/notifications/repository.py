@@ -61,10 +61,14 @@ async def template_types(
     if not template_ids:
         return {}
     rows = await session.execute(
-        select(Template.id, Template.type).where(
+        select(Template.id, Template.type)
+        .where(
             Template.location_id == location_id,
             Template.id.in_(template_ids),
             Template.deleted.is_(False),
         )
+        # Shared lock: a template cannot be deleted or change type while a rule that uses
+        # it is being saved (PostgreSQL; SQLite serialises writers anyway).
+        .with_for_update(read=True)
     )
     return {row.id: row.type for row in rows}

@@ -1,0 +1,126 @@
+"""HighLevel's location templates operations (``locations/templates.*`` scopes)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from calnotify.auth.deps import ensure_location, require
+from calnotify.auth.scopes import Scope
+from calnotify.auth.tokens import Principal
+from calnotify.deps import SessionDep
+from calnotify.errors import BadRequest, FieldError
+from calnotify.templates import service
+from calnotify.templates.schemas import (
+    TemplateCreate,
+    TemplateDeleted,
+    TemplateList,
+    TemplateOut,
+    TemplateType,
+    TemplateUpdate,
+)
+
+router = APIRouter(prefix="/locations/{locationId}/templates", tags=["Templates"])
+
+MAX_LIMIT = 100
+MAX_SKIP = 1_000_000_000
+
+LocationIdPath = Annotated[str, Path(description="Location Id (the token's own)")]
+
+
+_check_read = require(Scope.TEMPLATES_READ)
+_check_write = require(Scope.TEMPLATES_WRITE)
+
+
+# The path's locationId must be the token's own (else 403). Dependencies, so the 403
+# comes after the token, scope and Version checks and before the body is validated.
+async def _reader_here(
+    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_read)]
+) -> Principal:
+    ensure_location(principal, locationId)
+    return principal
+
+
+async def _writer_here(
+    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_write)]
+) -> Principal:
+    ensure_location(principal, locationId)
+    return principal
+
+
+TemplatesRead = Annotated[Principal, Depends(_reader_here)]
+TemplatesWrite = Annotated[Principal, Depends(_writer_here)]
+
+
+@router.get("", response_model=TemplateList, operation_id="GET-all-or-email-sms-templates")
+async def list_templates(
+    locationId: LocationIdPath,
+    principal: TemplatesRead,
+    session: SessionDep,
+    template_type: Annotated[TemplateType | None, Query(alias="type")] = None,
+    deleted: Annotated[
+        bool | None, Query(description="true lists only the deleted templates")
+    ] = None,
+    limit: Annotated[
+        float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")
+    ] = MAX_LIMIT,
+    skip: Annotated[float, Query(description="Number of records to skip")] = 0,
+) -> TemplateList:
+    """The location's templates in creation order (deleted ones only with deleted=true)."""
+    rows, total = await service.list_templates(
+        session,
+        principal,
+        locationId,
+        template_type=template_type,
+        deleted=bool(deleted),
+        limit=_whole("limit", limit, 1, MAX_LIMIT),
+        skip=_whole("skip", skip, 0, MAX_SKIP),
+    )
+    return TemplateList(templates=[service.to_out(r) for r in rows], total=total, totalCount=total)
+
+
+@router.post("", response_model=TemplateOut, status_code=201, operation_id="create-template")
+async def create_template(
+    locationId: LocationIdPath, body: TemplateCreate, principal: TemplatesWrite, session: SessionDep
+) -> TemplateOut:
+    """``{"name", "type", "template": {"subject", "html"}}`` for email,
+    ``{"template": {"body"}}`` for sms and whatsapp."""
+    return service.to_out(await service.create_template(session, principal, locationId, body))
+
+
+@router.get("/{templateId}", response_model=TemplateOut, operation_id="get-template")
+async def get_template(
+    locationId: LocationIdPath, templateId: str, principal: TemplatesRead, session: SessionDep
+) -> TemplateOut:
+    return service.to_out(await service.get_template(session, principal, locationId, templateId))
+
+
+@router.put("/{templateId}", response_model=TemplateOut, operation_id="update-template")
+async def update_template(
+    locationId: LocationIdPath,
+    templateId: str,
+    body: TemplateUpdate,
+    principal: TemplatesWrite,
+    session: SessionDep,
+) -> TemplateOut:
+    """Partial update. ``type`` cannot change while a notification uses the template."""
+    row = await service.update_template(session, principal, locationId, templateId, body)
+    return service.to_out(row)
+
+
+@router.delete(
+    "/{templateId}", response_model=TemplateDeleted, operation_id="DELETE-an-email-sms-template"
+)
+async def delete_template(
+    locationId: LocationIdPath, templateId: str, principal: TemplatesWrite, session: SessionDep
+) -> TemplateDeleted:
+    """Soft delete; refused (400) while a notification uses the template."""
+    await service.delete_template(session, principal, locationId, templateId)
+    return TemplateDeleted()
+
+
+def _whole(name: str, value: float, low: int, high: int) -> int:
+    if not float(value).is_integer() or not low <= value <= high:
+        raise BadRequest([FieldError(name, f"must be a whole number from {low} to {high}")])
+    return int(value)
