@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -122,6 +123,14 @@ _AUTH_ERRORS = {
     "404": "Not Found",
     "413": "Payload Too Large",
 }
+
+
+SERVE_DISPATCH_ENV = "CALNOTIFY_SERVE_DISPATCH"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one ``calnotify serve --workers N`` process."""
+    return create_app(run_dispatcher=os.environ.get(SERVE_DISPATCH_ENV, "1") == "1")
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

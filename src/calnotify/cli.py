@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-worker",
         action="store_true",
         help="serve the API only; leave sending to `calnotify worker` processes",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="HTTP server processes (default 1); each also dispatches unless --no-worker",
     )
     serve.add_argument(
         "--concurrency",
@@ -157,19 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from calnotify.app import create_app
+    from calnotify.app import SERVE_DISPATCH_ENV, create_app
     from calnotify.db.migrate import upgrade
 
     upgrade(settings.database_url)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if args.workers > 1:
+        # Each process builds its own app (and engine) from the environment.
+        os.environ[SERVE_DISPATCH_ENV] = "0" if args.no_worker else "1"
+        if args.concurrency:
+            os.environ["CALNOTIFY_DISPATCH_CONCURRENCY"] = str(args.concurrency)
+        uvicorn.run(
+            "calnotify.app:app_from_environment", factory=True, workers=args.workers, **options
+        )
+        return 0
     app = create_app(settings, run_dispatcher=not args.no_worker, concurrency=args.concurrency)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=settings.log_level,
-        proxy_headers=False,
-        timeout_graceful_shutdown=30,
-    )
+    uvicorn.run(app, **options)
     return 0
 
 

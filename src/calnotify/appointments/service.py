@@ -76,7 +76,11 @@ async def _locked(
 
 
 async def location_zone(session: AsyncSession, location_id: str) -> ZoneInfo:
-    location = await session.get(Location, location_id)
+    # Kept on the session for the request: the planner and the answer need it too, and the
+    # identity map alone holds rows only while something references them.
+    key = ("location", location_id)
+    location = session.info.get(key) or await session.get(Location, location_id)
+    session.info[key] = location
     return zone(location.timezone if location else None)
 
 

@@ -11,6 +11,7 @@ never wait for a writer (WAL).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -68,6 +69,9 @@ class Database:
             )
             self.read_engine = self.engine
         self.on_wake: list[Callable[[], None]] = []
+        # SQLite has one writer: writers of this process queue here, in order, instead of
+        # polling the file lock (SQLite's busy handler sleeps up to 100 ms per retry).
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -78,6 +82,15 @@ class Database:
     @asynccontextmanager
     async def session(self, *, write: bool = True) -> AsyncIterator[AsyncSession]:
         """A unit of work: commits when the block ends cleanly, rolls back otherwise."""
+        if write and self._write_lock is not None:
+            async with self._write_lock, self._unit(write=True) as session:
+                yield session
+            return
+        async with self._unit(write=write) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _unit(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         maker = self._write if write else self._read
         async with maker() as session:
             try:

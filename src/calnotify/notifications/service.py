@@ -29,7 +29,7 @@ from calnotify.notifications.schemas import (
     NotificationFieldsIn,
     NotificationUpdate,
 )
-from calnotify.planning.planner import plan_rule_change
+from calnotify.planning.planner import SCHEDULED_TYPES, plan_rule_change
 
 
 async def create_many(
@@ -60,7 +60,9 @@ async def create_many(
     session.add_all(rows)
     await session.flush()
     for row in rows:
-        await plan_rule_change(session, row, now)
+        if row.is_active and row.notification_type in SCHEDULED_TYPES:
+            # A new rule has no deliveries yet; only reminders and follow-ups plan ahead.
+            await plan_rule_change(session, row, now)
     return rows
 
 

@@ -86,6 +86,8 @@ async def plan_appointment_change(
     people = await _people(session, appointment.location_id, [appointment.contact_id])
     immediate = [(e.id, t) for e in events if e.to_notify for t in _immediate_types(e)]
     superseding = any(e.kind == AppointmentEventKind.RESCHEDULED for e in events)
+    # A new appointment has no deliveries yet: nothing to look up or reconcile.
+    fresh = [e.kind for e in events] == [AppointmentEventKind.CREATED]
     await _reconcile(
         session,
         appointment,
@@ -96,6 +98,7 @@ async def plan_appointment_change(
         superseding_reschedule=superseding,
         stamp="appointment",
         all_rules_of_calendar=True,
+        fresh=fresh,
     )
 
 
@@ -172,7 +175,9 @@ async def cancel_for_calendar(session: AsyncSession, calendar_id: str, now: date
 
 
 async def lock_calendar(session: AsyncSession, calendar_id: str) -> None:
-    """Serialise planning per calendar on PostgreSQL (a no-op lock on SQLite)."""
+    """Serialise planning per calendar on PostgreSQL (SQLite serialises all writers)."""
+    if session.bind is not None and session.bind.dialect.name == "sqlite":
+        return
     await session.execute(select(Calendar.id).where(Calendar.id == calendar_id).with_for_update())
 
 
@@ -213,9 +218,14 @@ async def _reconcile(
     superseding_reschedule: bool,
     stamp: str,
     all_rules_of_calendar: bool,
+    fresh: bool = False,
 ) -> None:
     wanted = {w.key: w for w in _wanted(appointment, rules, people, now, immediate)}
     rule_by_id = {r.id: r for r in rules}
+    if fresh:
+        if wanted:
+            await _insert(session, appointment, list(wanted.values()), people, now, fresh=True)
+        return
 
     query = select(Delivery).where(
         Delivery.appointment_id == appointment.id,
@@ -353,15 +363,15 @@ async def _insert(
     wanted: list[Wanted],
     people: People,
     now: datetime,
+    *,
+    fresh: bool = False,
 ) -> None:
-    existing = {
-        row.dedupe_key: row
-        for row in (
-            await session.scalars(
-                select(Delivery).where(Delivery.dedupe_key.in_([w.key for w in wanted]))
-            )
-        ).all()
-    }
+    existing: dict[str, Delivery] = {}
+    if not fresh:
+        found = await session.scalars(
+            select(Delivery).where(Delivery.dedupe_key.in_([w.key for w in wanted]))
+        )
+        existing = {row.dedupe_key: row for row in found}
     rows: list[dict[str, Any]] = []
     wake = False
     for w in wanted:
