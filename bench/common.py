@@ -57,7 +57,7 @@ def fresh_database(kind: str) -> Iterator[str]:
             yield url
         return
     name = f"calnotify_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(sync_url(PG_SERVER), isolation_level="AUTOCOMMIT")
+    admin = create_engine(sync_url(PG_SERVER), isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(PG_SERVER).set(database=name).render_as_string(hide_password=False)
@@ -71,7 +71,7 @@ def fresh_database(kind: str) -> Iterator[str]:
 
 
 def engine_for(url: str) -> Engine:
-    return create_engine(sync_url(url))
+    return create_engine(sync_url(url), pool_pre_ping=True)
 
 
 @dataclass
@@ -311,3 +311,86 @@ def report(name: str, results: dict[str, Any]) -> None:
         print(f"{key}: {value}")
     with open(ROOT / "bench" / "results.jsonl", "a") as out:
         out.write(json.dumps(record) + "\n")
+
+
+def _smtp_sink(port: int, queue: Any) -> None:
+    """An SMTP server (aiosmtpd) that reports the Message-ID of every message it accepts."""
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            content: bytes = envelope.content
+            start = content.find(b"Message-ID: <")
+            end = content.find(b">", start)
+            queue.put(content[start + 13 : end].decode() if start >= 0 else "")
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        controller.stop()
+
+
+class SmtpSink:
+    """An SMTP server in a process of its own, counting what arrives, by Message-ID."""
+
+    def __init__(self) -> None:
+        import multiprocessing
+
+        self.port = free_port()
+        self.queue: Any = multiprocessing.Queue()
+        self.process = multiprocessing.Process(
+            target=_smtp_sink, args=(self.port, self.queue), daemon=True
+        )
+        self.received: dict[str, int] = {}
+
+    def __enter__(self) -> SmtpSink:
+        self.process.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("the SMTP sink did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.join(timeout=5)
+
+    def collect(self) -> dict[str, int]:
+        """Message-ID → how many times it arrived (so far)."""
+        import queue as queue_module
+
+        while True:
+            try:
+                message_id = self.queue.get_nowait()
+            except queue_module.Empty:
+                return self.received
+            self.received[message_id] = self.received.get(message_id, 0) + 1
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "CALNOTIFY_SMTP_HOST": "127.0.0.1",
+            "CALNOTIFY_SMTP_PORT": str(self.port),
+            "CALNOTIFY_SMTP_SECURITY": "none",
+            "CALNOTIFY_SMTP_CONNECTIONS": "8",
+        }
+
+
+def count_status(url: str, prefix: str = "") -> dict[str, int]:
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT status, count(*) FROM deliveries WHERE dedupe_key LIKE :p GROUP BY status"
+            ),
+            {"p": prefix + "%"},
+        ).all()
+    engine.dispose()
+    return {str(status): int(n) for status, n in rows}

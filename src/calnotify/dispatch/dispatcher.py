@@ -56,6 +56,9 @@ log = logging.getLogger("calnotify.dispatch")
 @dataclass(frozen=True)
 class DispatchSettings:
     batch_size: int = 200
+    # A claimed batch is fenced, sent and recorded in chunks of this size, so a worker that
+    # dies leaves at most one chunk sent but unrecorded (sent again after the lease).
+    chunk_size: int = 100
     concurrency: int = 2
     lease: timedelta = timedelta(seconds=120)
     poll_interval: float = 0.5
@@ -148,9 +151,29 @@ class Dispatcher:
         self.metrics.claimed += len(batch)
         if not batch:
             return 0
-        outcomes = await self.process(batch)
-        await self.record(outcomes)
+        size = self.settings.chunk_size
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            await self._record_patiently(await self.process(chunk))
         return len(batch)
+
+    async def _record_patiently(self, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes, waiting out a database outage while the lease lasts: messages
+        already handed to a provider must not be sent again because a write failed."""
+        give_up = self.clock.now() + self.settings.lease / 2
+        pause = 0.25
+        while True:
+            try:
+                await self.record(outcomes)
+                return
+            except (OperationalError, DBAPIError, OSError) as exc:
+                if self.clock.now() >= give_up:
+                    raise
+                log.warning(
+                    "dispatch: cannot record outcomes yet (%s); retrying", type(exc).__name__
+                )
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     async def drain(self, rounds: int = 100) -> int:
         """Run until nothing is due (for tests and one-shot use); the number processed."""
