@@ -113,8 +113,28 @@ async def update_notification(
         row.version += 1
         row.date_updated = utcnow()
         await session.flush()
-        await plan_rule_change(session, row, now)
+        await plan_rule_change(session, row, now, recipients_or_times=_plans_differ(current, draft))
     return row
+
+
+# What a rule's deliveries are planned from; the rest (subject, body, template, sender)
+# only matters when a message is rendered.
+_PLANNING_FIELDS = (
+    "receiver_type",
+    "channel",
+    "notification_type",
+    "is_active",
+    "deleted",
+    "after_time",
+    "before_time",
+    "additional_email_ids",
+    "additional_phone_numbers",
+    "selected_users",
+)
+
+
+def _plans_differ(before: NotificationDraft, after: NotificationDraft) -> bool:
+    return any(getattr(before, f) != getattr(after, f) for f in _PLANNING_FIELDS)
 
 
 async def delete_notification(

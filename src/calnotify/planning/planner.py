@@ -102,9 +102,25 @@ async def plan_appointment_change(
     )
 
 
-async def plan_rule_change(session: AsyncSession, rule: Notification, now: datetime) -> None:
-    """Re-plan every future appointment of the rule's calendar after the rule changed."""
+async def plan_rule_change(
+    session: AsyncSession, rule: Notification, now: datetime, *, recipients_or_times: bool = True
+) -> None:
+    """Re-plan every future appointment of the rule's calendar after the rule changed.
+
+    With ``recipients_or_times=False`` (only the wording or sender changed) nothing moves:
+    the pending deliveries are re-stamped with the rule's new version in one statement.
+    """
     await lock_calendar(session, rule.calendar_id)
+    if not recipients_or_times and rule.is_active and not rule.deleted:
+        await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.notification_id == rule.id,
+                Delivery.status == DeliveryStatus.SCHEDULED,
+            )
+            .values(notification_version=rule.version, updated_at=now)
+        )
+        return
     if rule.deleted or not rule.is_active:
         reason = "rule_deleted" if rule.deleted else "rule_deactivated"
         await _cancel_where(session, reason, now, Delivery.notification_id == rule.id)
