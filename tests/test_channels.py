@@ -307,3 +307,23 @@ def test_signature_is_twilios() -> None:
         "12345", url, {**params, "Digits": "9"}, "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
     )
     assert not signature_valid("", url, params, signature("", url, params))
+
+
+def test_invitation_organizer_name_is_quoted() -> None:
+    start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
+    invite = invitation(
+        method="REQUEST",
+        appointment_id="A" * 20,
+        sequence=1,
+        start=start,
+        end=start + timedelta(minutes=30),
+        summary="x",
+        description="",
+        location="",
+        organizer_name='Acme: "Dental"; ROLE=CHAIR',
+        organizer_email="desk@acme.example",
+        attendee_email="rosa@example.com",
+        stamp=start,
+    )
+    text = invite.data.decode()
+    assert 'ORGANIZER;CN="Acme: Dental; ROLE=CHAIR":mailto:desk@acme.example' in text

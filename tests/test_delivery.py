@@ -310,3 +310,31 @@ async def test_mark_read_and_unread_filter(live: Scenario, other_tenant: Tenant)
     ).status_code == 401
     missing = await live.client.post(f"{base}/AAAAAAAAAAAAAAAAAAAA/read", headers=live.headers)
     assert missing.status_code == 404
+
+
+async def test_odd_signatures_are_403_not_500(live: Scenario) -> None:
+    form = {"MessageSid": "SM1", "MessageStatus": "failed"}
+    response = await live.client.post(
+        "/webhooks/twilio/status", data=form, headers={"X-Twilio-Signature": "é".encode("latin-1")}
+    )
+    assert response.status_code == 403
+
+
+async def test_repeated_fields_are_signed_value_by_value(live: Scenario) -> None:
+    delivery = await _sent_sms(live)
+    pairs = [
+        ("MessageSid", delivery["providerMessageId"]),
+        ("MessageStatus", "delivered"),
+        ("Tag", "a"),
+        ("Tag", "b"),
+    ]
+    url = "https://cal.example/webhooks/twilio/status"
+    response = await live.client.post(
+        "/webhooks/twilio/status",
+        content="&".join(f"{k}={v}" for k, v in pairs),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": signature("secret", url, pairs),
+        },
+    )
+    assert response.status_code == 200

@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit, trailing-slash tolerance."""
+"""ASGI middleware: request body size limit, trailing-slash tolerance, NUL in URLs."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ class TrailingSlash:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path: str = scope["path"]
+            if "\x00" in path or b"%00" in scope.get("query_string", b""):
+                # No id, filter or name of ours contains NUL, and PostgreSQL refuses it.
+                await _answer(send, 400, "NUL characters are not allowed in the URL")
+                return
             if len(path) > 1 and path.endswith("/"):
                 scope = dict(scope)
                 scope["path"] = path.rstrip("/") or "/"
@@ -77,17 +81,19 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _reject(self, send: Send) -> None:
-        body = json.dumps(
-            envelope(413, f"Request body is larger than {self.max_bytes} bytes")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await _answer(send, 413, f"Request body is larger than {self.max_bytes} bytes")
+
+
+async def _answer(send: Send, status: int, message: str) -> None:
+    body = json.dumps(envelope(status, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -28,6 +28,7 @@ from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
 from calnotify.db.scoped import find_in_location, get_in_location
 from calnotify.errors import BadRequest, FieldError
+from calnotify.ids import looks_like_id
 from calnotify.models import Appointment, Calendar, Contact, Location, User
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
 from calnotify.planning.planner import lock_calendar, plan_appointment_change
@@ -59,9 +60,18 @@ async def get_appointment(
 
 
 async def _locked(
-    session: AsyncSession, principal: Principal, event_id: str, *, include_deleted: bool = False
+    session: AsyncSession,
+    principal: Principal,
+    event_id: str,
+    *,
+    include_deleted: bool = False,
+    also: str | None = None,
 ) -> Appointment:
-    """The appointment, read again under its calendar's planning lock (PostgreSQL)."""
+    """The appointment, read again under its calendar's planning lock (PostgreSQL).
+
+    ``also``: a calendar it is moving to; both are locked in id order, so two moves in
+    opposite directions cannot deadlock.
+    """
     appointment = await get_in_location(
         session,
         Appointment,
@@ -70,7 +80,11 @@ async def _locked(
         what="Appointment",
         include_deleted=include_deleted,
     )
-    await lock_calendar(session, appointment.calendar_id)
+    calendars = {appointment.calendar_id}
+    if also and looks_like_id(also):
+        calendars.add(also)
+    for calendar_id in sorted(calendars):
+        await lock_calendar(session, calendar_id)
     await session.refresh(appointment, with_for_update=True)
     return appointment
 
@@ -151,9 +165,10 @@ async def update_appointment(
     body: AppointmentFieldsIn,
     now: datetime,
 ) -> Appointment:
-    appointment = await _locked(session, principal, event_id)
-    where = await location_zone(session, principal.location_id)
     given = body.given()
+    moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
+    appointment = await _locked(session, principal, event_id, also=moving_to)
+    where = await location_zone(session, principal.location_id)
     errors: list[FieldError] = []
 
     calendar_id = appointment.calendar_id
@@ -213,8 +228,6 @@ async def update_appointment(
             for kind in kinds
         ]
         await session.flush()
-        if calendar_id != before["calendarId"]:
-            await lock_calendar(session, calendar_id)
         await plan_appointment_change(session, appointment, recorded, now)
     await session.flush()
     return appointment

@@ -84,7 +84,9 @@ def invitation(
     if location:
         lines.append(f"LOCATION:{_escape(location)}")
     if organizer_email:
-        lines.append(f"ORGANIZER;CN={_escape(organizer_name)}:mailto:{organizer_email}")
+        # A parameter value is quoted (RFC 5545 §3.2), and may not contain quotes itself.
+        name = " ".join(organizer_name.replace('"', "").split())
+        lines.append(f'ORGANIZER;CN="{name}":mailto:{organizer_email}')
     if attendee_email:
         lines.append(f"ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=FALSE:mailto:{attendee_email}")
     lines += ["END:VEVENT", "END:VCALENDAR"]

@@ -33,6 +33,8 @@ class SmtpAdapter(ChannelAdapter):
         self.settings = settings
         self.concurrency = settings.smtp_connections
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
+        # At most smtp_connections open at once, whoever is sending.
+        self._slots = asyncio.Semaphore(settings.smtp_connections)
         _, default_address = parse_mailbox(settings.email_from)
         self.domain = default_address.rpartition("@")[2] or "calnotify.invalid"
 
@@ -64,6 +66,10 @@ class SmtpAdapter(ChannelAdapter):
             email = self.build(message)
         except (ValueError, TypeError) as exc:  # an address or header Python refuses
             raise PermanentSendError(f"cannot build the email: {exc}") from exc
+        async with self._slots:
+            return await self._send(email)
+
+    async def _send(self, email: EmailMessage) -> Receipt:
         connection = await self._acquire()
         healthy = True
         try:

@@ -95,12 +95,18 @@ def _error(response: httpx.Response) -> tuple[int | None, str]:
     return (code if isinstance(code, int) else None), str(data.get("message", ""))[:300]
 
 
-def signature(auth_token: str, url: str, params: dict[str, str]) -> str:
-    """Twilio's request signature: HMAC-SHA1 of the URL and the sorted form fields."""
-    payload = url + "".join(f"{key}{params[key]}" for key in sorted(params))
+Fields = dict[str, str] | list[tuple[str, str]]
+
+
+def signature(auth_token: str, url: str, params: Fields) -> str:
+    """Twilio's request signature: HMAC-SHA1 of the URL and the form fields sorted by name
+    (a repeated field contributes each of its values, in order)."""
+    pairs = list(params.items()) if isinstance(params, dict) else list(params)
+    payload = url + "".join(f"{key}{value}" for key, value in sorted(pairs, key=lambda p: p[0]))
     digest = hmac.new(auth_token.encode(), payload.encode("utf-8"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
-def signature_valid(auth_token: str, url: str, params: dict[str, str], given: str) -> bool:
-    return bool(auth_token) and hmac.compare_digest(signature(auth_token, url, params), given)
+def signature_valid(auth_token: str, url: str, params: Fields, given: str) -> bool:
+    expected = signature(auth_token, url, params).encode()
+    return bool(auth_token) and hmac.compare_digest(expected, given.encode("utf-8", "replace"))

@@ -12,6 +12,7 @@ never wait for a writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,7 +40,8 @@ def async_url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except Exception as exc:  # sqlalchemy raises ArgumentError with an unhelpful text
-        raise DatabaseURLError(f"not a database URL: {raw!r}") from exc
+        shown = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", raw)
+        raise DatabaseURLError(f"not a database URL: {shown!r}") from exc
     backend = _ALIASES.get(url.get_backend_name(), url.get_backend_name())
     if backend not in _DRIVERS:
         raise DatabaseURLError(

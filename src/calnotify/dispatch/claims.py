@@ -48,6 +48,23 @@ async def claim_due_deliveries(
     return claimed
 
 
+async def renew_lease(db: Database, ids: Sequence[str], token: str, until: datetime) -> set[str]:
+    """Extend the lease of rows this claim still holds; the ids it still holds."""
+    async with db.session() as session:
+        result = await session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(ids),
+                Delivery.claim_token == token,
+                Delivery.status == DeliveryStatus.SENDING,
+            )
+            .values(lease_until=until)
+            .returning(Delivery.id)
+            .execution_options(synchronize_session=False)
+        )
+        return set(result.scalars())
+
+
 async def rescue_expired_leases(db: Database, now: datetime) -> int:
     """Give deliveries whose worker died (lease over) back to the queue."""
     async with db.session() as session:

@@ -33,7 +33,12 @@ from calnotify.channels.base import (
 from calnotify.channels.ics import INVITE_TYPES, invitation
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
-from calnotify.dispatch.claims import claim_due_deliveries, next_due_at, rescue_expired_leases
+from calnotify.dispatch.claims import (
+    claim_due_deliveries,
+    next_due_at,
+    renew_lease,
+    rescue_expired_leases,
+)
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.models import (
     Appointment,
@@ -126,6 +131,12 @@ class Dispatcher:
                 log.warning("dispatch: database error, retrying: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
+            except Exception:
+                # Whatever happened, this loop keeps sending; the batch's lease runs out and
+                # its deliveries are taken back.
+                log.exception("dispatch: unexpected error; continuing")
+                await asyncio.sleep(1.0)
+                continue
             if done or self._stopping:
                 continue
             await self._idle()
@@ -153,8 +164,19 @@ class Dispatcher:
             return 0
         size = self.settings.chunk_size
         for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
-            await self._record_patiently(await self.process(chunk))
+            chunk = list(batch[start : start + size])
+            if start:
+                # The lease ran from the claim; extend it for what is left, and drop any row
+                # another worker took back meanwhile (our lease had run out).
+                held = await renew_lease(
+                    self.db,
+                    [d.id for d in chunk],
+                    chunk[0].claim_token or "",
+                    self.clock.now() + self.settings.lease,
+                )
+                chunk = [d for d in chunk if d.id in held]
+            if chunk:
+                await self._record_patiently(await self.process(chunk))
         return len(batch)
 
     async def _record_patiently(self, outcomes: Sequence[Outcome]) -> None:
@@ -203,7 +225,11 @@ class Dispatcher:
         to_send: dict[str, list[tuple[Delivery, Message, str, str]]] = defaultdict(list)
         data = await self._load(batch)
         for delivery in batch:
-            prepared = self._prepare(delivery, data, now)
+            try:
+                prepared = self._prepare(delivery, data, now)
+            except Exception as exc:  # one bad delivery must not stop the others
+                log.exception("dispatch: cannot prepare delivery %s", delivery.id)
+                prepared = Outcome(delivery, DeliveryStatus.FAILED, "render", error=repr(exc))
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
             else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -17,13 +18,14 @@ from calnotify.api.paging import Limit, Skip
 from calnotify.api.types import Timestamp
 from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
-from calnotify.auth.tokens import Principal
+from calnotify.auth.tokens import Principal, resolve_token
 from calnotify.db.engine import Database
+from calnotify.db.scoped import find_in_location
 from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import NotFound
 from calnotify.ids import looks_like_id
 from calnotify.inbox.hub import InboxHub
-from calnotify.models import InboxItem
+from calnotify.models import InboxItem, User
 from calnotify.users.service import get_user
 
 router = APIRouter(prefix="/users/{userId}/inbox", tags=["Inbox"])
@@ -31,6 +33,7 @@ router = APIRouter(prefix="/users/{userId}/inbox", tags=["Inbox"])
 Reader = Annotated[Principal, Depends(require_unversioned(Scope.USERS_READ))]
 Writer = Annotated[Principal, Depends(require_unversioned(Scope.USERS_WRITE))]
 POLL_SECONDS = 0.5
+RECHECK_SECONDS = 10.0
 
 
 class InboxItemOut(BaseModel):
@@ -95,10 +98,12 @@ async def mark_read(
 ) -> InboxItemOut:
     """Mark an item read (reading it again keeps the first time)."""
     user = await get_user(session, principal, userId)
-    item = await session.scalar(
-        select(InboxItem).where(InboxItem.id == itemId, InboxItem.user_id == user.id)
-    )
-    if item is None or not looks_like_id(itemId):
+    item = None
+    if looks_like_id(itemId):
+        item = await session.scalar(
+            select(InboxItem).where(InboxItem.id == itemId, InboxItem.user_id == user.id)
+        )
+    if item is None:
         raise NotFound("Inbox item not found")
     if item.read_at is None:
         item.read_at = clock.now()
@@ -122,11 +127,26 @@ async def stream_inbox(
     hub: InboxHub = request.app.state.inbox_hub
     cursor = await _start(db, user.id, request.headers.get("last-event-id", ""))
 
+    token = request.headers.get("authorization", "").partition(" ")[2].strip()
+
+    async def still_allowed() -> bool:
+        """The token still valid and the user still there (checked every few seconds)."""
+        async with db.session(write=False) as reader:
+            holder = await resolve_token(reader, token)
+            if holder is None or not holder.can(Scope.USERS_READ):
+                return False
+            return await find_in_location(reader, User, user.id, holder.location_id) is not None
+
     async def events() -> AsyncIterator[dict[str, str]]:
         nonlocal cursor
         wake = hub.subscribe(user.id)
+        checked = time.monotonic()
         try:
             while True:
+                if time.monotonic() - checked > RECHECK_SECONDS:
+                    if not await still_allowed():
+                        return  # revoked: the stream ends
+                    checked = time.monotonic()
                 async with db.session(write=False) as reader:
                     rows = (
                         await reader.scalars(

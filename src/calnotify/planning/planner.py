@@ -116,7 +116,7 @@ async def plan_rule_change(
             update(Delivery)
             .where(
                 Delivery.notification_id == rule.id,
-                Delivery.status == DeliveryStatus.SCHEDULED,
+                Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
             )
             .values(notification_version=rule.version, updated_at=now)
         )
@@ -140,8 +140,11 @@ async def plan_rule_change(
         update(Delivery)
         .where(
             Delivery.notification_id == rule.id,
-            Delivery.status == DeliveryStatus.SCHEDULED,
+            Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
             Delivery.trigger == Trigger.EVENT,
+            Delivery.channel == rule.channel,
+            Delivery.receiver_type == rule.receiver_type,
+            Delivery.notification_type == rule.notification_type,
         )
         .values(notification_version=rule.version, updated_at=now)
     )
@@ -243,9 +246,11 @@ async def _reconcile(
             await _insert(session, appointment, list(wanted.values()), people, now, fresh=True)
         return
 
+    # In-flight rows (sending) are looked at too: one that is still wanted is re-stamped, so
+    # a retry after a failed send is not taken for stale; one that is not is left to the fence.
     query = select(Delivery).where(
         Delivery.appointment_id == appointment.id,
-        Delivery.status == DeliveryStatus.SCHEDULED,
+        Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
     )
     if not all_rules_of_calendar:
         query = query.where(Delivery.notification_id.in_(list(rule_by_id)))
@@ -265,8 +270,10 @@ async def _reconcile(
         if reason is None:
             wanted.pop(row.dedupe_key, None)
             keep.append(row.id)
-        else:
+        elif row.status == DeliveryStatus.SCHEDULED:
             cancel.setdefault(reason, []).append(row.id)
+        else:
+            wanted.pop(row.dedupe_key, None)  # in flight: never a second one
 
     for reason, ids in cancel.items():
         await _cancel_where(session, reason, now, Delivery.id.in_(ids))
@@ -342,7 +349,7 @@ def _wanted(
             if rule.notification_type != kind:
                 continue
             for ref in recipients(rule, appointment, people):
-                key = _key(rule.id, appointment.id, f"event:{event_id}", ref)
+                key = _key(rule, appointment.id, f"event:{event_id}", ref)
                 out.append(Wanted(rule, Trigger.EVENT, now, now + DEADLINE, ref, key))
         for due in _scheduled_dues(rule, appointment):
             deadline = due + DEADLINE
@@ -350,7 +357,7 @@ def _wanted(
                 # A reminder is never sent once the appointment has started.
                 deadline = max(min(deadline, appointment.start_at), due + MIN_WINDOW)
             for ref in recipients(rule, appointment, people):
-                key = _key(rule.id, appointment.id, f"at:{due.isoformat()}", ref)
+                key = _key(rule, appointment.id, f"at:{due.isoformat()}", ref)
                 out.append(Wanted(rule, Trigger.SCHEDULE, due, deadline, ref, key))
     return out
 
@@ -368,8 +375,10 @@ def _scheduled_dues(rule: Notification, appointment: Appointment) -> list[dateti
     return []
 
 
-def _key(rule_id: str, appointment_id: str, when: str, ref: RecipientRef) -> str:
-    raw = "\x1f".join((rule_id, appointment_id, when, ref.identity))
+def _key(rule: Notification, appointment_id: str, when: str, ref: RecipientRef) -> str:
+    # The channel is part of the message: a rule moved from email to SMS plans new ones.
+    parts = (rule.id, appointment_id, when, rule.channel, rule.receiver_type, ref.identity)
+    raw = "\x1f".join(parts)
     return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()
 
 

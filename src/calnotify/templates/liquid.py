@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from liquid import BoundTemplate, Environment
-from liquid.exceptions import LiquidError
+from liquid.exceptions import LiquidError, OutputStreamLimitError
 
 from calnotify.errors import FieldError
 from calnotify.templates.merge_fields import MERGE_FIELDS, VALUE_PROPERTIES
@@ -31,15 +31,59 @@ class SafeEnvironment(Environment):
         super().__init__(**kwargs)
         for tag in ("include", "render"):
             self.tags.pop(tag, None)
+        # Liquid checks its output limit only after a whole expression is built, and a few
+        # filters multiply their input ("x" | replace: "", "yyyy"): bound every result, and
+        # refuse to start the multiplying ones when the result would be too large.
+        for name, function in list(self.filters.items()):
+            self.filters[name] = _bounded(function)
+        self.filters["replace"] = _bounded(_replace, estimate=_replace_size)
+        self.filters["join"] = _bounded(self.filters["join"], estimate=_join_size)
+
+
+def _bounded(function: Any, estimate: Any = None) -> Any:
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        if estimate is not None and estimate(*args) > MAX_OUTPUT_CHARS:
+            raise OutputStreamLimitError("a filter result is too large", token=None)
+        result = function(*args, **kwargs)
+        if isinstance(result, str) and len(result) > MAX_OUTPUT_CHARS:
+            raise OutputStreamLimitError("a filter result is too large", token=None)
+        return result
+
+    # Keep what python-liquid reads off a filter (whether it wants the context, …).
+    for attribute, value in vars(function).items():
+        setattr(bounded, attribute, value)
+    return bounded
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _replace(value: Any, search: Any = "", replacement: Any = "") -> str:
+    return _text(value).replace(_text(search), _text(replacement))
+
+
+def _replace_size(value: Any, search: Any = "", replacement: Any = "", *_: Any) -> int:
+    text, old, new = _text(value), _text(search), _text(replacement)
+    count = len(text) + 1 if old == "" else text.count(old)
+    return len(text) + count * (len(new) - len(old))
+
+
+def _join_size(value: Any, separator: Any = " ", *_: Any) -> int:
+    if not isinstance(value, list | tuple):
+        return len(_text(value))
+    return sum(len(_text(v)) for v in value) + len(_text(separator)) * max(0, len(value) - 1)
 
 
 environment = SafeEnvironment()
+# HTML bodies: merge values are escaped, so a contact's name cannot inject markup.
+html_environment = SafeEnvironment(autoescape=True)
 
 
 @lru_cache(maxsize=1024)
-def parse(source: str) -> BoundTemplate:
+def parse(source: str, *, html: bool = False) -> BoundTemplate:
     """The parsed template (cached: rules are rendered many times, and rarely change)."""
-    return environment.from_string(source)
+    return (html_environment if html else environment).from_string(source)
 
 
 def template_errors(field: str, source: str) -> list[FieldError]:

@@ -150,17 +150,18 @@ def render_notification(
         subject_source = default.subject
     values = context(data, where)
     subject = _render(subject_source, values)
-    body = _render(body_source, values)
     subject = " ".join(subject.split())  # never a line break in a subject
-    if _looks_like_html(body):
+    if _looks_like_html(body_source):
+        body = _render(body_source, values, html=True)
         return Rendered(subject=subject, body=html_to_text(body), html=body)
+    body = _render(body_source, values)
     return Rendered(subject=subject, body=body, html=text_to_html(body))
 
 
-def _render(source: str, values: dict[str, Any]) -> str:
+def _render(source: str, values: dict[str, Any], *, html: bool = False) -> str:
     try:
-        return parse(source).render(**values)
-    except (LiquidError, RecursionError) as exc:
+        return str(parse(source, html=html).render(**values))
+    except (LiquidError, RecursionError, MemoryError) as exc:
         raise RenderError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 

@@ -39,14 +39,15 @@ async def twilio_status(request: Request, session: SessionDep, clock: ClockDep) 
     settings: Settings = request.app.state.settings
     token = settings.twilio_auth_token.get_secret_value()
     raw = (await request.body()).decode("utf-8", "replace")
-    params = dict(parse_qsl(raw, keep_blank_values=True))
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    params = dict(pairs)
     url = str(request.url)
     if settings.public_url:
         url = settings.public_url.rstrip("/") + request.url.path
         if request.url.query:
             url += "?" + request.url.query
     given = request.headers.get("x-twilio-signature", "")
-    if not settings.twilio_configured or not signature_valid(token, url, params, given):
+    if not settings.twilio_configured or not signature_valid(token, url, pairs, given):
         raise Forbidden("Invalid Twilio signature")
 
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "").lower()
