@@ -23,12 +23,16 @@ def mailbox(name: str, address: str) -> str:
     return str(Address(display_name=clean, username=local, domain=domain))
 
 
-def email_sender(message: Message, default: str) -> str:
+def email_sender_parts(message: Message, default: str) -> tuple[str, str]:
     """From = the rule's fromName/fromAddress, else the location's name/email, else the
-    default (``CALNOTIFY_EMAIL_FROM``), keeping a given name with the default address."""
+    default (``CALNOTIFY_EMAIL_FROM``), keeping a given name with the default address.
+    The name comes back on one line (whitespace, line breaks included, collapsed)."""
     default_name, default_address = parse_mailbox(default)
     address = message.from_address or default_address
     name = message.from_name or default_name
-    if not address:
-        return ""
-    return mailbox(name, address)
+    return " ".join(name.split()), address
+
+
+def email_sender(message: Message, default: str) -> str:
+    name, address = email_sender_parts(message, default)
+    return mailbox(name, address) if address else ""
