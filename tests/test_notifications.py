@@ -553,7 +553,7 @@ async def test_get_one(client: httpx.AsyncClient, tenant: Tenant) -> None:
     assert response.json() == created
 
 
-@pytest.mark.parametrize("notification_id", ["AAAAAAAAAAAAAAAAAAAA", "short", "x" * 300, "%00"])
+@pytest.mark.parametrize("notification_id", ["AAAAAAAAAAAAAAAAAAAA", "short", "x" * 300, "%20"])
 async def test_get_unknown_is_404(
     client: httpx.AsyncClient, tenant: Tenant, notification_id: str
 ) -> None:
