@@ -145,3 +145,37 @@ def test_a_bad_database_url_never_shows_its_password() -> None:
         async_url("postgresql://app:hunter2@host:notaport/db")
     assert "hunter2" not in str(raised.value)
     assert "app:***@" in str(raised.value)
+
+
+LONG = "x" * 256
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [
+        ("POST", "/calendars/", {"name": LONG}, "name"),
+        ("POST", "/calendars/", {"name": "ok", "calendarType": "x" * 33}, "calendarType"),
+        ("POST", "/contacts/", {"city": LONG}, "city"),
+        ("POST", "/contacts/", {"firstName": LONG}, "firstName"),
+        ("POST", "/contacts/", {"postalCode": "1" * 33}, "postalCode"),
+        ("POST", "/contacts/", {"country": "x" * 65}, "country"),
+        ("POST", "/contacts/", {"website": "x" * 2049}, "website"),
+        ("PUT", "/locations/{location}", {"address": LONG}, "address"),
+        ("PUT", "/locations/{location}", {"postalCode": "1" * 33}, "postalCode"),
+    ],
+)
+async def test_values_longer_than_their_columns_are_400(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    method: str,
+    path: str,
+    body: dict[str, Any],
+    field: str,
+) -> None:
+    if method == "POST":
+        body = {"locationId": tenant.location_id, **body}
+    response = await client.request(
+        method, path.format(location=tenant.location_id), json=body, headers=tenant.headers()
+    )
+    assert response.status_code == 400, response.text
+    assert field in [e["field"] for e in response.json()["errors"]]

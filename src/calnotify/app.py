@@ -12,7 +12,7 @@ from fastapi.openapi.utils import get_openapi
 
 from calnotify import __version__
 from calnotify.api import errors
-from calnotify.api.middleware import BodyLimit, TrailingSlash
+from calnotify.api.middleware import BodyLimit, CatchAll, TrailingSlash
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS
@@ -110,6 +110,7 @@ def create_app(
     app.include_router(ops_router)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(CatchAll)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
     return app

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from calnotify.errors import AppError, BadRequest, FieldError, envelope
@@ -72,6 +73,13 @@ def install(app: FastAPI) -> None:
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    @app.exception_handler(DataError)
+    async def _data(_request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value (too long, out of range) that validation let by.
+        log.warning("database refused a value: %s", str(exc.orig).splitlines()[0])
+        error = BadRequest("a value is too long or out of range for what it is stored in")
+        return JSONResponse(error.body(), status_code=400)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

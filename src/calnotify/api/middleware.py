@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calnotify.errors import envelope
+
+log = logging.getLogger("calnotify.api")
 
 
 class TrailingSlash:
@@ -97,3 +100,34 @@ async def _answer(send: Send, status: int, message: str) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+class CatchAll:
+    """Answer an unexpected error with a 500 in the envelope, and keep the connection.
+
+    Starlette's own last-resort handler answers and then re-raises, which makes the server
+    drop the keep-alive connection under a pooled client (HighLevel's SDKs included).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await _answer(send, 500, "Internal server error")

@@ -36,6 +36,8 @@ def _clean(value: str) -> str:
 
 
 Text = Annotated[str, Strict(), AfterValidator(_clean), Field(max_length=MAX_STRING)]
+# Names, cities and the like: what their columns hold.
+Short = Annotated[str, Strict(), AfterValidator(_clean), Field(max_length=255)]
 LongText = Annotated[str, Strict(), AfterValidator(_clean)]
 Bool = Annotated[bool, Strict()]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]

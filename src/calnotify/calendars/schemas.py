@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from calnotify.api.types import MAX_LIST, Bool, InputModel, LongText, Number, OutputModel, Text
+from calnotify.api.types import (
+    MAX_LIST,
+    Bool,
+    InputModel,
+    LongText,
+    Number,
+    OutputModel,
+    Short,
+    Text,
+)
 
 # CalendarDTO fields calnotify does not interpret but keeps for the client.
 ECHOED_FIELDS = (
@@ -66,9 +75,9 @@ class TeamMemberIn(InputModel):
 class CalendarFieldsIn(InputModel):
     model_config = ConfigDict(extra="allow")
 
-    name: Text | None = None
+    name: Short | None = None
     description: LongText | None = Field(default=None, max_length=64 * 1024)
-    calendar_type: Text | None = None
+    calendar_type: Annotated[Text, Field(max_length=32)] | None = None
     team_members: Annotated[list[TeamMemberIn], Field(max_length=MAX_LIST)] | None = None
     slot_duration: Number | None = None
     slot_duration_unit: Text | None = None
@@ -82,7 +91,7 @@ class CalendarFieldsIn(InputModel):
 
 class CalendarCreate(CalendarFieldsIn):
     location_id: Text
-    name: Text
+    name: Short
 
 
 class CalendarUpdate(CalendarFieldsIn):

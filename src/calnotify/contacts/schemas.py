@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from calnotify.api.types import Bool, InputModel, Text, Timestamp
+from calnotify.api.types import Bool, InputModel, Short, Text, Timestamp
 
 MAX_TAGS = 100
 ECHOED_FIELDS = ("gender", "dateOfBirth", "assignedTo", "customFields", "inboundDndSettings")
@@ -36,20 +36,20 @@ class DndSettings(BaseModel):
 class ContactFieldsIn(InputModel):
     model_config = ConfigDict(extra="allow")
 
-    first_name: Text | None = None
-    last_name: Text | None = None
-    name: Text | None = None
+    first_name: Short | None = None
+    last_name: Short | None = None
+    name: Text | None = Field(default=None, max_length=511)
     email: Text | None = None
     phone: Text | None = None
     timezone: Text | None = None
-    company_name: Text | None = None
-    address1: Text | None = None
-    city: Text | None = None
-    state: Text | None = None
-    country: Text | None = None
-    postal_code: Text | None = None
-    website: Text | None = None
-    source: Text | None = None
+    company_name: Short | None = None
+    address1: Short | None = None
+    city: Short | None = None
+    state: Short | None = None
+    country: Annotated[Text, Field(max_length=64)] | None = None
+    postal_code: Annotated[Text, Field(max_length=32)] | None = None
+    website: Annotated[Text, Field(max_length=2048)] | None = None
+    source: Short | None = None
     dnd: Bool | None = None
     dnd_settings: DndSettings | None = None
     tags: Annotated[list[Text], Field(max_length=MAX_TAGS)] | None = None

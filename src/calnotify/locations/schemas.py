@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, Field
 
-from calnotify.api.types import InputModel, Text
+from calnotify.api.types import InputModel, Short, Text
 
 
 class LocationUpdate(InputModel):
-    name: Text | None = None
+    name: Short | None = None
     email: Text | None = None
     phone: Text | None = None
     timezone: Text | None = None
-    address: Text | None = None
-    city: Text | None = None
-    state: Text | None = None
+    address: Short | None = None
+    city: Short | None = None
+    state: Short | None = None
     country: Text | None = None
-    postal_code: Text | None = None
-    website: Text | None = None
+    postal_code: Annotated[Text, Field(max_length=32)] | None = None
+    website: Annotated[Text, Field(max_length=2048)] | None = None
     # companyId (required by HighLevel's spec) is accepted and ignored: no agencies here.
 
 
