@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
+from pydantic import TypeAdapter
 
+from calnotify.api.types import JSONAnswer
 from calnotify.auth.deps import EventsRead, EventsWrite
 from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import BadRequest, FieldError
@@ -21,6 +23,8 @@ from calnotify.notifications.schemas import (
 
 router = APIRouter(prefix="/calendars/{calendarId}/notifications", tags=["Calendar Notifications"])
 
+MANY: TypeAdapter[list[NotificationOut]] = TypeAdapter(list[NotificationOut])
+ONE: TypeAdapter[NotificationOut] = TypeAdapter(NotificationOut)
 MAX_BATCH = 50
 MAX_LIMIT = 100
 MAX_SKIP = 1_000_000_000
@@ -37,7 +41,7 @@ async def get_notifications(
         float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")
     ] = MAX_LIMIT,
     skip: Annotated[float, Query(description="Number of records to skip")] = 0,
-) -> list[NotificationOut]:
+) -> JSONAnswer:
     """Notifications of the calendar in creation order; soft-deleted ones only with deleted=true."""
     rows = await service.list_notifications(
         session,
@@ -48,7 +52,7 @@ async def get_notifications(
         limit=_whole("limit", limit, 1, MAX_LIMIT),
         skip=_whole("skip", skip, 0, MAX_SKIP),
     )
-    return [to_out(r) for r in rows]
+    return JSONAnswer(MANY, [to_out(r) for r in rows])
 
 
 @router.post("", response_model=list[NotificationOut], operation_id="create-event-notification")
@@ -58,10 +62,10 @@ async def create_notifications(
     principal: EventsWrite,
     session: SessionDep,
     clock: ClockDep,
-) -> list[NotificationOut]:
+) -> JSONAnswer:
     """Create 1 to 50 notifications; if any item is invalid, none is created."""
     rows = await service.create_many(session, principal, calendarId, body, clock.now())
-    return [to_out(r) for r in rows]
+    return JSONAnswer(MANY, [to_out(r) for r in rows])
 
 
 @router.get(
@@ -69,8 +73,9 @@ async def create_notifications(
 )
 async def find_notification(
     calendarId: str, notificationId: str, principal: EventsRead, session: SessionDep
-) -> NotificationOut:
-    return to_out(await service.get_notification(session, principal, calendarId, notificationId))
+) -> JSONAnswer:
+    row = await service.get_notification(session, principal, calendarId, notificationId)
+    return JSONAnswer(ONE, to_out(row))
 
 
 @router.put(
