@@ -179,3 +179,36 @@ async def test_values_longer_than_their_columns_are_400(
     )
     assert response.status_code == 400, response.text
     assert field in [e["field"] for e in response.json()["errors"]]
+
+
+async def test_concurrent_bookings_on_one_calendar_all_succeed(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    import asyncio
+
+    await client.post(
+        f"/calendars/{tenant.calendar_id}/notifications",
+        json=[
+            rule("contact", "email", "booked"),
+            rule("contact", "email", "reminder", beforeTime=[{"timeOffset": 1, "unit": "hours"}]),
+        ],
+        headers=tenant.headers(),
+    )
+    contact = await tenant.add_contact()
+
+    async def book(i: int) -> int:
+        response = await client.post(
+            "/calendars/events/appointments",
+            json={
+                "calendarId": tenant.calendar_id,
+                "locationId": tenant.location_id,
+                "contactId": contact,
+                "startTime": (START + timedelta(minutes=30 * i)).isoformat(),
+            },
+            headers=tenant.headers(),
+        )
+        return response.status_code
+
+    # On PostgreSQL, planning locks the calendar row; with FOR UPDATE two bookings
+    # deadlocked against the key-share locks of their own inserts.
+    assert await asyncio.gather(*(book(i) for i in range(12))) == [200] * 12

@@ -125,6 +125,7 @@ async def create_appointment(
     assert start is not None
     assert end is not None
 
+    await lock_calendar(session, calendar.id)  # before anything of it is written
     stamped = utcnow()
     appointment = Appointment(
         location_id=principal.location_id,

@@ -197,7 +197,12 @@ async def lock_calendar(session: AsyncSession, calendar_id: str) -> None:
     """Serialise planning per calendar on PostgreSQL (SQLite serialises all writers)."""
     if session.bind is not None and session.bind.dialect.name == "sqlite":
         return
-    await session.execute(select(Calendar.id).where(Calendar.id == calendar_id).with_for_update())
+    # NO KEY UPDATE: it does not conflict with the key-share lock that inserting an
+    # appointment (its foreign key to the calendar) takes; FOR UPDATE would, and two
+    # bookings would deadlock, each holding a key share and waiting for the other's.
+    await session.execute(
+        select(Calendar.id).where(Calendar.id == calendar_id).with_for_update(key_share=True)
+    )
 
 
 def wake_dispatchers(session: AsyncSession) -> None:
