@@ -67,7 +67,12 @@ def load(
                     i += 1
                     request = _request(operation, context, n, i)
                     started = time.perf_counter()
-                    response = await client.request(**request)
+                    try:
+                        response = await client.request(**request)
+                    except httpx.TransportError:
+                        # A keep-alive connection the server closed as it was reused.
+                        errors += 1
+                        continue
                     latencies.append(time.perf_counter() - started)
                     if response.status_code >= 400:
                         errors += 1
