@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from tests.processes import Server
-from tests.test_processes import setup_location
+from tests.test_processes import book, setup_location
 
 
 async def next_event(lines: Any) -> dict[str, str]:
@@ -46,17 +46,7 @@ async def test_new_items_reach_a_connected_client_within_a_second(server: Server
             lines = stream.aiter_lines()
             await asyncio.sleep(0.3)  # connected and waiting
             started = time.monotonic()
-            booked = (
-                await client.post(
-                    "/calendars/events/appointments",
-                    json={
-                        "calendarId": ids["calendar"],
-                        "locationId": ids["location"],
-                        "contactId": ids["contact"],
-                        "startTime": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-                    },
-                )
-            ).json()
+            booked = await book(client, ids, datetime.now(UTC) + timedelta(days=1))
             event = await asyncio.wait_for(next_event(lines), timeout=5)
             took = time.monotonic() - started
         assert took < 1.0, took
@@ -67,17 +57,7 @@ async def test_new_items_reach_a_connected_client_within_a_second(server: Server
         assert event["id"] == item["id"]
 
         # Reconnecting with Last-Event-ID: only what came after.
-        second = (
-            await client.post(
-                "/calendars/events/appointments",
-                json={
-                    "calendarId": ids["calendar"],
-                    "locationId": ids["location"],
-                    "contactId": ids["contact"],
-                    "startTime": (datetime.now(UTC) + timedelta(days=2)).isoformat(),
-                },
-            )
-        ).json()
+        second = await book(client, ids, datetime.now(UTC) + timedelta(days=2))
         await asyncio.sleep(0.5)
         async with client.stream(
             "GET", stream_url, headers={"Last-Event-ID": item["id"]}, timeout=30

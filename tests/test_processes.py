@@ -84,6 +84,22 @@ async def setup_location(server: Server) -> tuple[httpx.AsyncClient, dict[str, s
     return client, ids
 
 
+async def book(client: httpx.AsyncClient, ids: dict[str, str], start: datetime) -> dict[str, Any]:
+    """Book an appointment of the location's contact on its calendar at ``start``."""
+    response = await client.post(
+        "/calendars/events/appointments",
+        json={
+            "calendarId": ids["calendar"],
+            "locationId": ids["location"],
+            "contactId": ids["contact"],
+            "startTime": start.isoformat(),
+        },
+    )
+    assert response.status_code == 200, response.text
+    booked: dict[str, Any] = response.json()
+    return booked
+
+
 async def wait_for(check: Any, within: float, step: float = 0.02) -> float:
     """Poll ``check`` until it returns something truthy; the seconds it took."""
     started = time.monotonic()
@@ -111,17 +127,7 @@ async def test_booked_at_once_reminder_on_time_reschedule_and_cancel(server: Ser
         )
         assert rules.status_code == 200
         start = datetime.now(UTC) + timedelta(seconds=64)  # the reminder is due in ~4 s
-        booked = (
-            await client.post(
-                "/calendars/events/appointments",
-                json={
-                    "calendarId": ids["calendar"],
-                    "locationId": ids["location"],
-                    "contactId": ids["contact"],
-                    "startTime": iso(start),
-                },
-            )
-        ).json()
+        booked = await book(client, ids, start)
 
         async def outbox(channel: str) -> list[dict[str, Any]]:
             response = await client.get(
@@ -145,17 +151,7 @@ async def test_booked_at_once_reminder_on_time_reschedule_and_cancel(server: Ser
 
         # A second appointment: rescheduled, then cancelled; its reminder never goes out.
         start = datetime.now(UTC) + timedelta(seconds=63)
-        second = (
-            await client.post(
-                "/calendars/events/appointments",
-                json={
-                    "calendarId": ids["calendar"],
-                    "locationId": ids["location"],
-                    "contactId": ids["contact"],
-                    "startTime": iso(start),
-                },
-            )
-        ).json()
+        second = await book(client, ids, start)
         moved = start + timedelta(seconds=2)
         await client.put(
             f"/calendars/events/appointments/{second['id']}", json={"startTime": iso(moved)}
@@ -261,17 +257,7 @@ async def test_two_workers_drain_everything_exactly_once(database_url: str) -> N
                     ],
                 )
             ).json()
-            appointment = (
-                await client.post(
-                    "/calendars/events/appointments",
-                    json={
-                        "calendarId": ids["calendar"],
-                        "locationId": ids["location"],
-                        "contactId": ids["contact"],
-                        "startTime": iso(datetime.now(UTC) + timedelta(days=30)),
-                    },
-                )
-            ).json()
+            appointment = await book(client, ids, datetime.now(UTC) + timedelta(days=30))
         seed_due_deliveries(database_url, ids, appointment["id"], rule["_id"], COUNT)
         await asyncio.sleep(1.0)
         engine = create_engine(sync_url(database_url))
@@ -368,17 +354,7 @@ async def test_real_providers_on_the_real_clock(database_url: str) -> None:
                     ],
                 )
                 start = datetime.now(UTC) + timedelta(seconds=64)
-                booked = (
-                    await client.post(
-                        "/calendars/events/appointments",
-                        json={
-                            "calendarId": ids["calendar"],
-                            "locationId": ids["location"],
-                            "contactId": ids["contact"],
-                            "startTime": iso(start),
-                        },
-                    )
-                ).json()
+                booked = await book(client, ids, start)
 
                 async def emails() -> int:
                     return len(inbox.to("rosa@example.com"))
