@@ -145,7 +145,15 @@ async def test_booked_at_once_reminder_on_time_reschedule_and_cancel(server: Ser
         assert reminder["status"] == "scheduled"
         due = datetime.fromisoformat(reminder["dueAt"])
         await wait_for(lambda: outbox("sms"), within=10)
-        sent = (await client.get(f"/deliveries/{reminder['id']}")).json()
+
+        async def recorded() -> dict[str, Any] | None:
+            # The outbox row is the send; the outcome is written a moment later.
+            row: dict[str, Any] = (await client.get(f"/deliveries/{reminder['id']}")).json()
+            return row if row["status"] == "sent" else None
+
+        await wait_for(recorded, within=5)
+        sent = await recorded()
+        assert sent is not None
         lateness = (datetime.fromisoformat(sent["sentAt"]) - due).total_seconds()
         assert 0 <= lateness < 1.0, lateness
 
@@ -368,9 +376,15 @@ async def test_real_providers_on_the_real_clock(database_url: str) -> None:
                     return len(inbox.to("rosa@example.com")) == 2 and len(twilio.messages()) == 1
 
                 await wait_for(reminders, within=10)
-                found = (
-                    await client.get("/deliveries", params={"appointmentId": booked["id"]})
-                ).json()["deliveries"]
+
+                async def recorded() -> list[dict[str, Any]]:
+                    # A message reaches the provider a moment before its outcome is written.
+                    answer = await client.get("/deliveries", params={"appointmentId": booked["id"]})
+                    rows: list[dict[str, Any]] = answer.json()["deliveries"]
+                    return rows if all(d["status"] == "sent" for d in rows) else []
+
+                await wait_for(recorded, within=5)
+                found = await recorded()
                 for delivery in found:
                     assert delivery["status"] == "sent"
                     late = datetime.fromisoformat(delivery["sentAt"]) - datetime.fromisoformat(
