@@ -7,6 +7,7 @@ import base64
 import email
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 def free_port() -> int:
@@ -65,10 +67,39 @@ class SmtpInbox:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[SmtpInbox, int]]:
+def smtp_server(
+    *,
+    login: tuple[str, str] | None = None,
+    starttls: ssl.SSLContext | None = None,
+    implicit_tls: ssl.SSLContext | None = None,
+) -> Iterator[tuple[SmtpInbox, int]]:
+    """A running SMTP server. ``login`` requires AUTH with that user and password (over a
+    plain connection too, unless ``starttls`` is given); ``starttls`` offers STARTTLS with
+    that server context; ``implicit_tls`` speaks TLS from the first byte."""
     inbox = SmtpInbox()
     port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    options: dict[str, Any] = {}
+    if starttls is not None:
+        options["tls_context"] = starttls
+    if login is not None:
+
+        def authenticator(
+            server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+        ) -> AuthResult:
+            given = isinstance(auth_data, LoginPassword) and (
+                auth_data.login.decode(),
+                auth_data.password.decode(),
+            )
+            return AuthResult(success=given == login, handled=False)
+
+        options.update(
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=starttls is not None,
+        )
+    controller = Controller(
+        inbox, hostname="127.0.0.1", port=port, ssl_context=implicit_tls, **options
+    )
     controller.start()
     try:
         yield inbox, port
@@ -82,6 +113,11 @@ class TwilioRecord:
 
     requests: list[dict[str, Any]] = field(default_factory=list)
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    # The account resource (GET /2010-04-01/Accounts/{sid}.json) and who read it.
+    account: dict[str, Any] = field(
+        default_factory=lambda: {"friendly_name": "Acme Test", "status": "active", "type": "Full"}
+    )
+    account_reads: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def messages(self) -> list[dict[str, str]]:
@@ -126,6 +162,19 @@ def twilio_server(
                 self._answer(*scripted)
                 return
             self._answer(201, {"sid": f"SM{count:032d}", "status": "queued", "to": form["To"]})
+
+        def do_GET(self) -> None:
+            with record.lock:
+                record.account_reads.append(
+                    {"path": self.path, "auth": self.headers.get("Authorization")}
+                )
+            if self.headers.get("Authorization") != expected_auth:
+                self._answer(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                return
+            if self.path != f"/2010-04-01/Accounts/{account_sid}.json":
+                self._answer(404, {"code": 20404, "message": "Not found", "status": 404})
+                return
+            self._answer(200, {"sid": account_sid, **record.account})
 
         def _answer(self, status: int, body: dict[str, Any]) -> None:
             data = json.dumps(body).encode()

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import make_url
+
+from calnotify import __version__
 
 from calnotify.cli import build_parser, main
 from calnotify.config import get_settings
 from calnotify.db.engine import DatabaseURLError, async_url, sync_url
+from tests.conftest import PG_ENV, PG_SKIP_REASON
 
 
 @pytest.fixture
@@ -27,6 +33,14 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, 
     return code, (json.loads(out) if code == 0 and out.strip() else {}), err
 
 
+def run_list(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, list[dict[str, object]], str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else []), err
+
+
 def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
     commands = [
         [],
@@ -40,6 +54,12 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["tokens"],
         ["tokens", "create"],
         ["tokens", "revoke"],
+        ["tokens", "list"],
+        ["locations", "list"],
+        ["users", "list"],
+        ["db", "backup"],
+        ["check"],
+        ["worker"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:
@@ -109,6 +129,23 @@ def test_admin_flow(use_database: str, capsys: pytest.CaptureFixture[str]) -> No
 
     code, revoked, _ = run(capsys, "tokens", "revoke", str(token["id"]))
     assert code == 0 and revoked["revoked"] is True
+
+    code, listed, _ = run_list(capsys, "tokens", "list", "--location", str(location["id"]))
+    assert code == 0
+    assert [t["id"] for t in listed] == [token["id"], scoped["id"]]
+    assert listed[0]["revokedAt"] and listed[1]["revokedAt"] is None
+    assert listed[1]["scopes"] == ["calendars.readonly", "calendars/events.readonly"]
+    assert str(listed[0]["createdAt"]).endswith("Z")
+    # The secret is never stored, so it can never be listed.
+    assert all("token" not in t for t in listed)
+    assert str(token["token"]) not in json.dumps(listed)
+
+    code, locations, _ = run_list(capsys, "locations", "list")
+    assert [loc["id"] for loc in locations] == [location["id"]]
+    code, users, _ = run_list(capsys, "users", "list", "--location", str(location["id"]))
+    assert [u["email"] for u in users] == ["b@example.com"]
+    code, _, err = run_list(capsys, "users", "list", "--location", "AAAAAAAAAAAAAAAAAAAA")
+    assert code == 1 and "no location AAAAAAAAAAAAAAAAAAAA" in err
 
 
 @pytest.mark.parametrize(
@@ -193,3 +230,135 @@ def test_database_urls_pick_the_async_driver(raw: str, driver: str) -> None:
 def test_unsupported_database_urls(raw: str) -> None:
     with pytest.raises(DatabaseURLError):
         async_url(raw)
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """Run a command that must fail; its error is one or two lines, never a traceback."""
+    assert main(list(args)) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert 1 <= len(err.strip().splitlines()) <= 2, err
+    return err
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("CALNOTIFY_SMTP_SECURITY", "ssl", "'none', 'starttls' or 'tls'"),
+        ("CALNOTIFY_LOG_LEVEL", "verbose", "critical, error, warning, info, debug"),
+        ("CALNOTIFY_SMTP_PORT", "smtp", "integer"),
+        ("CALNOTIFY_DISPATCH_CONCURRENCY", "0", "greater than or equal to 1"),
+    ],
+)
+def test_invalid_setting_names_the_variable_and_allowed_values(
+    environment: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+    value: str,
+    expected: str,
+) -> None:
+    environment.setenv(variable, value)
+    err = one_line_error(capsys, "db", "upgrade")
+    assert f"{variable}={value} is not valid" in err and expected in err
+
+
+def test_secrets_are_not_echoed_in_setting_errors(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("CALNOTIFY_SMTP_PORT", "99999")
+    environment.setenv("CALNOTIFY_SMTP_PASSWORD", "hunter2")
+    assert "hunter2" not in one_line_error(capsys, "check")
+
+
+def test_unreachable_postgresql_is_one_line_with_the_password_masked(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", "postgresql://cal:s3cret@127.0.0.1:1/cal")
+    err = one_line_error(capsys, "db", "upgrade")
+    assert "cannot reach the database at postgresql://cal:***@127.0.0.1:1/cal" in err
+    assert "s3cret" not in err and "CALNOTIFY_DATABASE_URL" in err
+
+
+def test_missing_postgresql_database_says_how_to_create_it(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(PG_SKIP_REASON)
+    url = make_url(base).set(database="calnotify_no_such_db").render_as_string(False)
+    environment.setenv("CALNOTIFY_DATABASE_URL", url)
+    err = one_line_error(capsys, "db", "upgrade")
+    assert 'database "calnotify_no_such_db" does not exist' in err
+    assert "createdb calnotify_no_such_db" in err
+
+
+def test_sqlite_file_in_a_missing_folder(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{tmp_path}/nowhere/cal.db")
+    err = one_line_error(capsys, "db", "upgrade")
+    assert f"the folder {tmp_path}/nowhere does not exist" in err
+
+
+def test_debug_shows_the_traceback(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", "postgresql://cal@127.0.0.1:1/cal")
+    assert main(["--debug", "db", "upgrade"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "cannot reach the database" in err.splitlines()[-1]
+
+
+def test_admin_commands_never_create_a_database(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    environment.chdir(tmp_path)
+    environment.delenv("CALNOTIFY_DATABASE_URL", raising=False)
+    for args in (["locations", "list"], ["tokens", "list", "--location", "x"]):
+        err = one_line_error(capsys, *args)
+        assert f"no database at {tmp_path.resolve()}/calnotify.db" in err
+        assert "calnotify db upgrade" in err
+    assert not (tmp_path / "calnotify.db").exists()
+    assert main(["db", "upgrade"]) == 0
+    assert (tmp_path / "calnotify.db").exists()
+    code, locations, _ = run_list(capsys, "locations", "list")
+    assert code == 0 and locations == []
+
+
+def test_db_backup_copies_a_sqlite_database(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{tmp_path}/live.db")
+    assert main(["db", "upgrade"]) == 0
+    _, location, _ = run(capsys, "locations", "create", "--name", "Kept")
+    target = tmp_path / "copy.db"
+    assert main(["db", "backup", str(target)]) == 0
+    assert "backed up" in capsys.readouterr().err
+    environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{target}")
+    get_settings.cache_clear()
+    code, locations, _ = run_list(capsys, "locations", "list")
+    assert [loc["name"] for loc in locations] == ["Kept"]
+    # Never overwrites.
+    assert "already exists" in one_line_error(capsys, "db", "backup", str(target))
+
+
+def test_db_backup_on_postgresql_points_to_pg_dump(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", "postgresql://cal:pw@db.example/cal")
+    err = one_line_error(capsys, "db", "backup", "/tmp/x.dump")
+    assert "pg_dump" in err and "pw@" not in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"calnotify {__version__}"

@@ -12,13 +12,22 @@ import logging
 import os
 import signal
 import sys
+import threading
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from calnotify import __version__
 from calnotify.auth.scopes import ALL_SCOPES
-from calnotify.config import Settings, get_settings
-from calnotify.db.engine import Database, DatabaseURLError
+from calnotify.config import Settings, SettingsError, get_settings
+from calnotify.db.engine import (
+    Database,
+    DatabaseURLError,
+    describe_database_error,
+    masked_database_url,
+    sqlite_path,
+)
 from calnotify.errors import AppError
 
 
@@ -28,16 +37,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 2
+    debug = args.debug or os.environ.get("CALNOTIFY_LOG_LEVEL", "").strip().lower() == "debug"
+    settings: Settings | None = None
     try:
         settings = get_settings()
         result: int = args.handler(args, settings)
-    except DatabaseURLError as exc:
-        print(f"calnotify: CALNOTIFY_DATABASE_URL: {exc}", file=sys.stderr)
-        return 1
-    except AppError as exc:
-        print(f"calnotify: {exc.message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        explained = _explain(exc, settings)
+        if debug:
+            traceback.print_exc()
+        print(f"calnotify: {explained or _unexpected(exc)}", file=sys.stderr)
+        if explained is None and not debug:
+            print("calnotify: run again with --debug to see the traceback", file=sys.stderr)
         return 1
     return result
+
+
+class CommandError(Exception):
+    """A mistake the user can fix; its text says what and how."""
+
+
+def _explain(exc: BaseException, settings: Settings | None) -> str | None:
+    """One line naming the problem and what to do, or None for an unexpected error."""
+    if isinstance(exc, SettingsError | CommandError):
+        return str(exc)
+    if isinstance(exc, DatabaseURLError):
+        return f"CALNOTIFY_DATABASE_URL: {exc}"
+    if isinstance(exc, AppError):
+        return exc.message
+    if settings is not None:
+        return describe_database_error(exc, settings.database_url)
+    return None
+
+
+def _unexpected(exc: BaseException) -> str:
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    return f"unexpected error: {type(exc).__name__}: {first_line}".rstrip(": ")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Settings come from CALNOTIFY_* environment variables (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"calnotify {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also when CALNOTIFY_LOG_LEVEL=debug)",
+    )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -102,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Apply the Alembic migrations to CALNOTIFY_DATABASE_URL.",
     )
     upgrade.set_defaults(handler=_db_upgrade)
+    backup = db_commands.add_parser(
+        "backup",
+        help="copy the SQLite database to a file while the service runs",
+        description="Copy the SQLite database to PATH with SQLite's online backup: a consistent "
+        "copy, taken while calnotify keeps running. On PostgreSQL, use pg_dump.",
+    )
+    backup.add_argument("path", metavar="PATH", help="the file to write (must not exist)")
+    backup.set_defaults(handler=_db_backup)
+
+    check = commands.add_parser(
+        "check",
+        help="check the database and the configured providers",
+        description="Check that the database is reachable and at the latest migration, that "
+        "the SMTP server and Twilio accept the configured credentials (nothing is sent), and "
+        "that CALNOTIFY_PUBLIC_URL is set when Twilio reports delivery. One line per check; "
+        "exit status 1 when any fails, so it can serve as a health check.",
+    )
+    check.add_argument(
+        "--timeout", type=float, default=10, metavar="S", help="seconds per check (default 10)"
+    )
+    check.set_defaults(handler=_check)
 
     locations = commands.add_parser(
         "locations", help="manage locations", description="Manage locations (sub-accounts)."
@@ -117,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     loc_create.add_argument("--phone", default="", help="E.164, e.g. +14155550100")
     loc_create.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
     loc_create.set_defaults(handler=_admin(_create_location))
+    loc_list = loc_commands.add_parser(
+        "list", help="list every location as JSON", description="List every location as JSON."
+    )
+    loc_list.set_defaults(handler=_admin(_list_locations))
 
     users = commands.add_parser("users", help="manage users", description="Manage users.")
     user_commands = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -132,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--phone", default="", help="E.164, e.g. +14155550100")
     user_create.add_argument("--role", choices=["admin", "user"], default="user")
     user_create.set_defaults(handler=_admin(_create_user))
+    user_list = user_commands.add_parser(
+        "list",
+        help="list the users of a location as JSON",
+        description="List the users of a location as JSON.",
+    )
+    user_list.add_argument("--location", required=True, metavar="ID", help="location id")
+    user_list.set_defaults(handler=_admin(_list_users))
 
     tokens = commands.add_parser(
         "tokens", help="manage API tokens", description="Manage location access tokens."
@@ -159,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(handler=_admin(_revoke_token))
+    token_list = token_commands.add_parser(
+        "list",
+        help="list the tokens of a location (never their secrets)",
+        description="List the tokens of a location as JSON: id, scopes, when created and "
+        "revoked. The secret itself is never stored, so it cannot be shown.",
+    )
+    token_list.add_argument("--location", required=True, metavar="ID", help="location id")
+    token_list.set_defaults(handler=_admin(_list_tokens))
     return parser
 
 
@@ -168,7 +250,16 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.app import SERVE_DISPATCH_ENV, create_app
     from calnotify.db.migrate import upgrade
 
+    _configure_logging(settings)
     upgrade(settings.database_url)
+    loops = args.concurrency or settings.dispatch_concurrency
+    processes = f"{args.workers} processes" if args.workers > 1 else "1 process"
+    if args.no_worker:
+        mode = f"API only ({processes}); sending is left to `calnotify worker`"
+    else:
+        each = " each" if args.workers > 1 else ""
+        mode = f"API and dispatcher ({processes}, {loops} dispatch loops{each})"
+    _announce(settings, mode=mode)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -197,6 +288,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(settings)
     upgrade(settings.database_url)
+    loops = args.concurrency or settings.dispatch_concurrency
+    _announce(settings, mode=f"dispatcher only ({loops} dispatch loops)")
 
     async def run() -> None:
         db = Database(
@@ -225,6 +318,101 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if settings.log_level != "debug":
+        # Alembic tells every start which SQL dialect it found; not news at info level.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _announce(settings: Settings, *, mode: str) -> None:
+    """Log what this process runs with, then check the configured providers in the background."""
+    from calnotify.ops.checks import startup_summary
+
+    log = logging.getLogger("calnotify")
+    for line in startup_summary(settings, mode=mode):
+        log.info(line)
+    if settings.smtp_configured or settings.twilio_configured:
+        threading.Thread(
+            target=_warn_on_failed_providers, args=(settings,), name="provider-checks", daemon=True
+        ).start()
+
+
+def _warn_on_failed_providers(settings: Settings) -> None:
+    from calnotify.ops.checks import check_public_url, check_smtp, check_twilio
+
+    async def run() -> list[Any]:
+        return [
+            await check_smtp(settings, timeout=10),
+            await check_twilio(settings, timeout=10),
+            check_public_url(settings),
+        ]
+
+    log = logging.getLogger("calnotify")
+    for result in asyncio.run(run()):
+        if result is None:
+            continue
+        if result.ok:
+            log.info("check %s", result.line())
+        else:
+            log.warning(
+                "PROVIDER CHECK FAILED: %s: %s (messages stay queued and are retried; "
+                "`calnotify check` tests again)",
+                result.name,
+                result.detail,
+            )
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from calnotify.ops.checks import run_checks
+
+    results = asyncio.run(run_checks(settings, timeout=args.timeout))
+    for result in results:
+        print(result.line())
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _existing_database(settings: Settings) -> None:
+    """Admin commands work on the database ``serve`` uses; they never create a new one."""
+    path = sqlite_path(settings.database_url)
+    if path is None or path.exists():
+        return
+    shown = masked_database_url(settings.database_url)
+    raise CommandError(
+        f"no database at {path} (CALNOTIFY_DATABASE_URL={shown}, "
+        f"relative paths start from the current folder {Path.cwd()}): run this where "
+        "`calnotify serve` runs, set CALNOTIFY_DATABASE_URL, or create it with "
+        "`calnotify db upgrade`"
+    )
+
+
+def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlite3
+
+    source_path = sqlite_path(settings.database_url)
+    if source_path is None:
+        shown = masked_database_url(settings.database_url)
+        raise CommandError(
+            "db backup copies SQLite databases; on PostgreSQL use pg_dump, e.g. "
+            f"`pg_dump --format=custom --file=calnotify.dump '{shown}'`"
+        )
+    _existing_database(settings)
+    target = Path(args.path).expanduser().resolve()
+    if target.exists():
+        raise CommandError(f"{target} already exists: choose another path or remove it first")
+    if not target.parent.is_dir():
+        raise CommandError(f"cannot write {target}: the folder {target.parent} does not exist")
+    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+    try:
+        destination = sqlite3.connect(target)
+        try:
+            # Page by page, so writers of the running service are held up only briefly.
+            source.backup(destination, pages=1024, sleep=0.005)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    size = target.stat().st_size
+    print(f"backed up {source_path} to {target} ({size:,} bytes)", file=sys.stderr)
+    return 0
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
@@ -235,7 +423,7 @@ def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-AdminAction = Callable[[argparse.Namespace, Any], Awaitable[dict[str, Any]]]
+AdminAction = Callable[[argparse.Namespace, Any], Awaitable[Any]]
 
 
 def _admin(action: AdminAction) -> Callable[[argparse.Namespace, Settings], int]:
@@ -244,9 +432,10 @@ def _admin(action: AdminAction) -> Callable[[argparse.Namespace, Settings], int]
     def handler(args: argparse.Namespace, settings: Settings) -> int:
         from calnotify.db.migrate import upgrade
 
+        _existing_database(settings)
         upgrade(settings.database_url)
 
-        async def run() -> dict[str, Any]:
+        async def run() -> Any:
             db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
             try:
                 async with db.session() as session:
@@ -301,3 +490,51 @@ async def _revoke_token(args: argparse.Namespace, session: Any) -> dict[str, Any
 
     await revoke_token(session, args.token_id)
     return {"id": args.token_id, "revoked": True}
+
+
+async def _list_locations(_args: argparse.Namespace, session: Any) -> list[dict[str, object]]:
+    from sqlalchemy import select
+
+    from calnotify.locations.service import location_dict
+    from calnotify.models import Location
+
+    rows = await session.scalars(select(Location).order_by(Location.date_added, Location.id))
+    return [location_dict(location) for location in rows]
+
+
+async def _list_users(args: argparse.Namespace, session: Any) -> list[dict[str, object]]:
+    from calnotify.auth.tokens import Principal
+    from calnotify.users.service import list_users, user_dict
+
+    await _require_location(session, args.location)
+    admin = Principal(token_id="", location_id=args.location, scopes=frozenset())
+    return [user_dict(user) for user in await list_users(session, admin, args.location)]
+
+
+async def _list_tokens(args: argparse.Namespace, session: Any) -> list[dict[str, object]]:
+    from calnotify.auth.tokens import list_tokens
+
+    await _require_location(session, args.location)
+    return [
+        {
+            "id": token.id,
+            "locationId": token.location_id,
+            "scopes": token.scopes,
+            "createdAt": _iso(token.date_added),
+            "revokedAt": _iso(token.revoked_at) if token.revoked_at else None,
+        }
+        for token in await list_tokens(session, args.location)
+    ]
+
+
+async def _require_location(session: Any, location_id: str) -> None:
+    from calnotify.models import Location
+
+    if await session.get(Location, location_id) is None:
+        raise CommandError(f"no location {location_id} (`calnotify locations list` shows them)")
+
+
+def _iso(moment: Any) -> str:
+    from calnotify.api.types import format_timestamp
+
+    return format_timestamp(moment)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,10 +69,34 @@ class Settings(BaseSettings):
     def _known_level(cls, value: str) -> str:
         level = value.lower()
         if level not in {"critical", "error", "warning", "info", "debug"}:
-            raise ValueError("must be one of critical, error, warning, info, debug")
+            raise ValueError("allowed values are critical, error, warning, info, debug")
         return level
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value calnotify cannot use; the text names it."""
+
+
+_SECRET_FIELDS = {"smtp_password", "twilio_auth_token"}
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; a bad value raises ``SettingsError`` naming its variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else ""
+            variable = f"CALNOTIFY_{field.upper()}"
+            shown = "" if field in _SECRET_FIELDS else f"={error.get('input')!s}"
+            reason = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "literal_error":
+                reason = f"allowed values are {error['ctx']['expected']}"
+            problems.append(f"{variable}{shown} is not valid: {reason}")
+        raise SettingsError("; ".join(problems)) from None
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()

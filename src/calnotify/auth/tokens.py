@@ -74,6 +74,16 @@ async def revoke_token(session: AsyncSession, token_id: str) -> None:
         row.revoked_at = utcnow()
 
 
+async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]:
+    """A location's tokens, oldest first, revoked ones included."""
+    rows = await session.scalars(
+        select(ApiToken)
+        .where(ApiToken.location_id == location_id)
+        .order_by(ApiToken.date_added, ApiToken.id)
+    )
+    return list(rows)
+
+
 async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     row = (
         await session.execute(

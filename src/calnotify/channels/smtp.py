@@ -114,13 +114,7 @@ class SmtpAdapter(ChannelAdapter):
             if connection.is_connected:
                 return connection
         s = self.settings
-        connection = aiosmtplib.SMTP(
-            hostname=s.smtp_host,
-            port=s.smtp_port_or_default,
-            use_tls=s.smtp_security == "tls",
-            start_tls=s.smtp_security == "starttls",
-            timeout=s.smtp_timeout,
-        )
+        connection = smtp_client(s)
         try:
             await connection.connect()
             if s.smtp_username:
@@ -145,6 +139,23 @@ class SmtpAdapter(ChannelAdapter):
             connection = self._idle.get_nowait()
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await connection.quit()
+
+
+def smtp_client(settings: Settings, *, timeout: float | None = None) -> aiosmtplib.SMTP:
+    """An unconnected client for the configured server. Its ``connect()`` opens the
+    connection with the configured security: implicit TLS (``tls``), or EHLO then STARTTLS
+    (``starttls``, failing when the server does not offer it), or plain (``none``).
+
+    ``timeout`` (default ``CALNOTIFY_SMTP_TIMEOUT``) bounds each step. Shared by the
+    adapter and ``calnotify check``, so that both connect the same way.
+    """
+    return aiosmtplib.SMTP(
+        hostname=settings.smtp_host,
+        port=settings.smtp_port_or_default,
+        use_tls=settings.smtp_security == "tls",
+        start_tls=settings.smtp_security == "starttls",
+        timeout=settings.smtp_timeout if timeout is None else timeout,
+    )
 
 
 def _by_code(code: int, text: str) -> RetryableSendError | PermanentSendError:

@@ -12,9 +12,11 @@ never wait for a writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
@@ -40,14 +42,78 @@ def async_url(raw: str) -> URL:
     try:
         url = make_url(raw)
     except Exception as exc:  # sqlalchemy raises ArgumentError with an unhelpful text
-        shown = re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", raw)
-        raise DatabaseURLError(f"not a database URL: {shown!r}") from exc
+        raise DatabaseURLError(f"not a database URL: {masked_database_url(raw)!r}") from exc
     backend = _ALIASES.get(url.get_backend_name(), url.get_backend_name())
     if backend not in _DRIVERS:
         raise DatabaseURLError(
             f"unsupported database {backend!r}: use sqlite:///path or postgresql://user@host/db"
         )
     return url.set(drivername=_DRIVERS[backend])
+
+
+def masked_database_url(raw: str) -> str:
+    """``raw`` with its password shown as ``***``, for logs and messages. Never raises.
+
+    Works on the text, not on a parsed URL: a password with an unescaped ``@`` (which
+    SQLAlchemy splits at the first ``@``) is still hidden whole, as is a ``password=``
+    query parameter.
+    """
+    scheme, sep, rest = raw.partition("://")
+    if not sep or scheme.lower().startswith("sqlite"):  # a file path has no password
+        return raw
+    main, qmark, query = rest.partition("?")
+    userinfo, at, hostpart = main.rpartition("@")
+    if at and ":" in userinfo:
+        main = f"{userinfo.partition(':')[0]}:***@{hostpart}"
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query, flags=re.IGNORECASE)
+    return f"{scheme}{sep}{main}{qmark}{query}"
+
+
+def sqlite_path(raw: str) -> Path | None:
+    """The absolute path of a SQLite file database (None: PostgreSQL or in-memory)."""
+    url = async_url(raw)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser().resolve()
+
+
+def describe_database_error(exc: BaseException, raw_url: str) -> str | None:
+    """One line saying why the database cannot be used and what to do; None if not a
+    database connection problem."""
+    orig = getattr(exc, "orig", None) or exc
+    if not type(orig).__module__.startswith(("sqlite3", "psycopg")):
+        return None
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    path = sqlite_path(raw_url)
+    if path is not None:
+        if not path.parent.is_dir():
+            why = f"the folder {path.parent} does not exist"
+        elif path.is_dir():
+            why = "that is a folder"
+        elif not os.access(path.parent, os.W_OK):
+            why = f"no permission to write in {path.parent}"
+        else:
+            why = text
+        return f"cannot open the SQLite database {path}: {why} (CALNOTIFY_DATABASE_URL)"
+    shown = masked_database_url(raw_url)
+    text = " ".join(text.removeprefix("connection failed: ").replace("FATAL:", "").split())
+    if missing := re.search(r'database "[^"]*" does not exist', text):
+        name = async_url(raw_url).database or "calnotify"
+        return (
+            f"{missing.group(0)} ({shown}): create it (`createdb {name}`) "
+            "or fix CALNOTIFY_DATABASE_URL"
+        )
+    if "authentication failed" in text or "no password supplied" in text:
+        return (
+            f"the database refused the login ({shown}): "
+            "check the user and password in CALNOTIFY_DATABASE_URL"
+        )
+    if "refused" in text or "timeout" in text.lower() or "resolve" in text or "translate" in text:
+        return (
+            f"cannot reach the database at {shown}: {text}; "
+            "is PostgreSQL running there? (CALNOTIFY_DATABASE_URL)"
+        )
+    return f"database error ({shown}): {text}"
 
 
 def sync_url(raw: str) -> URL:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from calnotify.db.engine import sync_url
 
@@ -25,8 +26,10 @@ def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
 
 
-def current_head() -> str | None:
-    from alembic.script import ScriptDirectory
+def script_directory() -> ScriptDirectory:
+    """calnotify's migrations, as Alembic sees them."""
+    return ScriptDirectory.from_config(alembic_config("sqlite://"))
 
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return script.get_current_head()
+
+def current_head() -> str | None:
+    return script_directory().get_current_head()

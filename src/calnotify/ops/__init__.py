@@ -1,0 +1,1 @@
+"""Operating calnotify: configuration checks (``calnotify check``) and the startup summary."""
