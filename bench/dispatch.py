@@ -40,10 +40,10 @@ from calnotify.channels.registry import build_channels
 from calnotify.clock import SystemClock
 from calnotify.config import Settings
 from calnotify.db.engine import Database
-from calnotify.dispatch.claims import claim_due_deliveries
+from calnotify.deliveries.lifecycle import DeliveryStatus
+from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
 from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
 from calnotify.models import Delivery
-from calnotify.models.delivery import DeliveryStatus
 
 BATCH = 200
 

@@ -34,8 +34,12 @@ class SmtpInbox:
     """What the SMTP server received; ``refuse`` maps a recipient to an SMTP answer."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    # Per message: (MAIL FROM, RCPT TOs, MAIL options, the raw content).
+    envelopes: list[tuple[str, list[str], list[str], bytes]] = field(default_factory=list)
     connections: int = 0
     refuse: dict[str, str] = field(default_factory=dict)
+    # Hang up once the message's content has arrived, before answering it.
+    hang_up_after_data: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_EHLO(
@@ -55,10 +59,20 @@ class SmtpInbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=default)
+        if self.hang_up_after_data:
+            server.transport.close()
+            return "250 never heard"
+        raw: bytes = envelope.content
+        if envelope.smtp_utf8:  # RFC 6532: headers in UTF-8
+            message = email.message_from_string(raw.decode("utf-8"), policy=default)
+        else:
+            message = email.message_from_bytes(raw, policy=default)
         assert isinstance(message, EmailMessage)
         with self.lock:
             self.messages.append(message)
+            self.envelopes.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options), raw)
+            )
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:
@@ -72,13 +86,15 @@ def smtp_server(
     login: tuple[str, str] | None = None,
     starttls: ssl.SSLContext | None = None,
     implicit_tls: ssl.SSLContext | None = None,
+    smtputf8: bool = False,
 ) -> Iterator[tuple[SmtpInbox, int]]:
     """A running SMTP server. ``login`` requires AUTH with that user and password (over a
     plain connection too, unless ``starttls`` is given); ``starttls`` offers STARTTLS with
-    that server context; ``implicit_tls`` speaks TLS from the first byte."""
+    that server context; ``implicit_tls`` speaks TLS from the first byte; ``smtputf8``
+    offers SMTPUTF8 (RFC 6531)."""
     inbox = SmtpInbox()
     port = free_port()
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
     if starttls is not None:
         options["tls_context"] = starttls
     if login is not None:

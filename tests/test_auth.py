@@ -125,7 +125,23 @@ async def test_calendar_routes_need_calendar_scopes(
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("version", [None, "", "2020-01-01", "V3", "2021-04-15 "])
+# 2023-02-21 is what HighLevel's official Node SDK sends, v3 what its Python SDK sends.
+@pytest.mark.parametrize("version", ["2021-04-15", "2021-07-28", "2023-02-21", "v3"])
+async def test_every_accepted_version_works(
+    client: httpx.AsyncClient, tenant: Tenant, version: str
+) -> None:
+    headers = tenant.headers(version=version)
+    created = await client.post(notifications_url(tenant), json=[notification()], headers=headers)
+    assert created.status_code == 200, created.text
+    listed = await client.get(notifications_url(tenant), headers=headers)
+    assert [n["_id"] for n in listed.json()] == [created.json()[0]["_id"]]
+    calendar = await client.get(f"/calendars/{tenant.calendar_id}", headers=headers)
+    assert calendar.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "version", [None, "", "2020-01-01", "V3", "2021-04-15 ", "2023-02-22", "2023-02-21,v3"]
+)
 async def test_version_header_is_required(
     client: httpx.AsyncClient, tenant: Tenant, version: str | None
 ) -> None:
@@ -134,6 +150,8 @@ async def test_version_header_is_required(
     body = response.json()
     assert body["statusCode"] == 400
     assert body["errors"][0]["field"] == "Version"
+    if version:
+        assert body["message"] == "Version: must be one of 2021-04-15, 2021-07-28, 2023-02-21, v3"
 
 
 # --- isolation -----------------------------------------------------------------------------

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import pytest
 
-from calnotify.channels.base import Message, PermanentSendError, RetryableSendError
+from calnotify.channels.base import Message, PermanentSendError, Receipt, RetryableSendError
 from calnotify.channels.ics import invitation
 from calnotify.channels.smtp import SmtpAdapter
 from calnotify.channels.twilio import TwilioAdapter, signature, signature_valid
@@ -327,3 +329,103 @@ def test_invitation_organizer_name_is_quoted() -> None:
     )
     text = invite.data.decode()
     assert 'ORGANIZER;CN="Acme: Dental; ROLE=CHAIR":mailto:desk@acme.example' in text
+
+
+# --- provider answers (docs/engine.md, "Provider answers") ---------------------------------
+
+
+async def test_smtp_answers_per_recipient_and_the_connection_is_reused() -> None:
+    with smtp_server() as (inbox, port):
+        inbox.refuse = {
+            "later@example.com": "451 4.7.1 greylisted, try later",
+            "gone@example.com": "550 5.1.1 no such user",
+        }
+        adapter = SmtpAdapter(smtp_settings(port))
+        with pytest.raises(RetryableSendError, match="451") as later:
+            await adapter.send(email(to="later@example.com"))
+        assert not later.value.maybe_sent
+        with pytest.raises(PermanentSendError, match="550"):
+            await adapter.send(email(to="gone@example.com"))
+        await adapter.send(email(to="fine@example.com"))
+        await adapter.close()
+    assert [m["To"] for m in inbox.messages] == ["fine@example.com"]
+    assert inbox.connections == 1  # RSET after each refusal, one connection throughout
+
+
+async def test_smtp_connection_lost_during_data_may_have_been_delivered() -> None:
+    with smtp_server() as (inbox, port):
+        inbox.hang_up_after_data = True
+        adapter = SmtpAdapter(smtp_settings(port, smtp_timeout=5))
+        with pytest.raises(RetryableSendError, match="during DATA") as lost:
+            await adapter.send(email())
+        await adapter.close()
+    assert lost.value.maybe_sent
+
+
+async def test_smtp_unreachable_is_retryable_and_nothing_was_sent() -> None:
+    from tests.providers import free_port
+
+    adapter = SmtpAdapter(smtp_settings(free_port()))
+    with pytest.raises(RetryableSendError) as refused:
+        await adapter.send(email())
+    await adapter.close()
+    assert not refused.value.maybe_sent
+
+
+def mock_twilio(handler: Any) -> TwilioAdapter:
+    return TwilioAdapter(twilio_settings("https://twilio.test"), httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(201, b"<html>not json</html>"), (200, b'{"status": "queued"}'), (202, b"[]")],
+)
+async def test_twilio_2xx_without_a_sid_is_still_sent(status: int, body: bytes) -> None:
+    adapter = mock_twilio(lambda _request: httpx.Response(status, content=body))
+    receipt = await adapter.send(sms())
+    await adapter.close()
+    assert receipt == Receipt("twilio", "")
+
+
+async def test_twilio_429_and_5xx_carry_retry_after() -> None:
+    answers = [
+        httpx.Response(
+            429, json={"code": 20429, "message": "Too Many Requests"}, headers={"Retry-After": "30"}
+        ),
+        httpx.Response(
+            503, text="unavailable", headers={"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"}
+        ),
+        httpx.Response(500, text="oops"),
+    ]
+    adapter = mock_twilio(lambda _request: answers.pop(0))
+    with pytest.raises(RetryableSendError) as first:
+        await adapter.send(sms())
+    with pytest.raises(RetryableSendError) as second:
+        await adapter.send(sms())
+    with pytest.raises(RetryableSendError) as third:
+        await adapter.send(sms())
+    await adapter.close()
+    assert first.value.retry_after == 30
+    assert second.value.retry_after is not None and second.value.retry_after > 86400
+    assert third.value.retry_after is None
+    assert not (first.value.maybe_sent or second.value.maybe_sent or third.value.maybe_sent)
+
+
+@pytest.mark.parametrize(
+    ("error", "maybe_sent"),
+    [
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow connect"), False),
+        (httpx.ReadTimeout("no answer"), True),
+        (httpx.RemoteProtocolError("dropped"), True),
+    ],
+)
+async def test_twilio_network_trouble(error: Exception, maybe_sent: bool) -> None:
+    def handler(_request: httpx.Request) -> httpx.Response:
+        raise error
+
+    adapter = mock_twilio(handler)
+    with pytest.raises(RetryableSendError) as raised:
+        await adapter.send(sms())
+    await adapter.close()
+    assert raised.value.maybe_sent is maybe_sent

@@ -12,7 +12,6 @@ from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import make_url
 
 from calnotify import __version__
-
 from calnotify.cli import build_parser, main
 from calnotify.config import get_settings
 from calnotify.db.engine import DatabaseURLError, async_url, sync_url
@@ -60,6 +59,10 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["db", "backup"],
         ["check"],
         ["worker"],
+        ["senders"],
+        ["senders", "add"],
+        ["senders", "list"],
+        ["senders", "remove"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:
@@ -337,14 +340,14 @@ def test_db_backup_copies_a_sqlite_database(
 ) -> None:
     environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{tmp_path}/live.db")
     assert main(["db", "upgrade"]) == 0
-    _, location, _ = run(capsys, "locations", "create", "--name", "Kept")
+    run(capsys, "locations", "create", "--name", "Kept")
     target = tmp_path / "copy.db"
     assert main(["db", "backup", str(target)]) == 0
     assert "backed up" in capsys.readouterr().err
     environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{target}")
     get_settings.cache_clear()
     code, locations, _ = run_list(capsys, "locations", "list")
-    assert [loc["name"] for loc in locations] == ["Kept"]
+    assert code == 0 and [loc["name"] for loc in locations] == ["Kept"]
     # Never overwrites.
     assert "already exists" in one_line_error(capsys, "db", "backup", str(target))
 
@@ -362,3 +365,103 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"calnotify {__version__}"
+
+
+def test_senders_add_list_remove(use_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _, location, _ = run(capsys, "locations", "create", "--name", "Acme")
+    loc = str(location["id"])
+    code, added, _ = run(
+        capsys, "senders", "add", "--location", loc, "--email", "Desk@ACME.example"
+    )
+    assert code == 0
+    assert (added["locationId"], added["kind"], added["value"]) == (
+        loc,
+        "email",
+        "Desk@acme.example",
+    )
+    assert str(added["createdAt"]).endswith("Z")
+    # Adding again is a no-op that shows the one there is.
+    code, again, _ = run(
+        capsys, "senders", "add", "--location", loc, "--email", "Desk@acme.EXAMPLE"
+    )
+    assert code == 0 and again == added
+    code, idn, _ = run(
+        capsys, "senders", "add", "--location", loc, "--email", "info@bücher.example"
+    )
+    assert idn["value"] == "info@xn--bcher-kva.example"
+    code, number, _ = run(
+        capsys, "senders", "add", "--location", loc, "--number", "+1 415 555 0100"
+    )
+    assert code == 0 and (number["kind"], number["value"]) == ("number", "+14155550100")
+
+    code, listed, _ = run_list(capsys, "senders", "list", "--location", loc)
+    assert code == 0
+    assert [(s["kind"], s["value"]) for s in listed] == [
+        ("email", "Desk@acme.example"),
+        ("email", "info@xn--bcher-kva.example"),
+        ("number", "+14155550100"),
+    ]
+
+    code, removed, _ = run(
+        capsys, "senders", "remove", "--location", loc, "--email", "info@Bücher.example"
+    )
+    assert code == 0 and removed["removed"] is True and removed["id"] == idn["id"]
+    code, removed, _ = run(
+        capsys, "senders", "remove", "--location", loc, "--number", "+14155550100"
+    )
+    assert code == 0 and removed["value"] == "+14155550100"
+    code, listed, _ = run_list(capsys, "senders", "list", "--location", loc)
+    assert [s["value"] for s in listed] == ["Desk@acme.example"]
+    err = one_line_error(capsys, "senders", "remove", "--location", loc, "--number", "+14155550100")
+    assert "+14155550100 is not an allowed sender of location" in err
+    assert f"calnotify senders list --location {loc}" in err
+
+    # Another location's list is its own.
+    _, other, _ = run(capsys, "locations", "create", "--name", "Globex")
+    code, listed, _ = run_list(capsys, "senders", "list", "--location", str(other["id"]))
+    assert code == 0 and listed == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["add", "--email", "not-an-address"], "--email: 'not-an-address' is not a valid email"),
+        (["add", "--email", "a@b"], "is not a valid email address"),
+        (["add", "--number", "14155550100"], "--number: '14155550100' is not an E.164"),
+        (["remove", "--number", "+1-phone"], "is not an E.164 phone number"),
+    ],
+)
+def test_senders_bad_values_are_one_line_errors(
+    use_database: str, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    _, location, _ = run(capsys, "locations", "create", "--name", "Acme")
+    action, *rest = args
+    err = one_line_error(capsys, "senders", action, "--location", str(location["id"]), *rest)
+    assert message in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["add", "--email", "desk@acme.example"],
+        ["add", "--number", "+14155550100"],
+        ["remove", "--email", "desk@acme.example"],
+        ["list"],
+    ],
+)
+def test_senders_of_an_unknown_location(
+    use_database: str, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    action, *rest = args
+    err = one_line_error(capsys, "senders", action, "--location", "AAAAAAAAAAAAAAAAAAAA", *rest)
+    assert "no location AAAAAAAAAAAAAAAAAAAA" in err
+
+
+def test_senders_need_exactly_one_of_email_and_number(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for extra in ([], ["--email", "a@b.example", "--number", "+14155550100"]):
+        with pytest.raises(SystemExit) as exited:
+            build_parser().parse_args(["senders", "add", "--location", "L", *extra])
+        assert exited.value.code == 2
+    assert "--email" in capsys.readouterr().err

@@ -101,7 +101,9 @@ async def test_the_whole_story(
     await live.dispatcher.drain()
     [booked] = inbox.to("rosa@example.com")
     assert booked["Subject"] == "Booked: Acme Dental calendar on January 2, 2030"
-    assert booked["From"] == "Acme Dental <front@example.com>"
+    # From the operator's domain, in the location's name; replies go to the location.
+    assert booked["From"] == "Acme Dental <notifications@calnotify.invalid>"
+    assert booked["Reply-To"] == "front@example.com"
     body = booked.get_body(preferencelist=("plain",))
     assert body is not None
     assert body.get_content().strip() == "Hi Rosa, see you at 1:00 PM (Europe/Paris)."

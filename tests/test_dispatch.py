@@ -16,7 +16,7 @@ from calnotify.channels.registry import build_channels
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.engine import Database
-from calnotify.dispatch.claims import claim_due_deliveries
+from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
 from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
 from calnotify.models import Delivery, OutboxMessage
 from tests.conftest import NOW
@@ -81,10 +81,16 @@ async def test_sent(scenario: Scenario, provider: ScriptedProvider) -> None:
     # Rendered in the contact's zone: 12:00 UTC is 1:00 PM in Paris.
     assert delivery["body"] == "See you 1:00 PM"
     [message] = provider.sent
-    assert (message.to, message.from_address, message.from_name) == (
+    # From the operator's domain; the rule's fromAddress (not an allowed sender of the
+    # location) is where replies go (semantics §7).
+    assert (message.to, message.from_address, message.from_name, message.reply_to) == (
         "rosa@example.com",
-        "desk@example.com",
+        "notifications@calnotify.invalid",
         "Desk",
+        "desk@example.com",
+    )
+    assert delivery["sender"] == (
+        "Desk <notifications@calnotify.invalid>; Reply-To: desk@example.com"
     )
 
 
@@ -245,7 +251,8 @@ async def test_a_dead_workers_deliveries_are_rescued_after_the_lease(
     scenario.clock.set(NOW + timedelta(seconds=61))
     assert await scenario.dispatcher.drain() == 5
     deliveries = await scenario.deliveries()
-    assert {(d["status"], d["attempts"]) for d in deliveries} == {("sent", 2)}
+    # The dead worker never handed them over: one attempt each, the one that was sent.
+    assert {(d["status"], d["attempts"]) for d in deliveries} == {("sent", 1)}
     assert len(provider.sent) == 5
     # The dead worker's late write is a no-op: its claim token is no longer valid.
     late = await Dispatcher(scenario.db, scenario.clock, {"email": provider}).process(dead)
@@ -314,7 +321,7 @@ async def test_outbox_records_each_delivery_once(scenario: Scenario, settings: S
     # The same messages handed to the outbox twice (a retry after a crash): one row each.
     outcomes = await scenario.dispatcher.process(batch)
     outcomes_again = await scenario.dispatcher.process(batch)
-    assert outcomes[0].receipt == outcomes_again[0].receipt
+    assert outcomes[0].provider_id == outcomes_again[0].provider_id != ""
     assert len(await scenario.outbox()) == 1
 
 
@@ -349,8 +356,14 @@ async def test_delivery_routes(scenario: Scenario, other_tenant: Tenant) -> None
         "subject",
         "body",
     }
-    one = await scenario.client.get(f"/deliveries/{sent['id']}", headers=scenario.headers)
-    assert one.json() == sent
+    one = (await scenario.client.get(f"/deliveries/{sent['id']}", headers=scenario.headers)).json()
+    # The detail lists every attempt; the list gives their number.
+    [attempt] = one.pop("attempts")
+    assert one.pop("attemptCount") == sent.pop("attempts") == 1
+    assert one == sent
+    assert attempt["outcome"] == "sent" and attempt["error"] == "" and attempt["number"] == 1
+    assert attempt["providerId"] == sent["providerMessageId"]
+    assert attempt["at"] == sent["sentAt"]
     page = await scenario.client.get(
         "/deliveries",
         params={"appointmentId": appointment["id"], "limit": 1, "skip": 1},
@@ -382,7 +395,7 @@ async def test_metrics(scenario: Scenario) -> None:
     response = await scenario.client.get("/metrics")
     assert response.status_code == 200
     text = response.text
-    assert 'calnotify_deliveries{status="scheduled",channel="email"} 2' in text
+    assert 'calnotify_deliveries{status="scheduled"} 2' in text
     assert "calnotify_queue_depth 1" in text
     assert "calnotify_oldest_due_age_seconds 0.000" in text
     for name in ("sends_total", "send_lateness_seconds", "claims_total", "rescued_total"):

@@ -12,7 +12,9 @@ import pytest
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.engine import Database, DatabaseURLError, async_url
-from calnotify.dispatch.claims import claim_due_deliveries, renew_lease, rescue_expired_leases
+from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
+from calnotify.deliveries.lifecycle import renew as renew_lease
+from calnotify.deliveries.lifecycle import rescue
 from tests.conftest import NOW
 from tests.engine import Scenario, ScriptedProvider
 from tests.factories import Tenant
@@ -114,7 +116,7 @@ async def test_a_lease_is_renewed_only_while_held(scenario: Scenario) -> None:
     token = held.claim_token or ""
     assert await renew_lease(scenario.db, [held.id], token, NOW + timedelta(minutes=2)) == {held.id}
     # The lease runs out, another worker takes the delivery back: no more renewing it.
-    assert await rescue_expired_leases(scenario.db, NOW + timedelta(minutes=3)) == 1
+    assert (await rescue(scenario.db, NOW + timedelta(minutes=3), 8)).requeued == 1
     assert await renew_lease(scenario.db, [held.id], token, NOW + timedelta(minutes=5)) == set()
 
 

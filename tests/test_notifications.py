@@ -492,6 +492,11 @@ async def _seed(client: httpx.AsyncClient, tenant: Tenant) -> list[str]:
         ("deleted=true", "d"),
         ("deleted=false", "abc"),
         ("deleted=true&isActive=false", ""),
+        ("isActive=1", "ac"),
+        ("isActive=0", "b"),
+        ("deleted=1", "d"),
+        ("deleted=FALSE", "abc"),
+        ("isActive=False&deleted=0", "b"),
         ("limit=2", "ab"),
         ("limit=2.0", "ab"),
         ("skip=1", "bc"),
@@ -514,7 +519,14 @@ async def test_list_filters_and_coercion(
     ("query", "field"),
     [
         ("isActive=maybe", "isActive"),
+        ("isActive=yes", "isActive"),
+        ("isActive=no", "isActive"),
+        ("isActive=on", "isActive"),
+        ("isActive=t", "isActive"),
+        ("isActive=", "isActive"),
         ("deleted=2", "deleted"),
+        ("deleted=off", "deleted"),
+        ("deleted=y", "deleted"),
         ("limit=0", "limit"),
         ("limit=101", "limit"),
         ("limit=1.5", "limit"),
@@ -532,7 +544,11 @@ async def test_list_rejects_bad_query_values(
 ) -> None:
     response = await client.get(f"{url(tenant)}?{query}", headers=tenant.headers())
     assert response.status_code == 400, response.text
-    assert response.json()["errors"][0]["field"] == field
+    body = response.json()
+    assert body["errors"][0]["field"] == field
+    assert body["message"].startswith(f"{field}: ")
+    if field in ("isActive", "deleted"):
+        assert body["message"] == f"{field}: must be true or false (or 1 or 0)"
 
 
 async def test_list_is_per_calendar(client: httpx.AsyncClient, tenant: Tenant) -> None:

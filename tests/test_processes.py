@@ -370,7 +370,9 @@ async def test_real_providers_on_the_real_clock(database_url: str) -> None:
                 took = await wait_for(emails, within=1.0)
                 assert took < 1.0
                 first = inbox.to("rosa@example.com")[0]
-                assert first["From"] == "Acme <front@example.com>"  # the location's name/email
+                # From the operator's domain in the location's name; replies to the location.
+                assert first["From"] == "Acme <bookings@calnotify.example>"
+                assert first["Reply-To"] == "front@example.com"
 
                 async def reminders() -> bool:
                     return len(inbox.to("rosa@example.com")) == 2 and len(twilio.messages()) == 1

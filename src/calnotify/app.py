@@ -9,9 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi_offline import FastAPIOffline
 
 from calnotify import __version__
 from calnotify.api import errors
+from calnotify.api.home import DOCS_ASSETS_URL
+from calnotify.api.home import router as home_router
 from calnotify.api.middleware import BodyLimit, CatchAll, TrailingSlash
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
@@ -36,7 +39,8 @@ DESCRIPTION = """\
 Self-hosted calendar notifications, wire-compatible with HighLevel's Calendars API.
 
 Every HighLevel-shaped route needs `Authorization: Bearer <location token>` and a
-`Version` header (`2021-04-15`, `2021-07-28` or `v3`). Errors use HighLevel's envelope
+`Version` header (`2021-04-15`, `2021-07-28`, `2023-02-21` or `v3`). Request bodies are JSON,
+sent with `Content-Type: application/json`. Errors use HighLevel's envelope
 `{"statusCode", "message", "error"}`; validation errors (400) add `errors: [{field, message}]`.
 """
 
@@ -83,12 +87,16 @@ def create_app(
             if owns_database:
                 await db.dispose()
 
-    app = FastAPI(
+    # /docs (Swagger UI) and /redoc with their scripts served from fastapi-offline's
+    # packaged copies: the docs work on a machine without internet access.
+    app = FastAPIOffline(
         title="calnotify",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,
+        static_url=DOCS_ASSETS_URL,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
     )
     app.state.db = db
     app.state.clock = clock
@@ -108,6 +116,7 @@ def create_app(
     app.include_router(templates_router)
     app.include_router(webhooks_router)
     app.include_router(ops_router)
+    app.include_router(home_router)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)

@@ -241,6 +241,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token_list.add_argument("--location", required=True, metavar="ID", help="location id")
     token_list.set_defaults(handler=_admin(_list_tokens))
+
+    senders = commands.add_parser(
+        "senders",
+        help="manage the addresses and numbers a location may send from",
+        description="Manage a location's allowed senders. Email goes out from "
+        "CALNOTIFY_EMAIL_FROM's address unless a rule's fromAddress is allowed here (else it "
+        "becomes the Reply-To); SMS and WhatsApp from the configured Twilio numbers unless a "
+        "rule's fromNumber is allowed here. Allow only addresses of domains whose SPF/DKIM "
+        "let your SMTP server send for them, and numbers of your Twilio account.",
+    )
+    sender_commands = senders.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for action, handler, verb in (
+        ("add", _add_sender, "allow"),
+        ("remove", _remove_sender, "stop allowing"),
+    ):
+        sender = sender_commands.add_parser(
+            action,
+            help=f"{verb} an email address or number for a location",
+            description=f"{verb.capitalize()} an email address or a phone number as a sender "
+            "of a location; prints it as JSON.",
+        )
+        sender.add_argument("--location", required=True, metavar="ID", help="location id")
+        which = sender.add_mutually_exclusive_group(required=True)
+        which.add_argument("--email", metavar="ADDR", help="an email address")
+        which.add_argument("--number", metavar="+E164", help="a phone number, e.g. +14155550100")
+        sender.set_defaults(handler=_admin(handler))
+    sender_list = sender_commands.add_parser(
+        "list",
+        help="list the allowed senders of a location as JSON",
+        description="List the allowed senders of a location as JSON.",
+    )
+    sender_list.add_argument("--location", required=True, metavar="ID", help="location id")
+    sender_list.set_defaults(handler=_admin(_list_senders))
     return parser
 
 
@@ -525,6 +558,86 @@ async def _list_tokens(args: argparse.Namespace, session: Any) -> list[dict[str,
         }
         for token in await list_tokens(session, args.location)
     ]
+
+
+def _sender_value(args: argparse.Namespace) -> tuple[str, str]:
+    """(kind, normalised value) of ``--email`` / ``--number``."""
+    from calnotify.channels.addresses import AddressError, normalise_email, normalise_number
+    from calnotify.channels.senders import EMAIL, NUMBER
+
+    try:
+        if args.email is not None:
+            return EMAIL, normalise_email(args.email)
+        return NUMBER, normalise_number(args.number)
+    except AddressError as exc:
+        option = "--email" if args.email is not None else "--number"
+        raise CommandError(f"{option}: {exc}") from None
+
+
+def _sender_dict(sender: Any) -> dict[str, object]:
+    return {
+        "id": sender.id,
+        "locationId": sender.location_id,
+        "kind": sender.kind,
+        "value": sender.value,
+        "createdAt": _iso(sender.created_at),
+    }
+
+
+async def _find_sender(session: Any, location_id: str, kind: str, value: str) -> Any:
+    from sqlalchemy import select
+
+    from calnotify.models import AllowedSender
+
+    return await session.scalar(
+        select(AllowedSender).where(
+            AllowedSender.location_id == location_id,
+            AllowedSender.kind == kind,
+            AllowedSender.value == value,
+        )
+    )
+
+
+async def _add_sender(args: argparse.Namespace, session: Any) -> dict[str, object]:
+    """Idempotent: adding an allowed sender again prints the one there is."""
+    from calnotify.models import AllowedSender
+
+    kind, value = _sender_value(args)
+    await _require_location(session, args.location)
+    sender = await _find_sender(session, args.location, kind, value)
+    if sender is None:
+        sender = AllowedSender(location_id=args.location, kind=kind, value=value)
+        session.add(sender)
+        await session.flush()
+    return _sender_dict(sender)
+
+
+async def _remove_sender(args: argparse.Namespace, session: Any) -> dict[str, object]:
+    kind, value = _sender_value(args)
+    await _require_location(session, args.location)
+    sender = await _find_sender(session, args.location, kind, value)
+    if sender is None:
+        raise CommandError(
+            f"{value} is not an allowed sender of location {args.location} "
+            f"(`calnotify senders list --location {args.location}` shows them)"
+        )
+    shown = _sender_dict(sender)
+    await session.delete(sender)
+    return {**shown, "removed": True}
+
+
+async def _list_senders(args: argparse.Namespace, session: Any) -> list[dict[str, object]]:
+    from sqlalchemy import select
+
+    from calnotify.models import AllowedSender
+
+    await _require_location(session, args.location)
+    rows = await session.scalars(
+        select(AllowedSender)
+        .where(AllowedSender.location_id == args.location)
+        .order_by(AllowedSender.kind, AllowedSender.value)
+    )
+    return [_sender_dict(sender) for sender in rows]
 
 
 async def _require_location(session: Any, location_id: str) -> None:

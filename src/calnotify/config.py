@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     dispatch_poll_interval: float = Field(default=0.5, gt=0, le=60)
     dispatch_lease_seconds: float = Field(default=120, ge=5)
     dispatch_max_attempts: int = Field(default=8, ge=1, le=100)
+    dispatch_retry_base_seconds: float = Field(default=15, gt=0, le=3600)
+    # Wall-clock budget for rendering one message (template, HTML-to-text, MIME).
+    render_budget_seconds: float = Field(default=2, gt=0, le=60)
+
+    # Operations endpoints.
+    metrics_token: SecretStr = SecretStr("")
+    sse_streams_per_token: int = Field(default=10, ge=1, le=10_000)
 
     # Email over SMTP; without a host, email goes to the outbox.
     smtp_host: str = ""
@@ -77,7 +84,7 @@ class SettingsError(ValueError):
     """An environment variable holds a value calnotify cannot use; the text names it."""
 
 
-_SECRET_FIELDS = {"smtp_password", "twilio_auth_token"}
+_SECRET_FIELDS = {"smtp_password", "twilio_auth_token", "metrics_token"}
 
 
 def load_settings() -> Settings:

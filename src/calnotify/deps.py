@@ -1,4 +1,19 @@
-"""Request-scoped dependencies shared by every router."""
+"""Request-scoped dependencies shared by every router.
+
+A request has at most two units of work, never open at the same time:
+
+* the *read* unit (:data:`ReadSessionDep`): never takes SQLite's write lock nor waits for
+  a writer (WAL). The caller's token is resolved in it (auth/deps.py), so a bad, missing
+  or revoked token is refused without queueing behind writers. A read request (GET, HEAD,
+  OPTIONS) uses it for everything.
+* the *write* unit of a write request (:data:`SessionDep` on POST, PUT, DELETE, …): opened
+  after the read unit has ended, and only then takes the write lock (SQLite).
+
+FastAPI resolves a route's parameters in the order they are declared, so a route declares
+its principal (``principal: EventsWrite``) *before* ``session: SessionDep``; a webhook
+declares its signature check before it too. tests/test_auth_before_lock.py holds every
+route to this.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +34,34 @@ def get_database(request: Request) -> Database:
     return db
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: committed before the response is sent, or rolled back."""
-    db = get_database(request)
-    async with db.session(write=request.method not in _READ_METHODS) as session:
+def is_read_request(request: Request) -> bool:
+    return request.method in _READ_METHODS
+
+
+async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A read-only unit of work: the token lookup's, and the whole request's for reads.
+
+    The session connects on its first statement, so a request that never reads through
+    it costs nothing.
+    """
+    async with get_database(request).session(write=False) as session:
+        yield session
+
+
+ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
+
+
+async def get_session(request: Request, reader: ReadSessionDep) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: committed before the response is sent, or rolled back.
+
+    A read request gets the read unit itself. A write request ends the read unit first
+    (its connection goes back to the pool) and then opens the write unit.
+    """
+    if is_read_request(request):
+        yield reader
+        return
+    await reader.close()
+    async with get_database(request).session(write=True) as session:
         yield session
 
 

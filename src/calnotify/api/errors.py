@@ -42,10 +42,29 @@ def _message(error: dict[str, Any]) -> str:
     return message
 
 
-def validation_errors(exc: RequestValidationError) -> list[FieldError]:
+def not_json_problem(content_type: str | None) -> FieldError:
+    """The body came as something other than JSON: say so, not "Input should be a list"."""
+    if content_type:
+        given = content_type.split(";", 1)[0].strip()[:100] or content_type[:100]
+        why = f"Content-Type is {given}"
+    else:
+        why = "no Content-Type was given"
+    return FieldError("body", f"must be JSON sent with Content-Type: application/json ({why})")
+
+
+def validation_errors(
+    exc: RequestValidationError, content_type: str | None = None
+) -> list[FieldError]:
     errors: list[FieldError] = []
+    # FastAPI parses a body as JSON only when its Content-Type is application/json or
+    # application/*+json; any other body (text/plain, a form, none given) reaches validation
+    # as raw bytes, which no JSON body type accepts.
+    raw_body = isinstance(exc.body, bytes | bytearray) and bool(exc.body)
     for error in exc.errors():
         loc = tuple(error.get("loc", ()))
+        if raw_body and loc[:1] == ("body",):
+            errors.append(not_json_problem(content_type))
+            continue
         if error.get("type") == "json_invalid":
             loc = ("body",)
         name = field_path(loc) if loc != ("body",) else "body"
@@ -59,8 +78,8 @@ def install(app: FastAPI) -> None:
         return JSONResponse(exc.body(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = BadRequest(validation_errors(exc))
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        error = BadRequest(validation_errors(exc, request.headers.get("content-type")))
         return JSONResponse(error.body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

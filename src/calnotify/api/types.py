@@ -1,8 +1,9 @@
-"""Input types for request bodies.
+"""Input types for request bodies and query strings.
 
 HighLevel clients send extra fields (ignored) and ``null`` for fields they do not set
 (treated as absent), but a value of the wrong type is a 400, never a silent coercion:
-``"true"`` is not a boolean and ``"5"`` is not a number.
+``"true"`` is not a boolean and ``"5"`` is not a number. Query values arrive as text and
+are coerced, but only from the spellings docs/api.md lists (see :data:`QueryBool`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import Response
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -43,6 +45,25 @@ Short = Annotated[str, Strict(), AfterValidator(_clean), Field(max_length=255)]
 LongText = Annotated[str, Strict(), AfterValidator(_clean)]
 Bool = Annotated[bool, Strict()]
 Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
+
+QUERY_TRUE = ("true", "1")
+QUERY_FALSE = ("false", "0")
+
+
+def _query_bool(value: object) -> object:
+    if isinstance(value, str):
+        text = value.lower()
+        if text in QUERY_TRUE:
+            return True
+        if text in QUERY_FALSE:
+            return False
+        raise ValueError("must be true or false (or 1 or 0)")
+    return value
+
+
+# A boolean query parameter: ``true``/``false`` in any case, or ``1``/``0``; nothing else
+# (pydantic alone would also take yes/no, on/off, t/f, y/n).
+QueryBool = Annotated[bool | None, BeforeValidator(_query_bool)]
 
 
 class InputModel(BaseModel):

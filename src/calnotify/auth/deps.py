@@ -2,6 +2,10 @@
 
 Routes declare what they need with the annotated types at the bottom, e.g.
 ``principal: EventsWrite``. Order of checks: token (401), scope (401), ``Version`` (400).
+
+The token is resolved in the request's read-only unit of work (:data:`ReadSessionDep`), so
+a refused caller never takes SQLite's write lock nor waits behind a writer; a route
+declares its principal before ``session: SessionDep`` (see calnotify/deps.py).
 """
 
 from __future__ import annotations
@@ -14,21 +18,23 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal, resolve_token
-from calnotify.deps import SessionDep
+from calnotify.deps import ReadSessionDep
 from calnotify.errors import BadRequest, FieldError, Forbidden, InvalidToken, MissingScope
 
-API_VERSIONS = ("2021-04-15", "2021-07-28", "v3")
+# HighLevel's documented versions, the official Node SDK's default (2023-02-21) and the
+# official Python SDK's (v3): each SDK works with nothing configured but token and base URL.
+API_VERSIONS = ("2021-04-15", "2021-07-28", "2023-02-21", "v3")
 
 _bearer = HTTPBearer(auto_error=False, description="A location access token issued by calnotify.")
 
 
 async def current_principal(
-    session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    reader: ReadSessionDep,
 ) -> Principal:
     if credentials is None or not credentials.credentials or len(credentials.credentials) > 512:
         raise InvalidToken()
-    principal = await resolve_token(session, credentials.credentials)
+    principal = await resolve_token(reader, credentials.credentials)
     if principal is None:
         raise InvalidToken()
     return principal

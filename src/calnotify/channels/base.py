@@ -11,8 +11,11 @@ escapes it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+log = logging.getLogger("calnotify.send")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,11 +37,14 @@ class Message:
     notification_type: str
     channel: str
     to: str
-    # Who it is from, as the rule and the location say; each adapter applies its own
-    # default (CALNOTIFY_EMAIL_FROM, the Twilio numbers) when these are empty.
+    # Who it is from, as ``calnotify.channels.senders.choose_sender`` decided: an address
+    # or number here is the operator's or an allowed sender of the location, never merely
+    # what a rule asked for. Each adapter applies its own default (CALNOTIFY_EMAIL_FROM,
+    # the Twilio numbers) when these are empty.
     from_name: str = ""
     from_address: str = ""
     from_number: str = ""
+    reply_to: str = ""  # email: the Reply-To address (none when empty)
     subject: str = ""
     body: str = ""
     html: str = ""
@@ -55,15 +61,37 @@ class Receipt:
 
 
 class SendError(Exception):
-    pass
+    """A message could not be handed over, or its fate is unknown.
+
+    ``maybe_sent``: the request reached the provider and the answer was lost (a timeout or
+    a dropped connection after the request was written): the provider may have acted.
+    """
+
+    def __init__(self, message: str = "", *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class RetryableSendError(SendError):
-    pass
+    """Try again later; ``retry_after`` (seconds) when the provider said when."""
+
+    def __init__(
+        self, message: str = "", *, retry_after: float | None = None, maybe_sent: bool = False
+    ) -> None:
+        super().__init__(message, maybe_sent=maybe_sent)
+        self.retry_after = retry_after
 
 
 class PermanentSendError(SendError):
     pass
+
+
+def unexpected(exc: BaseException) -> PermanentSendError:
+    """An exception no adapter should raise: the message's own failure, never retried (it
+    may have been handed over, and the same fault would repeat)."""
+    log.error("send: unexpected %s: %s", type(exc).__name__, exc, exc_info=exc)
+    text = f"unexpected error while sending: {type(exc).__name__}: {exc}"
+    return PermanentSendError(text[:2000], maybe_sent=True)
 
 
 class ChannelAdapter:
@@ -85,6 +113,8 @@ class ChannelAdapter:
                     return await self.send(message)
                 except SendError as exc:
                     return exc
+                except Exception as exc:
+                    return unexpected(exc)
 
         return list(await asyncio.gather(*(one(m) for m in messages)))
 

@@ -1,6 +1,11 @@
 """Email over SMTP (aiosmtplib), with connections reused across messages.
 
 SMTP 4xx answers and connection trouble are retryable; 5xx answers are permanent.
+
+Addresses go out in their wire form: a non-ASCII domain IDNA-encoded, in the envelope and
+the headers alike (``user@bücher.example`` → ``user@xn--bcher-kva.example``). A non-ASCII
+local part needs SMTPUTF8 (RFC 6531): used when the server offers it, else the message
+fails permanently, saying so.
 """
 
 from __future__ import annotations
@@ -8,17 +13,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from email import encoders
 from email.header import Header
 from email.mime.base import MIMEBase
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
 import aiosmtplib
 
-from calnotify.channels.addresses import email_sender_parts, parse_mailbox
+from calnotify.channels.addresses import (
+    AddressError,
+    email_sender_parts,
+    parse_mailbox,
+    wire_address,
+)
 from calnotify.channels.base import (
     ChannelAdapter,
     Message,
@@ -43,15 +54,39 @@ class SmtpAdapter(ChannelAdapter):
         # At most smtp_connections open at once, whoever is sending.
         self._slots = asyncio.Semaphore(settings.smtp_connections)
         _, default_address = parse_mailbox(settings.email_from)
-        self.domain = default_address.rpartition("@")[2] or "calnotify.invalid"
+        try:
+            default_domain = wire_address(default_address).address.rpartition("@")[2]
+        except AddressError:
+            default_domain = ""
+        self.domain = default_domain or "calnotify.invalid"
 
     def build(self, message: Message) -> MIMEBase:
-        """The MIME message: plain text and HTML alternatives, then any attachments.
+        return self.prepare(message)[0]
+
+    def prepare(self, message: Message) -> tuple[MIMEBase, _Envelope]:
+        """The MIME message (plain text and HTML alternatives, then any attachments) and
+        its envelope. Raises ``ValueError`` for an address that cannot be sent to or from.
 
         Built with the ``compat32`` classes, four times faster than ``EmailMessage`` here;
         every header value is already free of line breaks (validated addresses, names and
-        subjects with whitespace collapsed), and non-ASCII text is RFC 2047 encoded.
+        subjects with whitespace collapsed), and non-ASCII text is RFC 2047 encoded (except
+        addresses with a non-ASCII local part, written as UTF-8 for an SMTPUTF8 transaction).
         """
+        name, address = email_sender_parts(message, self.settings.email_from)
+        sender = wire_address(address)
+        recipient = wire_address(message.to)
+        reply_to = wire_address(message.reply_to) if message.reply_to.strip() else None
+        if reply_to is not None and reply_to.address.lower() == sender.address.lower():
+            reply_to = None  # replies go to the From anyway
+        needs_utf8 = [
+            original
+            for original, wire in (
+                (address, sender),
+                (message.to, recipient),
+                (message.reply_to, reply_to),
+            )
+            if wire is not None and wire.smtputf8
+        ]
         body: MIMEBase = MIMEMultipart("alternative")
         body.attach(MIMEText(message.body or " ", "plain", "utf-8"))
         body.attach(MIMEText(message.html or text_to_html(message.body), "html", "utf-8"))
@@ -68,42 +103,60 @@ class SmtpAdapter(ChannelAdapter):
                 encoders.encode_base64(part)
                 part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
                 root.attach(part)
-        name, address = email_sender_parts(message, self.settings.email_from)
-        root["From"] = formataddr((name, address)) if name else address
-        root["To"] = message.to
+        root["From"] = sender.header(name)
+        root["To"] = recipient.header()
+        if reply_to is not None:
+            root["Reply-To"] = reply_to.header()
         subject = message.subject
         root["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
         root["Date"] = formatdate(localtime=False, usegmt=True)
         # Deterministic: a message retried after a crash carries the same id, so mail
         # systems can tell the copies apart from two different messages.
         root["Message-ID"] = f"<{message.delivery_id}@{self.domain}>"
-        return root
+        envelope = _Envelope(sender.address, recipient.address, needs_utf8[0] if needs_utf8 else "")
+        return root, envelope
 
     async def send(self, message: Message) -> Receipt:
         try:
-            email = self.build(message)
+            email, envelope = self.prepare(message)
         except (ValueError, TypeError) as exc:  # an address or header Python refuses
             raise PermanentSendError(f"cannot build the email: {exc}") from exc
-        sender = email_sender_parts(message, self.settings.email_from)[1]
         async with self._slots:
-            return await self._send(email, sender, message.to)
+            return await self._send(email, envelope)
 
-    async def _send(self, email: MIMEBase, sender: str, recipient: str) -> Receipt:
+    async def _send(self, email: MIMEBase, envelope: _Envelope) -> Receipt:
+        """One transaction, step by step, so that a failure says how far it got: before
+        ``DATA`` nothing was delivered; a connection lost during ``DATA`` may have been."""
         connection = await self._acquire()
         healthy = True
+        phase = "MAIL"
         try:
-            # The envelope is given, not parsed back out of the headers, and the message is
-            # flattened once, plainly (aiosmtplib's own flattening re-folds every header).
-            await connection.sendmail(sender, [recipient], email.as_bytes(policy=_WIRE))
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            raise _by_code(min(codes) if codes else 550, str(exc)) from exc
+            if connection.is_ehlo_or_helo_needed:
+                await connection.ehlo()
+            if envelope.utf8_address and not connection.supports_extension("smtputf8"):
+                # Checked after EHLO, before anything of the message was sent.
+                raise PermanentSendError(
+                    "the server does not offer SMTPUTF8, needed for the non-ASCII address "
+                    f"{envelope.utf8_address}"
+                )
+            utf8 = bool(envelope.utf8_address)
+            encoding = "utf-8" if utf8 else "ascii"
+            options = ["SMTPUTF8"] if utf8 else []
+            await connection.mail(envelope.sender, options=options, encoding=encoding)
+            phase = "RCPT"
+            await connection.rcpt(envelope.recipient, encoding=encoding)
+            phase = "DATA"
+            # Flattened once, plainly (aiosmtplib's own flattening re-folds every header).
+            await connection.data(email.as_bytes(policy=_WIRE))
         except aiosmtplib.SMTPResponseException as exc:
-            healthy = exc.code < 500 and exc.code != 421
-            raise _by_code(exc.code, exc.message) from exc
+            # Refused by the server: nothing was delivered. Reset the transaction so the
+            # connection can carry the next message.
+            healthy = exc.code != 421 and await _reset(connection)
+            raise _by_code(exc.code, f"{phase}: {exc.message}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             healthy = False
-            raise RetryableSendError(f"SMTP: {type(exc).__name__}: {exc}") from exc
+            text = f"SMTP: connection lost during {phase}: {type(exc).__name__}: {exc}"
+            raise RetryableSendError(text, maybe_sent=phase == "DATA") from exc
         finally:
             await self._release(connection, healthy)
         return Receipt(self.provider, email["Message-ID"])
@@ -156,6 +209,23 @@ def smtp_client(settings: Settings, *, timeout: float | None = None) -> aiosmtpl
         start_tls=settings.smtp_security == "starttls",
         timeout=settings.smtp_timeout if timeout is None else timeout,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    sender: str
+    recipient: str
+    # The first address whose local part is not ASCII (the transaction needs SMTPUTF8).
+    utf8_address: str = ""
+
+
+async def _reset(connection: aiosmtplib.SMTP) -> bool:
+    """RSET after a refused command; whether the connection is fit for another message."""
+    try:
+        await connection.rset()
+    except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        return False
+    return True
 
 
 def _by_code(code: int, text: str) -> RetryableSendError | PermanentSendError:

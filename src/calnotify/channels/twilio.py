@@ -3,10 +3,13 @@
 Not Twilio's SDK: its async client retries POSTs, which would send duplicates. One POST
 per message, no automatic retry; the dispatcher decides what to retry.
 
-Errors: HTTP 429, 5xx and network trouble are retryable; every other 4xx is permanent
-(21211 invalid number, 21610 unsubscribed, 21614 not a mobile number, 21408 region not
-enabled, …), except the few Twilio codes that mean "later" (20429 too many requests,
-30001 queue overflow).
+Answers (docs/engine.md, "Provider answers"): any 2xx means Twilio took the message, even
+with an odd body (it is recorded as sent and the oddity logged: retrying would send a real
+second SMS). HTTP 429, 5xx and network trouble are retryable, honouring ``Retry-After``; a
+timeout or dropped connection after the request was written is marked "may have acted".
+Every other 4xx is permanent (21211 invalid number, 21610 unsubscribed, 21614 not a mobile
+number, 21408 region not enabled, …), except the few Twilio codes that mean "later" (20429
+too many requests, 30001 queue overflow).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 
 import httpx
 
@@ -27,6 +33,7 @@ from calnotify.channels.base import (
 from calnotify.config import Settings
 
 RETRYABLE_CODES = {20429, 30001}
+log = logging.getLogger("calnotify.twilio")
 
 
 class TwilioAdapter(ChannelAdapter):
@@ -62,22 +69,59 @@ class TwilioAdapter(ChannelAdapter):
             raise PermanentSendError(f"no sender number configured for {message.channel}")
         try:
             response = await self.client.post(self.url, data=form)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached Twilio.
+            raise RetryableSendError(f"Twilio: cannot connect: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
-            raise RetryableSendError(f"Twilio: {type(exc).__name__}: {exc}") from exc
-        if response.status_code in (200, 201):
-            try:
-                sid = str(response.json()["sid"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RetryableSendError("Twilio: answer without a message sid") from exc
-            return Receipt(self.provider, sid)
+            # The request was (at least partly) written: Twilio may have taken it.
+            raise RetryableSendError(
+                f"Twilio: no answer: {type(exc).__name__}: {exc}", maybe_sent=True
+            ) from exc
+        if 200 <= response.status_code < 300:
+            return Receipt(self.provider, _sid(response, message))
         code, text = _error(response)
         detail = f"Twilio {response.status_code}" + (f" ({code})" if code else "") + f": {text}"
         if response.status_code == 429 or response.status_code >= 500 or code in RETRYABLE_CODES:
-            raise RetryableSendError(detail[:1000])
+            raise RetryableSendError(detail[:1000], retry_after=retry_after(response))
         raise PermanentSendError(detail[:1000])
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _sid(response: httpx.Response, message: Message) -> str:
+    """The message sid of a 2xx answer; an answer without one is still an acceptance."""
+    try:
+        sid = response.json().get("sid")
+    except (ValueError, AttributeError):
+        sid = None
+    if isinstance(sid, str) and sid:
+        return sid[:255]
+    log.warning(
+        "twilio: %s accepted delivery %s but its answer has no message sid: %.200r",
+        response.status_code,
+        message.delivery_id,
+        response.text,
+    )
+    return ""
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (a number or an HTTP date), or None."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _whatsapp(number: str) -> str:

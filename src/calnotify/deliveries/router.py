@@ -11,7 +11,7 @@ from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.deliveries import service
-from calnotify.deliveries.schemas import DeliveriesOut, DeliveryOut, OutboxOut
+from calnotify.deliveries.schemas import DeliveriesOut, DeliveryDetailOut, OutboxOut
 from calnotify.deps import SessionDep
 
 router = APIRouter(tags=["Deliveries"])
@@ -50,9 +50,15 @@ async def list_deliveries(
     return DeliveriesOut(deliveries=[service.delivery_out(d) for d in rows], total=total)
 
 
-@router.get("/deliveries/{deliveryId}", response_model=DeliveryOut, operation_id="get-delivery")
-async def get_delivery(deliveryId: str, principal: Reader, session: SessionDep) -> DeliveryOut:
-    return service.delivery_out(await service.get_delivery(session, principal, deliveryId))
+@router.get(
+    "/deliveries/{deliveryId}", response_model=DeliveryDetailOut, operation_id="get-delivery"
+)
+async def get_delivery(
+    deliveryId: str, principal: Reader, session: SessionDep
+) -> DeliveryDetailOut:
+    """One delivery with every attempt to hand it to its provider, oldest first."""
+    delivery = await service.get_delivery(session, principal, deliveryId)
+    return await service.delivery_detail(session, delivery)
 
 
 @router.get("/outbox", response_model=OutboxOut, operation_id="list-outbox")

@@ -16,6 +16,7 @@ class DeliveryOut(BaseModel):
     channel: str
     receiverType: str
     recipient: str
+    sender: str = Field(description="who it went out as: From (and Reply-To), or the number")
     status: str
     reason: str
     dueAt: Timestamp
@@ -28,6 +29,22 @@ class DeliveryOut(BaseModel):
     body: str
     createdAt: Timestamp
     updatedAt: Timestamp
+
+
+class AttemptOut(BaseModel):
+    number: int
+    at: Timestamp
+    outcome: str = Field(description="sent, retry, failed or unknown (the worker lost it)")
+    error: str
+    providerId: str
+
+
+class DeliveryDetailOut(DeliveryOut):
+    """One delivery with every attempt: ``attempts`` is the list here (its length is
+    ``attemptCount``), the count in lists."""
+
+    attempts: list[AttemptOut]  # type: ignore[assignment]
+    attemptCount: int
 
 
 class DeliveriesOut(BaseModel):

@@ -10,7 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.tokens import Principal
 from calnotify.db.scoped import get_in_location
-from calnotify.deliveries.schemas import DeliveryOut, OutboxMessageOut
+from calnotify.deliveries import lifecycle
+from calnotify.deliveries.schemas import (
+    AttemptOut,
+    DeliveryDetailOut,
+    DeliveryOut,
+    OutboxMessageOut,
+)
 from calnotify.models import Delivery, OutboxMessage
 
 
@@ -83,6 +89,7 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         channel=d.channel,
         receiverType=d.receiver_type,
         recipient=d.recipient,
+        sender=d.sender,
         status=d.status,
         reason=d.reason,
         dueAt=d.due_at,
@@ -95,6 +102,22 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         body=d.body,
         createdAt=d.created_at,
         updatedAt=d.updated_at,
+    )
+
+
+async def delivery_detail(session: AsyncSession, d: Delivery) -> DeliveryDetailOut:
+    attempts = await session.scalars(lifecycle.attempts_of([d.id]))
+    summary = delivery_out(d).model_dump()
+    summary.pop("attempts")
+    return DeliveryDetailOut(
+        **summary,
+        attemptCount=d.attempts,
+        attempts=[
+            AttemptOut(
+                number=a.number, at=a.at, outcome=a.outcome, error=a.error, providerId=a.provider_id
+            )
+            for a in attempts
+        ],
     )
 
 

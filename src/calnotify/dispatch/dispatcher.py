@@ -13,32 +13,36 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from email.utils import formataddr
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from calnotify.channels.base import (
     Attachment,
     ChannelAdapter,
     Message,
-    PermanentSendError,
     Receipt,
+    RetryableSendError,
     SendError,
+    unexpected,
 )
 from calnotify.channels.ics import INVITE_TYPES, invitation
+from calnotify.channels.senders import (
+    NOTHING_ALLOWED,
+    AllowedSenders,
+    choose_sender,
+    load_allowed_senders,
+)
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
-from calnotify.dispatch.claims import (
-    claim_due_deliveries,
-    next_due_at,
-    renew_lease,
-    rescue_expired_leases,
-)
+from calnotify.deliveries import lifecycle
+from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.models import (
     Appointment,
@@ -50,12 +54,17 @@ from calnotify.models import (
     Template,
     User,
 )
-from calnotify.models.delivery import DeliveryStatus, RecipientKind, SkipReason
+from calnotify.models.delivery import RecipientKind
 from calnotify.planning.recipients import People, RecipientRef, for_customer, resolve
+from calnotify.templates.budget import RenderPool
 from calnotify.templates.render import RenderData, RenderError, render_notification
 from calnotify.timefmt import zone
 
 log = logging.getLogger("calnotify.dispatch")
+
+# A location whose oldest message in the works is older than this is "slow" (see
+# Dispatcher.slow_locations).
+SLOW_AFTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,19 +79,14 @@ class DispatchSettings:
     max_attempts: int = 8
     backoff_base: float = 15.0
     backoff_cap: float = 1800.0
-
-
-@dataclass
-class Outcome:
-    delivery: Delivery
-    status: DeliveryStatus
-    reason: str = ""
-    error: str = ""
-    receipt: Receipt | None = None
-    subject: str = ""
-    body: str = ""
-    recipient: str = ""
-    retry_at: datetime | None = None
+    # The operator's senders (semantics §7): CALNOTIFY_EMAIL_FROM and the Twilio numbers.
+    email_from: str = "calnotify <notifications@calnotify.invalid>"
+    twilio_from_number: str = ""
+    twilio_whatsapp_from: str = ""
+    # Rendering one message: its wall-clock budget, and the threads it runs in.
+    render_budget_seconds: float = 2.0
+    render_threads: int = 4
+    render_threads_per_location: int = 2
 
 
 class Dispatcher:
@@ -103,6 +107,13 @@ class Dispatcher:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._last_rescue: datetime | None = None
+        # Deliveries being rendered or sent by this process, by location: when each began.
+        self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
+        self.render_pool = RenderPool(
+            self.settings.render_budget_seconds,
+            threads=self.settings.render_threads,
+            per_location=self.settings.render_threads_per_location,
+        )
 
     # --- running ---------------------------------------------------------------------------
 
@@ -121,6 +132,7 @@ class Dispatcher:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        await self.render_pool.close()
 
     async def _loop(self) -> None:
         while not self._stopping:
@@ -143,7 +155,7 @@ class Dispatcher:
 
     async def _idle(self) -> None:
         timeout = self.settings.poll_interval
-        upcoming = await next_due_at(self.db)
+        upcoming = await lifecycle.next_run_at(self.db)
         if upcoming is not None:
             until = (upcoming - self.clock.now()).total_seconds()
             timeout = max(0.0, min(timeout, until))
@@ -152,31 +164,32 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), timeout=timeout)
 
     async def run_once(self) -> int:
-        """Claim and process one batch of due deliveries; the number processed."""
+        """Claim and process one batch of due deliveries; the number claimed."""
         now = self.clock.now()
         await self._rescue(now)
-        batch = await claim_due_deliveries(
-            self.db, now, self.settings.batch_size, self.settings.lease
+        batch = await lifecycle.claim(
+            self.db,
+            now,
+            self.settings.batch_size,
+            self.settings.lease,
+            skip_locations=self.slow_locations(),
         )
         self.metrics.claims += 1
         self.metrics.claimed += len(batch)
         if not batch:
             return 0
         size = self.settings.chunk_size
-        for start in range(0, len(batch), size):
-            chunk = list(batch[start : start + size])
-            if start:
-                # The lease ran from the claim; extend it for what is left, and drop any row
-                # another worker took back meanwhile (our lease had run out).
-                held = await renew_lease(
-                    self.db,
-                    [d.id for d in chunk],
-                    chunk[0].claim_token or "",
-                    self.clock.now() + self.settings.lease,
-                )
-                chunk = [d for d in chunk if d.id in held]
-            if chunk:
-                await self._record_patiently(await self.process(chunk))
+        async with _Heartbeat(self, batch) as lease:
+            for start in range(0, len(batch), size):
+                if lease.lost:
+                    # The lease could not be renewed: another worker may own these rows now.
+                    log.warning("dispatch: lease lost; leaving the rest of the batch")
+                    break
+                chunk = [d for d in batch[start : start + size] if d.id in lease.held]
+                if chunk:
+                    outcomes = await self.process(chunk, lease)
+                    await self._record_patiently(outcomes)
+                lease.release(d.id for d in batch[start : start + size])
         return len(batch)
 
     async def _record_patiently(self, outcomes: Sequence[Outcome]) -> None:
@@ -212,52 +225,140 @@ class Dispatcher:
         if self._last_rescue is not None and now - self._last_rescue < every:
             return
         self._last_rescue = now
-        rescued = await rescue_expired_leases(self.db, now)
-        if rescued:
-            self.metrics.rescued += rescued
-            log.warning("dispatch: rescued %d deliveries from expired leases", rescued)
+        rescued = await lifecycle.rescue(self.db, now, self.settings.max_attempts)
+        if rescued.requeued or rescued.abandoned:
+            self.metrics.rescued += rescued.requeued + rescued.abandoned
+            log.warning(
+                "dispatch: took back %d deliveries from expired leases (%d queued again, "
+                "%d failed: attempts used up or past their deadline)",
+                rescued.requeued + rescued.abandoned,
+                rescued.requeued,
+                rescued.abandoned,
+            )
 
     # --- one batch ---------------------------------------------------------------------
 
-    async def process(self, batch: Sequence[Delivery]) -> list[Outcome]:
+    async def process(
+        self, batch: Sequence[Delivery], lease: _Heartbeat | None = None
+    ) -> list[Outcome]:
+        """Fence, render and send one chunk of a claim; every delivery gets its own outcome.
+
+        Each message is rendered on its own (off the event loop, within its budget) and
+        handed over as soon as it is ready, together with whatever else became ready at the
+        same time: one slow or hostile message delays no other.
+        """
         now = self.clock.now()
-        outcomes: list[Outcome] = []
-        to_send: dict[str, list[tuple[Delivery, Message, str, str]]] = defaultdict(list)
         data = await self._load(batch)
+        token = batch[0].claim_token or ""
+        outcomes: list[Outcome] = []
+        sending: list[asyncio.Task[list[Outcome]]] = []
+        rendering = {asyncio.create_task(self._prepare_bounded(d, data, now)): d for d in batch}
         for delivery in batch:
-            try:
-                prepared = self._prepare(delivery, data, now)
-            except Exception as exc:  # one bad delivery must not stop the others
-                log.exception("dispatch: cannot prepare delivery %s", delivery.id)
-                prepared = Outcome(delivery, DeliveryStatus.FAILED, "render", error=repr(exc))
-            if isinstance(prepared, Outcome):
-                outcomes.append(prepared)
-            else:
-                message, subject, body = prepared
-                to_send[delivery.channel].append((delivery, message, subject, body))
-
-        async def send_channel(channel: str) -> list[Outcome]:
-            items = to_send[channel]
-            adapter = self.channels[channel]
-            results = await adapter.send_many([m for _, m, _, _ in items])
-            return [
-                self._outcome(d, result, subject, body, m.to)
-                for (d, m, subject, body), result in zip(items, results, strict=True)
-            ]
-
-        for sent in await asyncio.gather(*(send_channel(c) for c in to_send)):
-            outcomes.extend(sent)
+            self._inflight[delivery.location_id][delivery.id] = time.monotonic()
+        pending: set[asyncio.Task[Outcome | Message]] = set(rendering)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                ready: list[tuple[Delivery, Message]] = []
+                for task in done:
+                    delivery, prepared = rendering[task], task.result()
+                    if isinstance(prepared, Outcome):
+                        outcomes.append(prepared)
+                        self._settled(delivery)
+                    else:
+                        ready.append((delivery, prepared))
+                if ready:
+                    sending.append(asyncio.create_task(self._send(ready, token, now, lease)))
+            for sent in await asyncio.gather(*sending):
+                outcomes.extend(sent)
+        finally:
+            for task in pending:
+                task.cancel()
+            for delivery in batch:
+                self._settled(delivery)
         return outcomes
 
-    def _prepare(
+    async def _prepare_bounded(
         self, delivery: Delivery, data: _BatchData, now: datetime
-    ) -> Outcome | tuple[Message, str, str]:
+    ) -> Outcome | Message:
+        """:meth:`_prepare` in the render pool, within its budget; never raises."""
+        try:
+            return await self.render_pool.run(
+                delivery.location_id, self._prepare, delivery, data, now
+            )
+        except RenderError as exc:
+            return Outcome(delivery, DeliveryStatus.FAILED, Reason.RENDER, str(exc))
+        except Exception as exc:  # one bad delivery must not stop the others
+            log.exception("dispatch: cannot prepare delivery %s", delivery.id)
+            return Outcome(delivery, DeliveryStatus.FAILED, Reason.RENDER, repr(exc))
+
+    async def _send(
+        self,
+        ready: Sequence[tuple[Delivery, Message]],
+        token: str,
+        now: datetime,
+        lease: _Heartbeat | None,
+    ) -> list[Outcome]:
+        """Hand the ready messages over (an attempt counted for each, in the database, before
+        the provider is called), send them, and classify the answers."""
+        if lease is not None and lease.lost:
+            return []  # another worker may own these rows now; it records them
+        until = self.clock.now() + self.settings.lease
+        allowed = await lifecycle.hand_over(
+            self.db, [d.id for d, _ in ready], token, now, until, self.settings.max_attempts
+        )
+        outcomes: list[Outcome] = []
+        by_channel: dict[str, list[tuple[Delivery, Message]]] = defaultdict(list)
+        for delivery, message in ready:
+            if delivery.id in allowed:
+                delivery.attempts += 1
+                by_channel[delivery.channel].append((delivery, message))
+            elif delivery.attempts >= self.settings.max_attempts:
+                error = delivery.last_error or "every attempt was used"
+                outcomes.append(
+                    Outcome(delivery, DeliveryStatus.FAILED, Reason.RETRIES_EXHAUSTED, error)
+                )
+            # else: this claim no longer holds it; whoever does records it.
+
+        async def send_channel(channel: str) -> list[Outcome]:
+            items = by_channel[channel]
+            try:
+                results = await self.channels[channel].send_many([m for _, m in items])
+            except Exception as exc:  # an adapter bug: each message fails on its own
+                results = [unexpected(exc) for _ in items]
+            answered = self.clock.now()
+            return [
+                self._outcome(d, m, result, answered)
+                for (d, m), result in zip(items, results, strict=True)
+            ]
+
+        for sent in await asyncio.gather(*(send_channel(c) for c in by_channel)):
+            outcomes.extend(sent)
+        for delivery, _ in ready:
+            self._settled(delivery)
+        return outcomes
+
+    def _settled(self, delivery: Delivery) -> None:
+        work = self._inflight.get(delivery.location_id)
+        if work is not None:
+            work.pop(delivery.id, None)
+            if not work:
+                del self._inflight[delivery.location_id]
+
+    def slow_locations(self) -> list[str]:
+        """Locations with a message in the works here for longer than a second (a slow
+        provider answer, a render near its budget): left out of this process's next claims
+        while that lasts, so they cannot occupy every dispatch loop."""
+        cutoff = time.monotonic() - SLOW_AFTER_SECONDS
+        return sorted(loc for loc, work in self._inflight.items() if min(work.values()) < cutoff)
+
+    def _prepare(self, delivery: Delivery, data: _BatchData, now: datetime) -> Outcome | Message:
         appointment = data.appointments.get(delivery.appointment_id)
         rule = data.rules.get(delivery.notification_id)
         calendar = data.calendars.get(delivery.calendar_id)
         people = data.people.get(delivery.location_id)
         if rule is not None and (not rule.is_active or rule.deleted):
-            return Outcome(delivery, DeliveryStatus.SKIPPED, SkipReason.INACTIVE)
+            return Outcome(delivery, DeliveryStatus.SKIPPED, Reason.INACTIVE)
         if (
             appointment is None
             or rule is None
@@ -270,9 +371,9 @@ class Dispatcher:
             or rule.version != delivery.notification_version
         ):
             # The fence: what this delivery was planned from has changed since.
-            return Outcome(delivery, DeliveryStatus.SKIPPED, SkipReason.STALE)
+            return Outcome(delivery, DeliveryStatus.SKIPPED, Reason.STALE)
         if now > delivery.deadline_at:
-            return Outcome(delivery, DeliveryStatus.SKIPPED, SkipReason.LATE)
+            return Outcome(delivery, DeliveryStatus.SKIPPED, Reason.LATE)
         ref = RecipientRef(RecipientKind(delivery.recipient_kind), delivery.recipient_ref)
         resolved = resolve(ref, delivery.channel, appointment, people)
         if resolved.skip is not None:
@@ -301,7 +402,7 @@ class Dispatcher:
                 for_customer=customer,
             )
         except RenderError as exc:
-            return Outcome(delivery, DeliveryStatus.FAILED, "render", error=str(exc))
+            return Outcome(delivery, DeliveryStatus.FAILED, Reason.RENDER, str(exc))
         attachments: tuple[Attachment, ...] = ()
         method = INVITE_TYPES.get(delivery.notification_type)
         invited = delivery.recipient_kind in (RecipientKind.CONTACT, RecipientKind.GUEST)
@@ -322,6 +423,16 @@ class Dispatcher:
                     stamp=now,
                 ),
             )
+        sender = choose_sender(
+            delivery.channel,
+            rule_from_name=rule.from_name,
+            rule_from_address=rule.from_address,
+            rule_from_number=rule.from_number,
+            location_name=people.location.name,
+            location_email=people.location.email,
+            allowed=data.allowed.get(delivery.location_id, NOTHING_ALLOWED),
+            settings=self.settings,
+        )
         message = Message(
             delivery_id=delivery.id,
             location_id=delivery.location_id,
@@ -330,9 +441,10 @@ class Dispatcher:
             notification_type=delivery.notification_type,
             channel=delivery.channel,
             to=resolved.address,
-            from_name=rule.from_name or people.location.name,
-            from_address=rule.from_address or people.location.email,
-            from_number=rule.from_number,
+            from_name=sender.from_name,
+            from_address=sender.from_address,
+            reply_to=sender.reply_to,
+            from_number=sender.from_number,
             appointment_version=appointment.version,
             attachments=attachments,
             subject=rendered.subject,
@@ -340,62 +452,44 @@ class Dispatcher:
             html=rendered.html,
             user_id=resolved.user.id if resolved.user and delivery.channel == "inApp" else "",
         )
-        return message, rendered.subject, rendered.body
+        return message
 
     def _outcome(
-        self,
-        delivery: Delivery,
-        result: Receipt | SendError,
-        subject: str,
-        body: str,
-        recipient: str,
+        self, delivery: Delivery, message: Message, result: Receipt | SendError, answered: datetime
     ) -> Outcome:
-        if isinstance(result, Receipt):
-            return Outcome(
-                delivery,
-                DeliveryStatus.SENT,
-                receipt=result,
-                subject=subject,
-                body=body,
-                recipient=recipient,
-            )
-        error = str(result)[:2000] or type(result).__name__
-        if isinstance(result, PermanentSendError):
-            return Outcome(
-                delivery,
-                DeliveryStatus.FAILED,
-                "permanent",
-                error,
-                subject=subject,
-                body=body,
-                recipient=recipient,
-            )
-        retry_at = self.clock.now() + timedelta(seconds=self._backoff(delivery.attempts))
-        if delivery.attempts >= self.settings.max_attempts or retry_at > delivery.deadline_at:
-            reason = (
-                "retries_exhausted"
-                if delivery.attempts >= self.settings.max_attempts
-                else "deadline"
-            )
-            return Outcome(
-                delivery,
-                DeliveryStatus.FAILED,
-                reason,
-                error,
-                subject=subject,
-                body=body,
-                recipient=recipient,
-            )
-        return Outcome(
+        """Classify what the provider said (docs/engine.md, "Provider answers")."""
+        outcome = Outcome(
             delivery,
-            DeliveryStatus.SCHEDULED,
-            "retrying",
-            error,
-            subject=subject,
-            body=body,
-            recipient=recipient,
-            retry_at=retry_at,
+            DeliveryStatus.SENT,
+            handed_over=True,
+            subject=message.subject,
+            body=message.body,
+            recipient=message.to,
+            sender=sender_of(message),
+            at=answered,
         )
+        if isinstance(result, Receipt):
+            outcome.provider, outcome.provider_id = result.provider, result.message_id
+            return outcome
+        outcome.error = str(result)[:2000] or type(result).__name__
+        if result.maybe_sent:
+            outcome.error += " (the provider may have acted on it)"
+        outcome.status = DeliveryStatus.FAILED
+        if not isinstance(result, RetryableSendError):
+            outcome.reason = Reason.PERMANENT
+            return outcome
+        wait = self._backoff(delivery.attempts)
+        if result.retry_after is not None:
+            wait = max(wait, min(result.retry_after, self.settings.backoff_cap))
+        retry_at = answered + timedelta(seconds=wait)
+        if delivery.attempts >= self.settings.max_attempts:
+            outcome.reason = Reason.RETRIES_EXHAUSTED
+        elif retry_at > delivery.deadline_at:
+            outcome.reason = Reason.DEADLINE
+        else:
+            outcome.status, outcome.reason = DeliveryStatus.SCHEDULED, Reason.RETRYING
+            outcome.retry_at = retry_at
+        return outcome
 
     def _backoff(self, attempts: int) -> float:
         base: float = self.settings.backoff_base * 2.0 ** max(0, attempts - 1)
@@ -405,51 +499,14 @@ class Dispatcher:
         if not outcomes:
             return
         now = self.clock.now()
-        table: Table = Delivery.__table__  # type: ignore[assignment]
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.claim_token == bindparam("b_token"))
-            .values(
-                status=bindparam("b_status"),
-                reason=bindparam("b_reason"),
-                last_error=bindparam("b_error"),
-                sent_at=bindparam("b_sent_at"),
-                run_at=bindparam("b_run_at"),
-                provider=bindparam("b_provider"),
-                provider_message_id=bindparam("b_message_id"),
-                subject=bindparam("b_subject"),
-                body=bindparam("b_body"),
-                recipient=bindparam("b_recipient"),
-                claim_token=None,
-                lease_until=None,
-                updated_at=now,
-            )
-        )
-        rows: list[dict[str, Any]] = []
         for o in outcomes:
-            d = o.delivery
-            sent = o.status == DeliveryStatus.SENT
-            rows.append(
-                {
-                    "b_id": d.id,
-                    "b_token": d.claim_token,
-                    "b_status": o.status.value,
-                    "b_reason": str(o.reason),
-                    "b_error": o.error or d.last_error,
-                    "b_sent_at": now if sent else None,
-                    "b_run_at": o.retry_at or d.run_at,
-                    "b_provider": o.receipt.provider if o.receipt else d.provider,
-                    "b_message_id": o.receipt.message_id if o.receipt else d.provider_message_id,
-                    "b_subject": o.subject or d.subject,
-                    "b_body": o.body or d.body,
-                    "b_recipient": o.recipient or d.recipient,
-                }
-            )
-            self.metrics.outcome(d.channel, o.status.value)
-            if sent:
-                self.metrics.lateness.observe(max(0.0, (now - d.due_at).total_seconds()))
-        async with self.db.session() as session:
-            await session.execute(statement, rows)
+            self.metrics.outcome(o.delivery.channel, o.status.value)
+            if o.status == DeliveryStatus.SENT:
+                sent_at = o.at or now
+                self.metrics.lateness.observe(
+                    max(0.0, (sent_at - o.delivery.due_at).total_seconds())
+                )
+        await lifecycle.record(self.db, outcomes, now)
 
     # --- loading what a batch needs, in bulk ---------------------------------------------
 
@@ -499,11 +556,12 @@ class Dispatcher:
                     )
                 ):
                     templates[t.id] = (t.subject, t.html or t.body)
+            allowed = await load_allowed_senders(session, ids["location"])
         people = {
             loc_id: People(location=loc, users=users[loc_id], contacts=contacts)
             for loc_id, loc in locations.items()
         }
-        return _BatchData(appointments, rules, calendars, people, templates)
+        return _BatchData(appointments, rules, calendars, people, templates, allowed)
 
 
 @dataclass
@@ -513,6 +571,7 @@ class _BatchData:
     calendars: dict[str, Calendar]
     people: dict[str, People]
     templates: dict[str, tuple[str, str]]
+    allowed: dict[str, AllowedSenders]
 
 
 def _ids_of(batch: Sequence[Delivery]) -> dict[str, set[str]]:
@@ -522,3 +581,71 @@ def _ids_of(batch: Sequence[Delivery]) -> dict[str, set[str]]:
         "calendar": {d.calendar_id for d in batch},
         "location": {d.location_id for d in batch},
     }
+
+
+class _Heartbeat:
+    """Keeps a claim's lease alive while its batch is worked on, whatever the batch is
+    waiting for (a slow provider, a long render): renewed every third of the lease.
+
+    ``held`` is what the claim still owns and has not recorded; ``lost`` turns true when
+    the lease could not be renewed before it ran out, and the batch then stops handing
+    messages over (another worker may have taken them back).
+    """
+
+    def __init__(self, dispatcher: Dispatcher, batch: Sequence[Delivery]) -> None:
+        self.db = dispatcher.db
+        self.clock = dispatcher.clock
+        self.lease = dispatcher.settings.lease
+        self.token = batch[0].claim_token or ""
+        self.held = {d.id for d in batch}
+        self.lost = False
+        self.expires = min((d.lease_until for d in batch if d.lease_until), default=None)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Heartbeat:
+        self._task = asyncio.create_task(self._beat(), name="dispatch-heartbeat")
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def release(self, ids: Iterable[str]) -> None:
+        """These rows are recorded: no longer this claim's to keep."""
+        self.held.difference_update(ids)
+
+    async def _beat(self) -> None:
+        interval = max(0.05, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(interval)
+            await self.renew()
+
+    async def renew(self) -> None:
+        if not self.held:
+            return
+        until = self.clock.now() + self.lease
+        try:
+            kept = await lifecycle.renew(self.db, sorted(self.held), self.token, until)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            log.warning("dispatch: cannot renew the lease (%s)", type(exc).__name__)
+            if self.expires is not None and self.clock.now() >= self.expires - self.lease / 3:
+                self.lost = True
+            return
+        gone = self.held - kept
+        if gone:
+            log.warning("dispatch: %d deliveries of this claim were taken back", len(gone))
+            self.held = kept
+            self.lost = True
+        self.expires = until
+
+
+def sender_of(message: Message) -> str:
+    """Who the message went out as, for the delivery's record (semantics §7)."""
+    if message.channel in ("sms", "whatsapp"):
+        return message.from_number
+    if message.channel != "email":
+        return ""
+    sender = formataddr((message.from_name, message.from_address))
+    return f"{sender}; Reply-To: {message.reply_to}" if message.reply_to else sender

@@ -34,6 +34,11 @@ def dispatch_settings(settings: Settings, concurrency: int | None = None) -> Dis
         lease=timedelta(seconds=settings.dispatch_lease_seconds),
         poll_interval=settings.dispatch_poll_interval,
         max_attempts=settings.dispatch_max_attempts,
+        backoff_base=settings.dispatch_retry_base_seconds,
+        email_from=settings.email_from,
+        twilio_from_number=settings.twilio_from_number,
+        twilio_whatsapp_from=settings.twilio_whatsapp_from,
+        render_budget_seconds=settings.render_budget_seconds,
     )
 
 

@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy import and_, func, or_, select
 from sse_starlette import EventSourceResponse
 
 from calnotify.api.paging import Limit, Skip
-from calnotify.api.types import Timestamp
+from calnotify.api.types import QueryBool, Timestamp
 from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal, resolve_token
+from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.db.scoped import find_in_location
 from calnotify.deps import ClockDep, SessionDep
@@ -34,6 +35,7 @@ Reader = Annotated[Principal, Depends(require_unversioned(Scope.USERS_READ))]
 Writer = Annotated[Principal, Depends(require_unversioned(Scope.USERS_WRITE))]
 POLL_SECONDS = 0.5
 RECHECK_SECONDS = 10.0
+STREAM_RETRY_AFTER_SECONDS = 5  # a 429's Retry-After: a slot frees when a stream closes
 
 
 class InboxItemOut(BaseModel):
@@ -57,7 +59,7 @@ async def get_inbox(
     userId: str,
     principal: Reader,
     session: SessionDep,
-    unread: bool | None = None,
+    unread: QueryBool = None,
     limit: Limit = 50,
     skip: Skip = 0,
 ) -> InboxOut:
@@ -111,17 +113,53 @@ async def mark_read(
     return item_out(item)
 
 
+async def stream_slot(principal: Reader, request: Request) -> AsyncIterator[None]:
+    """One of the token's open-stream slots in this process, held until the stream ends.
+
+    A request-scoped dependency: its exit runs when the response is over, however it ends
+    (the client goes away, the token is revoked, the server stops), so a closed stream
+    always frees its slot.
+    """
+    settings: Settings = request.app.state.settings
+    hub: InboxHub = request.app.state.inbox_hub
+    limit = settings.sse_streams_per_token
+    if not hub.open_stream(principal.token_id, limit):
+        message = f"Too many open inbox streams for this token (limit {limit}): close one first"
+        raise HTTPException(
+            status_code=429,
+            detail=message,
+            headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)},
+        )
+    try:
+        yield
+    finally:
+        hub.close_stream(principal.token_id)
+
+
 @router.get(
     "/stream",
     operation_id="stream-inbox",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"},
+        429: {
+            "description": "The token already has CALNOTIFY_SSE_STREAMS_PER_TOKEN streams "
+            "open in this process; `Retry-After` says when to try again."
+        },
+    },
 )
 async def stream_inbox(
-    userId: str, principal: Reader, session: SessionDep, request: Request
+    userId: str,
+    principal: Reader,
+    _slot: Annotated[None, Depends(stream_slot)],
+    session: SessionDep,
+    request: Request,
 ) -> EventSourceResponse:
     """New inbox items as server-sent events (``event: item``, ``data``: the item as JSON,
-    ``id``: the item id). A client reconnecting with ``Last-Event-ID`` gets what it missed."""
+    ``id``: the item id). A client reconnecting with ``Last-Event-ID`` gets what it missed.
+
+    A token may hold ``CALNOTIFY_SSE_STREAMS_PER_TOKEN`` streams at once in one server
+    process (default 10); one more gets 429 with ``Retry-After``."""
     user = await get_user(session, principal, userId)
     db: Database = request.app.state.db
     hub: InboxHub = request.app.state.inbox_hub

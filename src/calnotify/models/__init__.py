@@ -3,20 +3,23 @@
 from calnotify.models.appointment import Appointment, AppointmentEvent
 from calnotify.models.calendar import Calendar
 from calnotify.models.contact import Contact
-from calnotify.models.delivery import Delivery, InboxItem, OutboxMessage
+from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, OutboxMessage
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
+from calnotify.models.sender import AllowedSender
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
 from calnotify.models.user import User
 
 __all__ = [
+    "AllowedSender",
     "ApiToken",
     "Appointment",
     "AppointmentEvent",
     "Calendar",
     "Contact",
     "Delivery",
+    "DeliveryAttempt",
     "InboxItem",
     "Location",
     "Notification",

@@ -10,23 +10,6 @@ from calnotify.db.base import Base
 from calnotify.models._mixins import IdMixin
 
 
-class DeliveryStatus(StrEnum):
-    SCHEDULED = "scheduled"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-
-
-class SkipReason(StrEnum):
-    LATE = "late"
-    DND = "dnd"
-    NO_ADDRESS = "no_address"
-    INACTIVE = "inactive"
-    STALE = "stale"
-
-
 class RecipientKind(StrEnum):
     """How a delivery's address is found when it is sent."""
 
@@ -48,6 +31,8 @@ _LEASED = text("status = 'sending'")
 
 class Delivery(IdMixin, Base):
     """One message to one recipient: the schedule is this table.
+
+    ``status``, ``reason`` and ``attempts`` are written only by deliveries/lifecycle.py.
 
     ``run_at`` is when it may next be claimed (its due time, or a retry's); ``due_at`` never
     moves, so lateness is ``sent_at - due_at``.
@@ -75,13 +60,19 @@ class Delivery(IdMixin, Base):
     recipient_kind: Mapped[str] = mapped_column(String(16))
     recipient_ref: Mapped[str] = mapped_column(String(320), default="")
     recipient: Mapped[str] = mapped_column(String(320), default="")
-    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.SCHEDULED)
+    # Who it went out as: From (and Reply-To) for email, the number for SMS/WhatsApp.
+    sender: Mapped[str] = mapped_column(String(1024), default="")
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
     reason: Mapped[str] = mapped_column(String(32), default="")
     due_at: Mapped[datetime]
     run_at: Mapped[datetime]
     deadline_at: Mapped[datetime]
     sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Messages handed to a provider so far; counted at the hand-over, before the provider is
+    # called, so a crash or an expired lease can never make a message go out more often.
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # When the attempt in progress was handed over (None: none in progress).
+    handed_over_at: Mapped[datetime | None] = mapped_column(default=None)
     lease_until: Mapped[datetime | None] = mapped_column(default=None)
     claim_token: Mapped[str | None] = mapped_column(String(32), default=None)
     appointment_version: Mapped[int] = mapped_column(Integer)
@@ -97,6 +88,21 @@ class Delivery(IdMixin, Base):
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class DeliveryAttempt(IdMixin, Base):
+    """One hand-over of a delivery to its provider, and how it ended."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_delivery_id_number", "delivery_id", "number"),)
+
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    # sent · retry · failed · unknown (the worker lost the attempt; the provider may have it)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str] = mapped_column(Text, default="")
+    provider_id: Mapped[str] = mapped_column(String(255), default="")
 
 
 class OutboxMessage(IdMixin, Base):

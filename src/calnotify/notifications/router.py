@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 from pydantic import TypeAdapter
 
-from calnotify.api.types import JSONAnswer
+from calnotify.api.types import JSONAnswer, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
 from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import BadRequest, FieldError
@@ -35,8 +35,8 @@ async def get_notifications(
     calendarId: str,
     principal: EventsRead,
     session: SessionDep,
-    is_active: Annotated[bool | None, Query(alias="isActive")] = None,
-    deleted: Annotated[bool | None, Query(alias="deleted")] = None,
+    is_active: Annotated[QueryBool, Query(alias="isActive")] = None,
+    deleted: Annotated[QueryBool, Query(alias="deleted")] = None,
     limit: Annotated[
         float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")
     ] = MAX_LIMIT,

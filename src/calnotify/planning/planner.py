@@ -34,6 +34,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.db.dialect import insert_ignoring_conflicts
+from calnotify.deliveries import lifecycle
+from calnotify.deliveries.lifecycle import DeliveryStatus, Reason
 from calnotify.ids import new_id
 from calnotify.models import (
     Appointment,
@@ -46,7 +48,7 @@ from calnotify.models import (
     User,
 )
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
-from calnotify.models.delivery import DeliveryStatus, SkipReason, Trigger
+from calnotify.models.delivery import Trigger
 from calnotify.models.notification import NotificationType
 from calnotify.notifications.rules import offset_seconds
 from calnotify.planning.recipients import People, RecipientRef, recipients, resolve
@@ -123,10 +125,10 @@ async def plan_rule_change(
         return
     if rule.deleted or not rule.is_active:
         reason = "rule_deleted" if rule.deleted else "rule_deactivated"
-        await _cancel_where(session, reason, now, Delivery.notification_id == rule.id)
+        await lifecycle.cancel(session, reason, now, Delivery.notification_id == rule.id)
         return
     # Pending deliveries sent at once keep going unless the rule now means something else.
-    await _cancel_where(
+    await lifecycle.cancel(
         session,
         "rule_changed",
         now,
@@ -149,7 +151,7 @@ async def plan_rule_change(
         .values(notification_version=rule.version, updated_at=now)
     )
     if rule.notification_type not in SCHEDULED_TYPES:
-        await _cancel_where(
+        await lifecycle.cancel(
             session,
             "rule_changed",
             now,
@@ -190,7 +192,7 @@ async def plan_rule_change(
 
 
 async def cancel_for_calendar(session: AsyncSession, calendar_id: str, now: datetime) -> None:
-    await _cancel_where(session, "calendar_deleted", now, Delivery.calendar_id == calendar_id)
+    await lifecycle.cancel(session, "calendar_deleted", now, Delivery.calendar_id == calendar_id)
 
 
 async def lock_calendar(session: AsyncSession, calendar_id: str) -> None:
@@ -281,7 +283,7 @@ async def _reconcile(
             wanted.pop(row.dedupe_key, None)  # in flight: never a second one
 
     for reason, ids in cancel.items():
-        await _cancel_where(session, reason, now, Delivery.id.in_(ids))
+        await lifecycle.cancel(session, reason, now, Delivery.id.in_(ids))
     if keep:
         values: dict[str, Any] = {"updated_at": now}
         if stamp == "appointment":
@@ -406,36 +408,25 @@ async def _insert(
     wake = False
     for w in wanted:
         resolved = resolve(w.recipient, w.notification.channel, appointment, people)
-        status, reason = DeliveryStatus.SCHEDULED, ""
-        if resolved.skip is not None:
-            status, reason = DeliveryStatus.SKIPPED, resolved.skip.value
-        elif w.trigger == Trigger.SCHEDULE and w.due_at < now:
-            status, reason = DeliveryStatus.SKIPPED, SkipReason.LATE.value
+        skip = resolved.skip
+        if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
+            skip = Reason.LATE
         values: dict[str, Any] = {
-            "status": status,
-            "reason": reason,
+            **lifecycle.planned(skip),
             "recipient": resolved.address,
             "due_at": w.due_at,
             "run_at": w.due_at,
             "deadline_at": w.deadline_at,
-            "attempts": 0,
-            "lease_until": None,
-            "claim_token": None,
-            "last_error": "",
             "appointment_version": appointment.version,
             "notification_version": w.notification.version,
             "updated_at": now,
         }
-        wake = wake or status == DeliveryStatus.SCHEDULED
+        wake = wake or skip is None
         row = existing.get(w.key)
         if row is not None:
             # Never a second message for one key; only a cancelled one comes back.
             if row.status == DeliveryStatus.CANCELLED:
-                await session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == row.id, Delivery.status == DeliveryStatus.CANCELLED)
-                    .values(**values)
-                )
+                await lifecycle.replan(session, row.id, values)
             continue
         rows.append(
             {
@@ -469,15 +460,6 @@ async def _insert(
         wake_dispatchers(session)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             await session.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
-
-
-async def _cancel_where(session: AsyncSession, reason: str, now: datetime, *where: Any) -> None:
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SCHEDULED, *where)
-        .values(status=DeliveryStatus.CANCELLED, reason=reason, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
 
 
 async def _rules(session: AsyncSession, calendar_id: str) -> list[Notification]:

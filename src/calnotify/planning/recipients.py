@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from calnotify.deliveries.lifecycle import Reason
 from calnotify.models import Appointment, Contact, Location, Notification, User
-from calnotify.models.delivery import RecipientKind, SkipReason
+from calnotify.models.delivery import RecipientKind
 from calnotify.models.notification import Channel, ReceiverType
 from calnotify.models.user import UserRole
 from calnotify.notifications.rules import SUB_ACCOUNT_ADMIN
@@ -35,7 +36,7 @@ class RecipientRef:
 @dataclass(frozen=True, slots=True)
 class Resolved:
     address: str
-    skip: SkipReason | None = None
+    skip: Reason | None = None
     user: User | None = None
 
 
@@ -92,29 +93,29 @@ def resolve(ref: RecipientRef, channel: str, appointment: Appointment, people: P
     if ref.kind == RecipientKind.CONTACT:
         contact = people.contacts.get(appointment.contact_id)
         if contact is None or contact.deleted:
-            return Resolved("", SkipReason.NO_ADDRESS)
+            return Resolved("", Reason.NO_ADDRESS)
         address = contact.email if channel == Channel.EMAIL else contact.phone
         if not address:
-            return Resolved("", SkipReason.NO_ADDRESS)
+            return Resolved("", Reason.NO_ADDRESS)
         if contact_dnd(contact, channel):
-            return Resolved(address, SkipReason.DND)
+            return Resolved(address, Reason.DND)
         return Resolved(address)
     if ref.kind == RecipientKind.USER:
         user = people.users.get(ref.ref)
         if user is None:
-            return Resolved("", SkipReason.NO_ADDRESS)
+            return Resolved("", Reason.NO_ADDRESS)
         if channel == Channel.IN_APP:
             return Resolved(user.id, user=user)
         address = user.email if channel == Channel.EMAIL else user.phone
-        return Resolved(address, None if address else SkipReason.NO_ADDRESS, user=user)
+        return Resolved(address, None if address else Reason.NO_ADDRESS, user=user)
     if ref.kind == RecipientKind.GUEST:
         if ref.ref.startswith("#"):
-            return Resolved("", SkipReason.NO_ADDRESS)
+            return Resolved("", Reason.NO_ADDRESS)
         return Resolved(ref.ref)
     if ref.kind == RecipientKind.LOCATION:
         email = people.location.email
-        return Resolved(email, None if email else SkipReason.NO_ADDRESS)
-    return Resolved(ref.ref, None if ref.ref else SkipReason.NO_ADDRESS)
+        return Resolved(email, None if email else Reason.NO_ADDRESS)
+    return Resolved(ref.ref, None if ref.ref else Reason.NO_ADDRESS)
 
 
 def contact_dnd(contact: Contact, channel: str) -> bool:

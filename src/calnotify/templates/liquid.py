@@ -4,20 +4,75 @@ Templates are written by users of a location and rendered by workers, so they ge
 file system (``include``/``render`` are removed), bounded loops, bounded output and
 bounded nesting. Validation parses the template and checks every variable it reads
 against the merge fields of :mod:`calnotify.templates.merge_fields`.
+
+Time: python-liquid bounds loops (10,000 iterations, nested loops multiplied) and output
+(256 KiB), and this environment checks the render deadline of
+:mod:`calnotify.templates.budget` cooperatively: on every write to the output stream (each
+output statement and text node, in every loop iteration that prints), every filter call
+and every loop or capture started. python-liquid has no per-node hook; those points cover
+every way a template can spend time, since a loop body that neither prints nor filters
+is bounded by the iteration limit alone.
+
+Parsing: python-liquid's lexer is a set of backtracking regular expressions that take
+quadratic time on some sources (an unclosed ``{{`` repeated, a long run of blanks inside
+``{{ }}`` or ``{% %}``, an unclosed ``{% raw %}`` repeated: a 64 KiB source can take
+minutes), and a regular expression holds the interpreter lock for its whole run, so no
+thread or budget could stop it. :func:`parse` therefore first checks the source in linear
+time (:func:`lexing_hazard`) and refuses those shapes.
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
-from typing import Any, ClassVar
+from io import StringIO
+from typing import Any, ClassVar, TextIO
 
-from liquid import BoundTemplate, Environment
-from liquid.exceptions import LiquidError, OutputStreamLimitError
+from liquid import BoundTemplate, Environment, RenderContext
+from liquid.exceptions import LiquidError, LiquidSyntaxError, OutputStreamLimitError
+from liquid.output import LimitedStringIO
 
 from calnotify.errors import FieldError
+from calnotify.templates.budget import check_deadline
 from calnotify.templates.merge_fields import MERGE_FIELDS, VALUE_PROPERTIES
 
 MAX_OUTPUT_CHARS = 256 * 1024
+# Inside one {{ }} or {% %}, python-liquid's lexers take time quadratic in a run of blanks,
+# and linear in the rest of the markup for each '(' or '[' (see lexing_hazard).
+MAX_BLANK_RUN = 100
+MAX_BRACKETS = 64
+
+
+class _DeadlineStream(LimitedStringIO):
+    """The bounded output stream, checking the render deadline on every write."""
+
+    def write(self, text: str, /) -> int:
+        check_deadline()
+        return super().write(text)
+
+
+class _DeadlineContext(RenderContext):
+    def get_buffer(self, buf: TextIO | None = None) -> StringIO:
+        # A capture or ifchanged block renders into a buffer of its own.
+        check_deadline()
+        limit = self.env.output_stream_limit
+        if limit is None:
+            return super().get_buffer(buf)
+        carry = buf.size if isinstance(buf, LimitedStringIO) else 0
+        return _DeadlineStream(limit=limit - carry)
+
+    def raise_for_loop_limit(self, length: int = 1) -> None:
+        # Called each time a loop starts.
+        check_deadline()
+        super().raise_for_loop_limit(length)
+
+
+class _DeadlineTemplate(BoundTemplate):
+    context_class = _DeadlineContext
+
+    def _get_buffer(self) -> StringIO:
+        limit = self.env.output_stream_limit
+        return super()._get_buffer() if limit is None else _DeadlineStream(limit=limit)
 
 
 class SafeEnvironment(Environment):
@@ -26,6 +81,7 @@ class SafeEnvironment(Environment):
     local_namespace_limit: ClassVar[int | None] = 64 * 1024
     context_depth_limit: ClassVar[int] = 10
     block_nesting_limit: ClassVar[int] = 20
+    template_class = _DeadlineTemplate
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -42,6 +98,7 @@ class SafeEnvironment(Environment):
 
 def _bounded(function: Any, estimate: Any = None) -> Any:
     def bounded(*args: Any, **kwargs: Any) -> Any:
+        check_deadline()
         if estimate is not None and estimate(*args) > MAX_OUTPUT_CHARS:
             raise OutputStreamLimitError("a filter result is too large", token=None)
         result = function(*args, **kwargs)
@@ -83,7 +140,70 @@ html_environment = SafeEnvironment(autoescape=True)
 @lru_cache(maxsize=1024)
 def parse(source: str, *, html: bool = False) -> BoundTemplate:
     """The parsed template (cached: rules are rendered many times, and rarely change)."""
+    hazard = lexing_hazard(source)
+    if hazard is not None:
+        raise LiquidSyntaxError(hazard, token=None)
     return (html_environment if html else environment).from_string(source)
+
+
+_RAW_OPEN = re.compile(r"\{%-?\s*(raw|doc)\s*-?%\}")
+_RAW_CLOSE = {
+    "raw": re.compile(r"\{%-?\s*endraw\s*-?%\}"),
+    "doc": re.compile(r"\{%-?\s*enddoc\s*-?%\}"),
+}
+# The start of a run of more than MAX_BLANK_RUN blanks (the look-behind makes the search
+# try each run once, so it is linear).
+_LONG_BLANK_RUN = re.compile(rf"(?<!\s)\s{{{MAX_BLANK_RUN + 1}}}")
+
+
+def lexing_hazard(source: str) -> str | None:
+    """Why python-liquid's lexer could take more than linear time on ``source``, or None.
+
+    Walks the source like the lexer does, markup by markup, in linear time: every ``{{``
+    needs a later ``}}``, every ``{%`` a later ``%}`` and every ``{% raw %}`` (``{% doc %}``)
+    a later ``{% endraw %}`` (``{% enddoc %}``): the lexer retries each of those failures
+    from the next position, scanning to the end every time. Between a delimiter and its
+    end: no more than MAX_BLANK_RUN blanks in a row (the lexer backtracks over a blank run
+    one character at a time, rescanning the run each time), and no more than MAX_BRACKETS
+    of each of ``(`` and ``[`` (the expression lexer scans ahead from each one, for a
+    ``..`` or a closing quote and ``]``). A template of any other shape is rejected by
+    python-liquid itself or lexed in linear time; this also refuses a few odd ones it would
+    accept (a stray ``{{`` after the last ``}}`` inside a comment).
+    """
+    index = 0
+    output, tag = source.find("{{"), source.find("{%")
+    while True:
+        # Each search starts where the previous one of its kind stopped: linear in total.
+        if 0 <= output < index:
+            output = source.find("{{", index)
+        if 0 <= tag < index:
+            tag = source.find("{%", index)
+        if output < 0 and tag < 0:
+            return None
+        if tag < 0 or 0 <= output < tag:
+            start, opener, closer = output, "{{", "}}"
+        else:
+            start, opener, closer = tag, "{%", "%}"
+            raw = _RAW_OPEN.match(source, start)
+            if raw is not None:
+                name = raw.group(1)
+                end = _RAW_CLOSE[name].search(source, raw.end())
+                if end is None:
+                    return f"'{{% {name} %}}' is never closed by '{{% end{name} %}}'"
+                index = end.end()
+                continue
+        end_index = source.find(closer, start + 2)
+        if end_index < 0:
+            return f"'{opener}' is never closed by '{closer}'"
+        if _LONG_BLANK_RUN.search(source, start + 2, end_index) is not None:
+            return (
+                f"more than {MAX_BLANK_RUN} blank characters in a row between "
+                f"'{opener}' and '{closer}'"
+            )
+        for bracket in "([":
+            if source.count(bracket, start + 2, end_index) > MAX_BRACKETS:
+                return f"more than {MAX_BRACKETS} '{bracket}' between '{opener}' and '{closer}'"
+        index = end_index + 2
 
 
 def template_errors(field: str, source: str) -> list[FieldError]:

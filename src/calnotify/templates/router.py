@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
+from calnotify.api.types import QueryBool
 from calnotify.auth.deps import ensure_location, require
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
@@ -60,7 +61,7 @@ async def list_templates(
     session: SessionDep,
     template_type: Annotated[TemplateType | None, Query(alias="type")] = None,
     deleted: Annotated[
-        bool | None, Query(description="true lists only the deleted templates")
+        QueryBool, Query(description="true lists only the deleted templates")
     ] = None,
     limit: Annotated[
         float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")

@@ -8,18 +8,20 @@ URL the service sees is not the one Twilio signed), else the request URL.
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from calnotify.channels.twilio import signature_valid
 from calnotify.config import Settings
+from calnotify.deliveries import lifecycle
+from calnotify.deliveries.lifecycle import DeliveryStatus
 from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import Forbidden
 from calnotify.models import Delivery
-from calnotify.models.delivery import DeliveryStatus
 
 router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
 
@@ -33,14 +35,17 @@ class Received(BaseModel):
     received: bool = True
 
 
-@router.post("/twilio/status", response_model=Received, operation_id="twilio-status")
-async def twilio_status(request: Request, session: SessionDep, clock: ClockDep) -> Received:
-    """Record delivered / undelivered / failed on the delivery Twilio reports on."""
+async def signed_by_twilio(request: Request) -> dict[str, str]:
+    """The callback's form fields, once its signature is verified (403 otherwise).
+
+    A dependency declared before the route's session: a forged or misdirected callback is
+    refused before any unit of work opens, so it never takes SQLite's write lock nor waits
+    behind writers (and no lock is held while the body arrives).
+    """
     settings: Settings = request.app.state.settings
     token = settings.twilio_auth_token.get_secret_value()
     raw = (await request.body()).decode("utf-8", "replace")
     pairs = parse_qsl(raw, keep_blank_values=True)
-    params = dict(pairs)
     url = str(request.url)
     if settings.public_url:
         url = settings.public_url.rstrip("/") + request.url.path
@@ -49,7 +54,16 @@ async def twilio_status(request: Request, session: SessionDep, clock: ClockDep) 
     given = request.headers.get("x-twilio-signature", "")
     if not settings.twilio_configured or not signature_valid(token, url, pairs, given):
         raise Forbidden("Invalid Twilio signature")
+    return dict(pairs)
 
+
+@router.post("/twilio/status", response_model=Received, operation_id="twilio-status")
+async def twilio_status(
+    params: Annotated[dict[str, str], Depends(signed_by_twilio)],
+    session: SessionDep,  # after the signature check: see signed_by_twilio
+    clock: ClockDep,
+) -> Received:
+    """Record delivered / undelivered / failed on the delivery Twilio reports on."""
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "").lower()
     if not sid or status not in _RANK:
         return Received()
@@ -62,17 +76,10 @@ async def twilio_status(request: Request, session: SessionDep, clock: ClockDep) 
         return Received()
     if _RANK.get(delivery.provider_status, -1) > _RANK[status]:
         return Received()
-    values: dict[str, object] = {
-        "provider_status": status,
-        "provider_status_at": clock.now(),
-        "updated_at": clock.now(),
-    }
-    if status in _FAILED:
+    error = ""
+    if status in _FAILED and delivery.status == DeliveryStatus.SENT:
         code = params.get("ErrorCode", "")
-        values.update(
-            status=DeliveryStatus.FAILED,
-            reason=status,
-            last_error=f"Twilio {status}" + (f" (error {code})" if code else ""),
-        )
-    await session.execute(update(Delivery).where(Delivery.id == delivery.id).values(**values))
+        error = f"Twilio {status}" + (f" (error {code})" if code else "")
+    # A report that arrives before the send is recorded only updates the provider status.
+    await lifecycle.provider_update(session, delivery, status, clock.now(), failed_error=error)
     return Received()

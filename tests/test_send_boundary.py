@@ -1,0 +1,295 @@
+"""The send boundary, whatever fails: slow and hanging providers, exceptions, crashes, expired
+leases. Each message reaches its provider at most the maximum attempts, exactly once when the
+provider accepted it, and every delivery ends."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from calnotify.channels.base import (
+    ChannelAdapter,
+    Message,
+    PermanentSendError,
+    Receipt,
+    RetryableSendError,
+)
+from calnotify.clock import ManualClock
+from calnotify.config import Settings
+from calnotify.db.engine import Database
+from calnotify.deliveries import lifecycle
+from calnotify.deliveries.lifecycle import TRANSITIONS, DeliveryStatus, IllegalTransition
+from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
+from tests.conftest import NOW
+from tests.engine import Scenario
+from tests.factories import Tenant
+
+START = NOW + timedelta(days=2)
+BOOKED = {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
+
+
+class Provider(ChannelAdapter):
+    """Counts every hand-over per delivery and answers as its ``answer`` says."""
+
+    provider = "fake"
+
+    def __init__(self, answer: Any = None, concurrency: int = 16) -> None:
+        self.answer = answer
+        self.concurrency = concurrency
+        self.calls: Counter[str] = Counter()
+
+    async def send(self, message: Message) -> Receipt:
+        self.calls[message.delivery_id] += 1
+        if self.answer is not None:
+            result = self.answer(message)
+            if asyncio.iscoroutine(result):
+                result = await result
+            if isinstance(result, BaseException):
+                raise result
+        return Receipt(self.provider, f"id-{message.delivery_id}")
+
+
+@pytest.fixture
+def scenario(
+    client: httpx.AsyncClient, tenant: Tenant, clock: ManualClock, db: Database, settings: Settings
+) -> Scenario:
+    return Scenario(client, tenant, clock, db, settings)
+
+
+def dispatcher(scenario: Scenario, provider: ChannelAdapter, **options: Any) -> Dispatcher:
+    settings = DispatchSettings(
+        **{"lease": timedelta(seconds=60), "backoff_base": 10, "max_attempts": 3, **options}
+    )
+    return Dispatcher(scenario.db, scenario.clock, {"email": provider}, settings)
+
+
+async def book_many(scenario: Scenario, n: int) -> None:
+    await scenario.rules(BOOKED)
+    contact = await scenario.tenant.add_contact()
+    for i in range(n):
+        await scenario.book(contact, START + timedelta(hours=i))
+
+
+async def detail(scenario: Scenario, delivery_id: str) -> dict[str, Any]:
+    response = await scenario.client.get(f"/deliveries/{delivery_id}", headers=scenario.headers)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_one_exception_fails_only_its_own_message(scenario: Scenario) -> None:
+    await book_many(scenario, 4)
+    victim: list[str] = []
+
+    def answer(message: Message) -> BaseException | None:
+        if not victim:
+            victim.append(message.delivery_id)
+            return KeyError("a bug in an adapter")
+        return None
+
+    provider = Provider(answer)
+    await dispatcher(scenario, provider).drain()
+    deliveries = {d["id"]: d for d in await scenario.deliveries()}
+    failed = deliveries.pop(victim[0])
+    assert (failed["status"], failed["reason"]) == ("failed", "permanent")
+    assert "KeyError" in failed["lastError"] and "may have acted" in failed["lastError"]
+    assert {(d["status"], d["attempts"]) for d in deliveries.values()} == {("sent", 1)}
+    assert set(provider.calls.values()) == {1}
+
+
+async def test_an_adapter_that_raises_for_the_whole_batch(scenario: Scenario) -> None:
+    await book_many(scenario, 3)
+
+    class Broken(Provider):
+        async def send_many(self, messages: Any) -> Any:
+            raise RuntimeError("adapter bug")
+
+    await dispatcher(scenario, Broken()).drain()
+    assert {(d["status"], d["reason"]) for d in await scenario.deliveries()} == {
+        ("failed", "permanent")
+    }
+
+
+async def test_retry_after_is_honoured_and_every_attempt_is_kept(scenario: Scenario) -> None:
+    await book_many(scenario, 1)
+    answers = [RetryableSendError("429 Too Many Requests", retry_after=600), None]
+    provider = Provider(lambda _m: answers.pop(0))
+    worker = dispatcher(scenario, provider)
+    await worker.drain()
+    [delivery] = await scenario.deliveries()
+    assert (delivery["status"], delivery["reason"]) == ("scheduled", "retrying")
+    assert delivery["lastError"] == "429 Too Many Requests"
+    # Not before the provider's Retry-After (the back-off alone would be ~10 s).
+    scenario.clock.set(NOW + timedelta(seconds=590))
+    assert await worker.drain() == 0
+    scenario.clock.set(NOW + timedelta(seconds=601))
+    assert await worker.drain() == 1
+    sent = await detail(scenario, delivery["id"])
+    assert (sent["status"], sent["attemptCount"]) == ("sent", 2)
+    # A sent delivery shows no old error as current; the history keeps it.
+    assert sent["lastError"] == ""
+    assert [(a["number"], a["outcome"], a["error"]) for a in sent["attempts"]] == [
+        (1, "retry", "429 Too Many Requests"),
+        (2, "sent", ""),
+    ]
+
+
+async def test_a_rescue_past_the_maximum_fails_the_delivery(scenario: Scenario) -> None:
+    """Workers that die mid-send: each lost attempt counts, and the last ends it."""
+    await book_many(scenario, 1)
+    for round_ in range(2):
+        # A worker claims, hands the message over, and dies before recording anything.
+        [claimed] = await lifecycle.claim(
+            scenario.db, scenario.clock.now(), 10, timedelta(seconds=60)
+        )
+        held = await lifecycle.hand_over(
+            scenario.db,
+            [claimed.id],
+            claimed.claim_token or "",
+            scenario.clock.now(),
+            scenario.clock.now() + timedelta(seconds=60),
+            2,
+        )
+        assert held == {claimed.id}, round_
+        scenario.clock.advance(seconds=61)
+        # Another worker takes it back.
+        await lifecycle.rescue(scenario.db, scenario.clock.now(), 2)
+    [delivery] = await scenario.deliveries()
+    assert (delivery["status"], delivery["reason"], delivery["attempts"]) == (
+        "failed",
+        "abandoned",
+        2,
+    )
+    history = await detail(scenario, delivery["id"])
+    assert [a["outcome"] for a in history["attempts"]] == ["unknown", "unknown"]
+    assert "may have received" in history["attempts"][0]["error"]
+
+
+async def test_hand_over_never_exceeds_the_maximum(scenario: Scenario) -> None:
+    await book_many(scenario, 1)
+    [claimed] = await lifecycle.claim(scenario.db, NOW, 10, timedelta(seconds=60))
+    token = claimed.claim_token or ""
+    until = NOW + timedelta(seconds=60)
+    assert await lifecycle.hand_over(scenario.db, [claimed.id], token, NOW, until, 2)
+    assert await lifecycle.hand_over(scenario.db, [claimed.id], token, NOW, until, 2)
+    assert await lifecycle.hand_over(scenario.db, [claimed.id], token, NOW, until, 2) == set()
+    # A claim that lost its token cannot hand anything over.
+    assert await lifecycle.hand_over(scenario.db, [claimed.id], "stolen", NOW, until, 9) == set()
+
+
+class RunningClock:
+    """Real time, starting where the test clock stands (leases expire by themselves)."""
+
+    def __init__(self, start: datetime) -> None:
+        self.start, self.began = start, time.monotonic()
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=time.monotonic() - self.began)
+
+
+async def test_slow_provider_and_a_second_worker_send_each_message_once(
+    scenario: Scenario,
+) -> None:
+    """The provider takes longer per batch than the lease lasts; the heartbeat keeps the
+    lease, so the other worker never takes the batch back and nothing goes out twice."""
+    await book_many(scenario, 6)
+
+    async def slow(_message: Message) -> None:
+        await asyncio.sleep(0.5)
+
+    provider = Provider(slow, concurrency=1)  # 6 x 0.5 s = 3 s per batch, lease 1 s
+    clock = RunningClock(scenario.clock.now())
+    options = DispatchSettings(lease=timedelta(seconds=1), max_attempts=3)
+    first = Dispatcher(scenario.db, clock, {"email": provider}, options)  # type: ignore[arg-type]
+    second = Dispatcher(scenario.db, clock, {"email": provider}, options)  # type: ignore[arg-type]
+    busy = asyncio.create_task(first.run_once())
+    await asyncio.sleep(0.1)
+    for _ in range(30):  # the other worker keeps looking (and rescuing) for 3 s
+        await second.run_once()
+        await asyncio.sleep(0.1)
+    assert await busy == 6
+    assert sorted(provider.calls.values()) == [1] * 6
+    deliveries = await scenario.deliveries()
+    assert {(d["status"], d["attempts"]) for d in deliveries} == {("sent", 1)}
+
+
+async def test_a_lost_lease_stops_the_batch_before_sending_more(scenario: Scenario) -> None:
+    await book_many(scenario, 4)
+    sent_before_loss: list[str] = []
+
+    async def lose_lease(message: Message) -> None:
+        sent_before_loss.append(message.delivery_id)
+        # Meanwhile another worker took every row back (this worker's lease had run out).
+        scenario.clock.advance(seconds=61)
+        await lifecycle.rescue(scenario.db, scenario.clock.now(), 3)
+
+    worker = dispatcher(scenario, Provider(lose_lease, concurrency=1), chunk_size=2)
+    await worker.run_once()
+    # The first chunk was handed over; the second never was.
+    assert len(sent_before_loss) <= 2
+
+
+def test_illegal_transitions_raise() -> None:
+    with pytest.raises(IllegalTransition):
+        lifecycle.check("record_sent", DeliveryStatus.SCHEDULED, DeliveryStatus.SENT)
+    with pytest.raises(IllegalTransition):
+        lifecycle.check("cancel", DeliveryStatus.SENT, DeliveryStatus.CANCELLED)
+    lifecycle.check("rescue", DeliveryStatus.SENDING, DeliveryStatus.FAILED)
+
+
+async def test_cancel_takes_only_known_reasons(db: Database) -> None:
+    async with db.session() as session:
+        with pytest.raises(IllegalTransition):
+            await lifecycle.cancel(session, "because", NOW)
+
+
+def test_the_engine_doc_lifecycle_table_matches_the_code() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "engine.md").read_text()
+    section = text[text.index("### Transitions") : text.index("### Provider answers")]
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \| ([^|]+) \|", section, re.MULTILINE)
+    documented = {
+        name: (
+            tuple(s.strip() for s in sources.split(",")),
+            tuple(s.strip() for s in targets.split(",")),
+        )
+        for name, sources, targets in rows
+    }
+    in_code = {
+        name: (
+            tuple("(new)" if s is None else s.value for s in sources),
+            tuple(t.value for t in targets),
+        )
+        for name, (sources, targets) in TRANSITIONS.items()
+    }
+    assert documented == in_code
+
+
+async def test_provider_answers_classified(scenario: Scenario) -> None:
+    """One row per answer class of docs/engine.md's "Provider answers" table."""
+    await book_many(scenario, 3)
+    answers = {
+        0: PermanentSendError("550 5.1.1 no such user"),
+        1: RetryableSendError("timed out after the request was sent", maybe_sent=True),
+        2: None,
+    }
+    order: list[str] = []
+
+    def answer(message: Message) -> BaseException | None:
+        order.append(message.delivery_id)
+        return answers[len(order) - 1]
+
+    await dispatcher(scenario, Provider(answer, concurrency=1)).drain()
+    by_id = {d["id"]: d for d in await scenario.deliveries()}
+    permanent, maybe, ok = (by_id[i] for i in order)
+    assert (permanent["status"], permanent["reason"]) == ("failed", "permanent")
+    assert (maybe["status"], maybe["reason"]) == ("scheduled", "retrying")
+    assert maybe["lastError"].endswith("(the provider may have acted on it)")
+    assert ok["status"] == "sent"
