@@ -5,6 +5,7 @@ provider accepted it, and every delivery ends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from calnotify.channels.base import (
     ChannelAdapter,
@@ -28,6 +30,7 @@ from calnotify.db.engine import Database
 from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import TRANSITIONS, DeliveryStatus, IllegalTransition
 from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
+from calnotify.templates.budget import check_deadline
 from tests.conftest import NOW
 from tests.engine import Scenario
 from tests.factories import Tenant
@@ -293,3 +296,190 @@ async def test_provider_answers_classified(scenario: Scenario) -> None:
     assert (maybe["status"], maybe["reason"]) == ("scheduled", "retrying")
     assert maybe["lastError"].endswith("(the provider may have acted on it)")
     assert ok["status"] == "sent"
+
+
+async def test_no_message_goes_out_when_its_attempt_cannot_be_counted(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails at the hand-over: nothing is sent, nothing is lost."""
+    await book_many(scenario, 2)
+    real = lifecycle.hand_over
+    failures = [OperationalError("UPDATE deliveries", {}, Exception("database is locked"))]
+
+    async def flaky(*args: Any, **kwargs: Any) -> set[str]:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "hand_over", flaky)
+    provider = Provider()
+    worker = dispatcher(scenario, provider)
+    assert await worker.run_once() == 2
+    assert provider.calls == Counter()
+    assert {(d["status"], d["attempts"]) for d in await scenario.deliveries()} == {("scheduled", 0)}
+    await worker.drain()
+    assert sorted(provider.calls.values()) == [1, 1]
+    assert {(d["status"], d["attempts"]) for d in await scenario.deliveries()} == {("sent", 1)}
+
+
+async def test_an_adapter_that_answers_the_wrong_number_of_messages(scenario: Scenario) -> None:
+    await book_many(scenario, 3)
+
+    class Short(Provider):
+        async def send_many(self, messages: Any) -> Any:
+            return []
+
+    await dispatcher(scenario, Short()).drain()
+    deliveries = await scenario.deliveries()
+    assert {(d["status"], d["reason"], d["attempts"]) for d in deliveries} == {
+        ("failed", "permanent", 1)
+    }
+    assert all("may have acted" in d["lastError"] for d in deliveries)
+
+
+async def test_a_provider_that_never_answers_is_cut_off(scenario: Scenario) -> None:
+    await book_many(scenario, 2)
+
+    async def hang(_message: Message) -> None:
+        await asyncio.sleep(3600)
+
+    provider = Provider(hang)
+    provider.send_timeout = 0.2
+    started = time.monotonic()
+    await dispatcher(scenario, provider).run_once()
+    assert time.monotonic() - started < 5
+    deliveries = await scenario.deliveries()
+    assert {(d["status"], d["reason"], d["attempts"]) for d in deliveries} == {
+        ("scheduled", "retrying", 1)
+    }
+    for d in deliveries:
+        assert "no answer within 0.2 s" in d["lastError"]
+        assert d["lastError"].endswith("(the provider may have acted on it)")
+
+
+async def test_a_worker_that_lost_its_claim_records_nothing(scenario: Scenario) -> None:
+    await book_many(scenario, 1)
+    db, now = scenario.db, scenario.clock.now()
+    [mine] = await lifecycle.claim(db, now, 10, timedelta(seconds=60))
+    later = now + timedelta(seconds=61)
+    await lifecycle.rescue(db, later, 3)  # the lease ran out; another worker took it back
+    [theirs] = await lifecycle.claim(db, later, 10, timedelta(seconds=60))
+    assert theirs.claim_token != mine.claim_token
+    late = lifecycle.Outcome(mine, DeliveryStatus.SENT, handed_over=True, provider_id="x")
+    assert await lifecycle.record(db, [late], later) == 0
+    history = await detail(scenario, theirs.id)
+    assert (history["status"], history["attempts"]) == ("sending", [])
+
+
+async def test_a_renewal_racing_the_record_keeps_the_rest_of_the_batch(
+    scenario: Scenario,
+) -> None:
+    from calnotify.dispatch.dispatcher import _Heartbeat
+
+    await book_many(scenario, 2)
+    worker = dispatcher(scenario, Provider())
+    batch = await lifecycle.claim(scenario.db, scenario.clock.now(), 10, timedelta(seconds=60))
+    first, second = batch
+    lease = _Heartbeat(worker, batch)
+    lease.recording([first.id])
+    # The outcome of the first row commits just before the renewal runs.
+    sent = lifecycle.Outcome(first, DeliveryStatus.SENT, handed_over=True)
+    assert await lifecycle.record(scenario.db, [sent], scenario.clock.now()) == 1
+    await lease.renew()
+    assert not lease.lost
+    assert second.id in lease.held
+
+
+async def test_stopping_gives_back_what_was_not_started(scenario: Scenario) -> None:
+    await book_many(scenario, 4)
+    holder: list[Dispatcher] = []
+
+    def stop_after_first(_message: Message) -> None:
+        holder[0]._stopping = True  # SIGTERM arrives while the first chunk is being sent
+
+    provider = Provider(stop_after_first)
+    worker = dispatcher(scenario, provider, chunk_size=1)
+    holder.append(worker)
+    assert await worker.run_once() == 4
+    deliveries = await scenario.deliveries()
+    assert sorted((d["status"], d["attempts"]) for d in deliveries) == [
+        ("scheduled", 0),
+        ("scheduled", 0),
+        ("scheduled", 0),
+        ("sent", 1),
+    ]
+    assert sum(provider.calls.values()) == 1
+
+
+async def test_retry_after_beyond_the_backoff_cap_is_still_honoured(scenario: Scenario) -> None:
+    await book_many(scenario, 1)
+    answers = [RetryableSendError("429", retry_after=600), None]
+    worker = dispatcher(scenario, Provider(lambda _m: answers.pop(0)), backoff_cap=60)
+    await worker.drain()
+    scenario.clock.set(NOW + timedelta(seconds=590))
+    assert await worker.drain() == 0
+    scenario.clock.set(NOW + timedelta(seconds=601))
+    assert await worker.drain() == 1
+
+
+async def test_a_slow_location_does_not_hold_back_another(
+    scenario: Scenario,
+    other_tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One location's messages each take longer than the render budget (a hostile
+    template); another location's booking, made while both loops are busy with the first
+    location's batches, goes out within a second or so; the hostile ones end failed."""
+    import calnotify.dispatch.dispatcher as dispatch_module
+
+    hostile = scenario.tenant.location_id
+    real = dispatch_module.render_notification
+
+    def render(rule: Any, *args: Any, **kwargs: Any) -> Any:
+        if rule.location_id == hostile:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:  # CPU-bound, checking its deadline
+                check_deadline()
+                time.sleep(0.005)
+        return real(rule, *args, **kwargs)
+
+    monkeypatch.setattr(dispatch_module, "render_notification", render)
+    await book_many(scenario, 40)
+    calm = Scenario(scenario.client, other_tenant, scenario.clock, scenario.db, scenario.settings)
+    await calm.rules(BOOKED)
+    calm_contact = await other_tenant.add_contact()
+
+    arrived = asyncio.Event()
+
+    def note(message: Message) -> None:
+        if message.location_id == other_tenant.location_id:
+            arrived.set()
+
+    provider = Provider(note)
+    clock = RunningClock(scenario.clock.now())
+    options = DispatchSettings(
+        batch_size=20, chunk_size=10, concurrency=2, render_budget_seconds=0.3, poll_interval=0.05
+    )
+    worker = Dispatcher(scenario.db, clock, {"email": provider}, options)  # type: ignore[arg-type]
+    worker.start()
+    try:
+        await asyncio.sleep(0.2)  # both loops are now working on the hostile batches
+        booked_at = time.monotonic()
+        await calm.book(calm_contact, START)
+        worker.wake()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), timeout=10)
+        waited = time.monotonic() - booked_at
+        assert arrived.is_set(), "the other location's message never went out"
+        assert waited < 2.0, f"the other location waited {waited:.1f} s"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = {(d["status"], d["reason"]) for d in await scenario.deliveries()}
+            if states == {("failed", "render")}:
+                break
+            await asyncio.sleep(0.2)
+        assert states == {("failed", "render")}
+    finally:
+        await worker.stop()
+    [calm_delivery] = await calm.deliveries()
+    assert calm_delivery["status"] == "sent"

@@ -52,6 +52,8 @@ class Message:
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
     # The appointment's version, for calendar invitations (SEQUENCE).
     appointment_version: int = 0
+    # The adapter's own wire form, built off the event loop by its ``finish``.
+    prepared: object = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,14 @@ class ChannelAdapter:
 
     provider: str = "adapter"
     concurrency: int = 16
+    # The longest one message may take to be handed over (connect, send, answer); past it,
+    # the attempt is a retry that the provider may have acted on.
+    send_timeout: float = 60.0
+
+    def finish(self, message: Message) -> Message:
+        """Any CPU work the adapter does on a message before sending it (building the wire
+        form), done where the dispatcher renders: off the event loop, within the budget."""
+        return message
 
     async def send(self, message: Message) -> Receipt:
         raise NotImplementedError
@@ -110,9 +120,13 @@ class ChannelAdapter:
         async def one(message: Message) -> Receipt | SendError:
             async with gate:
                 try:
-                    return await self.send(message)
+                    async with asyncio.timeout(self.send_timeout):
+                        return await self.send(message)
                 except SendError as exc:
                     return exc
+                except TimeoutError:
+                    text = f"{self.provider}: no answer within {self.send_timeout:g} s"
+                    return RetryableSendError(text, maybe_sent=True)
                 except Exception as exc:
                     return unexpected(exc)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import encoders
 from email.header import Header
 from email.mime.base import MIMEBase
@@ -50,6 +50,9 @@ class SmtpAdapter(ChannelAdapter):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.concurrency = settings.smtp_connections
+        # Connect, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA: each step is bounded by the
+        # SMTP timeout; the whole by a few of them.
+        self.send_timeout = settings.smtp_timeout * 4
         self._idle: asyncio.LifoQueue[aiosmtplib.SMTP] = asyncio.LifoQueue()
         # At most smtp_connections open at once, whoever is sending.
         self._slots = asyncio.Semaphore(settings.smtp_connections)
@@ -116,17 +119,33 @@ class SmtpAdapter(ChannelAdapter):
         envelope = _Envelope(sender.address, recipient.address, needs_utf8[0] if needs_utf8 else "")
         return root, envelope
 
-    async def send(self, message: Message) -> Receipt:
+    def finish(self, message: Message) -> Message:
+        """Build the wire form of the email (CPU work on tenant text: the dispatcher calls
+        this off the event loop); a message Python refuses to build is left as it is, and
+        ``send`` says why."""
         try:
-            email, envelope = self.prepare(message)
-        except (ValueError, TypeError) as exc:  # an address or header Python refuses
-            raise PermanentSendError(f"cannot build the email: {exc}") from exc
-        async with self._slots:
-            return await self._send(email, envelope)
+            return replace(message, prepared=self._wire(message))
+        except (ValueError, TypeError):
+            return message
 
-    async def _send(self, email: MIMEBase, envelope: _Envelope) -> Receipt:
+    def _wire(self, message: Message) -> _Wire:
+        email, envelope = self.prepare(message)
+        return _Wire(email.as_bytes(policy=_WIRE), envelope, email["Message-ID"])
+
+    async def send(self, message: Message) -> Receipt:
+        wire = message.prepared
+        if not isinstance(wire, _Wire):
+            try:
+                wire = self._wire(message)
+            except (ValueError, TypeError) as exc:  # an address or header Python refuses
+                raise PermanentSendError(f"cannot build the email: {exc}") from exc
+        async with self._slots:
+            return await self._send(wire)
+
+    async def _send(self, wire: _Wire) -> Receipt:
         """One transaction, step by step, so that a failure says how far it got: before
         ``DATA`` nothing was delivered; a connection lost during ``DATA`` may have been."""
+        envelope = wire.envelope
         connection = await self._acquire()
         healthy = True
         phase = "MAIL"
@@ -146,8 +165,7 @@ class SmtpAdapter(ChannelAdapter):
             phase = "RCPT"
             await connection.rcpt(envelope.recipient, encoding=encoding)
             phase = "DATA"
-            # Flattened once, plainly (aiosmtplib's own flattening re-folds every header).
-            await connection.data(email.as_bytes(policy=_WIRE))
+            await connection.data(wire.data)
         except aiosmtplib.SMTPResponseException as exc:
             # Refused by the server: nothing was delivered. Reset the transaction so the
             # connection can carry the next message.
@@ -157,9 +175,12 @@ class SmtpAdapter(ChannelAdapter):
             healthy = False
             text = f"SMTP: connection lost during {phase}: {type(exc).__name__}: {exc}"
             raise RetryableSendError(text, maybe_sent=phase == "DATA") from exc
+        except asyncio.CancelledError:
+            healthy = False  # cut off mid-transaction: the connection is not reusable
+            raise
         finally:
             await self._release(connection, healthy)
-        return Receipt(self.provider, email["Message-ID"])
+        return Receipt(self.provider, wire.message_id)
 
     async def _acquire(self) -> aiosmtplib.SMTP:
         while not self._idle.empty():
@@ -217,6 +238,16 @@ class _Envelope:
     recipient: str
     # The first address whose local part is not ASCII (the transaction needs SMTPUTF8).
     utf8_address: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Wire:
+    """An email ready for the wire: its bytes (flattened once, plainly: aiosmtplib's own
+    flattening re-folds every header), envelope and Message-ID."""
+
+    data: bytes
+    envelope: _Envelope
+    message_id: str
 
 
 async def _reset(connection: aiosmtplib.SMTP) -> bool:

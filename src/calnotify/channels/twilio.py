@@ -42,6 +42,9 @@ class TwilioAdapter(ChannelAdapter):
 
     def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
         self.settings = settings
+        # httpx bounds each step (connect, write, each read); a server dripping its answer
+        # byte by byte is cut off here.
+        self.send_timeout = settings.twilio_timeout * 2
         sid = settings.twilio_account_sid
         self.url = f"{settings.twilio_base_url.rstrip('/')}/2010-04-01/Accounts/{sid}/Messages.json"
         self.client = httpx.AsyncClient(

@@ -105,6 +105,7 @@ TRANSITIONS: dict[str, tuple[tuple[DeliveryStatus | None, ...], tuple[DeliverySt
     "rescue": ((_S.SENDING,), (_S.SCHEDULED, _S.FAILED)),
     "record_sent": ((_S.SENDING,), (_S.SENT,)),
     "record_retry": ((_S.SENDING,), (_S.SCHEDULED,)),
+    "release": ((_S.SENDING,), (_S.SCHEDULED,)),
     "record_failed": ((_S.SENDING,), (_S.FAILED,)),
     "record_skipped": ((_S.SENDING,), (_S.SKIPPED,)),
     "provider_update": ((_S.SENT,), (_S.SENT, _S.FAILED)),
@@ -175,24 +176,56 @@ async def claim(
     lease: timedelta,
     *,
     skip_locations: Sequence[str] = (),
+    capped_locations: Sequence[str] = (),
+    cap: int = 4,
 ) -> Sequence[Delivery]:
     """Due ``scheduled`` rows become ``sending`` under a new claim token and lease.
 
     Locations take turns: the batch holds each location's earliest due rows, round-robin,
     so one location with thousands due cannot fill every batch; ``skip_locations`` (the
-    caller's slow ones) are left for later or for other workers.
+    caller's busy ones) are left for later or for other workers, and of each of
+    ``capped_locations`` (the caller's recently slow ones) at most ``cap`` rows are taken.
     PostgreSQL locks the candidates with ``FOR UPDATE SKIP LOCKED``; SQLite's write
     transaction is exclusive.
     """
     token = secrets.token_hex(16)
+    capped = list(dict.fromkeys(capped_locations))[:MAX_CAPPED]
+    # The batch's own candidates leave the capped locations out (their many old rows would
+    # otherwise crowd everyone else out of the candidate window); each capped location
+    # adds its few earliest rows.
+    statements = [_claim_statement(db, now, limit, [*skip_locations, *capped], token, lease)]
+    statements += [_claim_statement(db, now, cap, (), token, lease, only=loc) for loc in capped]
+    claimed: list[Delivery] = []
+    async with db.session() as session:
+        for statement in statements:
+            claimed.extend((await session.scalars(statement)).all())
+    return sorted(claimed, key=lambda d: (d.run_at, d.id))
+
+
+# The capped locations one claim looks at, at most (each is one more small statement).
+MAX_CAPPED = 16
+
+
+def _claim_statement(
+    db: Database,
+    now: datetime,
+    limit: int,
+    skip: Sequence[str],
+    token: str,
+    lease: timedelta,
+    *,
+    only: str | None = None,
+) -> Any:
     candidates = (
         select(Delivery.id, Delivery.location_id, Delivery.run_at)
         .where(Delivery.status == DeliveryStatus.SCHEDULED, Delivery.run_at <= now)
         .order_by(Delivery.run_at)
         .limit(limit * 4)
     )
-    if skip_locations:
-        candidates = candidates.where(Delivery.location_id.not_in(list(skip_locations)))
+    if skip:
+        candidates = candidates.where(Delivery.location_id.not_in(list(skip)))
+    if only is not None:
+        candidates = candidates.where(Delivery.location_id == only)
     if not db.is_sqlite:
         candidates = candidates.with_for_update(skip_locked=True)
     due = candidates.cte("due")
@@ -203,7 +236,7 @@ async def claim(
     )
     ranked = select(due.c.id, due.c.run_at, turn).subquery("ranked")
     chosen = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.run_at).limit(limit)
-    statement = (
+    return (
         update(Delivery)
         .where(
             Delivery.id.in_(chosen.scalar_subquery()), Delivery.status == DeliveryStatus.SCHEDULED
@@ -218,9 +251,11 @@ async def claim(
         .returning(Delivery)
         .execution_options(synchronize_session=False)
     )
-    async with db.session() as session:
-        claimed = (await session.scalars(statement)).all()
-    return sorted(claimed, key=lambda d: (d.run_at, d.id))
+
+
+def released(delivery: Delivery) -> Outcome:
+    """The outcome of a claimed delivery given back unsent (``release``)."""
+    return Outcome(delivery, DeliveryStatus.SCHEDULED, released=True)
 
 
 async def renew(db: Database, ids: Sequence[str], token: str, until: datetime) -> set[str]:
@@ -287,9 +322,14 @@ class Outcome:
     sender: str = ""
     retry_at: datetime | None = None
     at: datetime | None = None  # when the provider answered
+    # Given back unsent, never handed over (a stopping or overtaxed dispatcher): scheduled
+    # again as it was, no attempt counted.
+    released: bool = False
 
     @property
     def transition(self) -> str:
+        if self.released:
+            return "release"
         return {
             DeliveryStatus.SENT: "record_sent",
             DeliveryStatus.SCHEDULED: "record_retry",
@@ -335,6 +375,8 @@ async def record(db: Database, outcomes: Sequence[Outcome], now: datetime) -> in
     for o in outcomes:
         d = o.delivery
         sent = o.status == DeliveryStatus.SENT
+        if o.released:
+            o.reason, o.error = d.reason, d.last_error
         rows.append(
             {
                 "b_id": d.id,
@@ -362,8 +404,11 @@ async def record(db: Database, outcomes: Sequence[Outcome], now: datetime) -> in
         )
         if not db.is_sqlite:
             mine = mine.with_for_update()
-        held = {row.id for row in await session.execute(mine) if row.claim_token is not None} & {
-            o.delivery.id for o in outcomes if o.delivery.claim_token is not None
+        ours = {o.delivery.id: o.delivery.claim_token for o in outcomes}
+        held = {
+            row.id
+            for row in await session.execute(mine)
+            if row.claim_token is not None and row.claim_token == ours.get(row.id)
         }
         rows = [r for r in rows if r["b_id"] in held]
         if not rows:

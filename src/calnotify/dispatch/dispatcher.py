@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -62,9 +62,13 @@ from calnotify.timefmt import zone
 
 log = logging.getLogger("calnotify.dispatch")
 
-# A location whose oldest message in the works is older than this is "slow" (see
-# Dispatcher.slow_locations).
+# A location whose oldest message in the works is older than this is "busy" (see
+# Dispatcher.busy_locations).
 SLOW_AFTER_SECONDS = 1.0
+# A location one of whose messages took this long to render is "slow" for a while (see
+# Dispatcher.slow_locations): its claims are capped, and the rest of its chunk is given back.
+SLOW_RENDER_SECONDS = 0.25
+SLOW_MEMORY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class DispatchSettings:
     render_budget_seconds: float = 2.0
     render_threads: int = 4
     render_threads_per_location: int = 2
+    # How long stop() waits for the batches in flight before abandoning them to the lease.
+    drain_seconds: float = 30.0
 
 
 class Dispatcher:
@@ -109,6 +115,8 @@ class Dispatcher:
         self._last_rescue: datetime | None = None
         # Deliveries being rendered or sent by this process, by location: when each began.
         self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
+        # Locations whose rendering was slow lately: until when they count as slow.
+        self._slow_until: dict[str, float] = {}
         self.render_pool = RenderPool(
             self.settings.render_budget_seconds,
             threads=self.settings.render_threads,
@@ -126,11 +134,18 @@ class Dispatcher:
             self._tasks.append(asyncio.create_task(self._loop(), name=f"dispatch-{i}"))
 
     async def stop(self) -> None:
-        """Stop claiming; let in-flight batches finish (drain)."""
+        """Stop claiming, give back what was claimed but not started, and let the messages
+        being sent finish (drain), for at most ``drain_seconds``; past that the loops are
+        cancelled and what they held is taken back when its lease runs out."""
         self._stopping = True
         self._wake.set()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(self._tasks, timeout=self.settings.drain_seconds)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("dispatch: %d loops did not drain in time; cancelled", len(late))
+                await asyncio.gather(*late, return_exceptions=True)
         self._tasks.clear()
         await self.render_pool.close()
 
@@ -172,7 +187,9 @@ class Dispatcher:
             now,
             self.settings.batch_size,
             self.settings.lease,
-            skip_locations=self.slow_locations(),
+            skip_locations=self.busy_locations(),
+            capped_locations=self.slow_locations(),
+            cap=self.settings.render_threads_per_location,
         )
         self.metrics.claims += 1
         self.metrics.claimed += len(batch)
@@ -186,20 +203,32 @@ class Dispatcher:
                     log.warning("dispatch: lease lost; leaving the rest of the batch")
                     break
                 chunk = [d for d in batch[start : start + size] if d.id in lease.held]
+                if self._stopping:
+                    # Shutting down: what was not started goes back to the queue at once.
+                    rest = [d for d in batch[start:] if d.id in lease.held]
+                    await self._record_patiently([lifecycle.released(d) for d in rest], lease)
+                    break
                 if chunk:
                     outcomes = await self.process(chunk, lease)
-                    await self._record_patiently(outcomes)
+                    await self._record_patiently(outcomes, lease)
                 lease.release(d.id for d in batch[start : start + size])
         return len(batch)
 
-    async def _record_patiently(self, outcomes: Sequence[Outcome]) -> None:
+    async def _record_patiently(
+        self, outcomes: Sequence[Outcome], lease: _Heartbeat | None = None
+    ) -> None:
         """Record outcomes, waiting out a database outage while the lease lasts: messages
         already handed to a provider must not be sent again because a write failed."""
         give_up = self.clock.now() + self.settings.lease / 2
         pause = 0.25
+        ids = [o.delivery.id for o in outcomes]
+        if lease is not None:
+            lease.recording(ids)
         while True:
             try:
                 await self.record(outcomes)
+                if lease is not None:
+                    lease.release(ids)
                 return
             except (OperationalError, DBAPIError, OSError) as exc:
                 if self.clock.now() >= give_up:
@@ -248,9 +277,11 @@ class Dispatcher:
         same time: one slow or hostile message delays no other.
         """
         now = self.clock.now()
+        outcomes, batch = self._give_back_excess(batch)
+        if not batch:
+            return outcomes
         data = await self._load(batch)
         token = batch[0].claim_token or ""
-        outcomes: list[Outcome] = []
         sending: list[asyncio.Task[list[Outcome]]] = []
         rendering = {asyncio.create_task(self._prepare_bounded(d, data, now)): d for d in batch}
         for delivery in batch:
@@ -261,7 +292,12 @@ class Dispatcher:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 ready: list[tuple[Delivery, Message]] = []
                 for task in done:
-                    delivery, prepared = rendering[task], task.result()
+                    delivery = rendering[task]
+                    if task.cancelled():
+                        outcomes.append(lifecycle.released(delivery))
+                        self._settled(delivery)
+                        continue
+                    prepared = task.result()
                     if isinstance(prepared, Outcome):
                         outcomes.append(prepared)
                         self._settled(delivery)
@@ -269,8 +305,14 @@ class Dispatcher:
                         ready.append((delivery, prepared))
                 if ready:
                     sending.append(asyncio.create_task(self._send(ready, token, now, lease)))
-            for sent in await asyncio.gather(*sending):
-                outcomes.extend(sent)
+                self._give_back_slow(pending, rendering)
+            for sent in await asyncio.gather(*sending, return_exceptions=True):
+                if isinstance(sent, BaseException):
+                    # _send turns every failure into outcomes; this is a bug. What it held
+                    # is taken back when the lease runs out (attempts recorded as unknown).
+                    log.error("dispatch: sending failed", exc_info=sent)
+                else:
+                    outcomes.extend(sent)
         finally:
             for task in pending:
                 task.cancel()
@@ -278,19 +320,67 @@ class Dispatcher:
                 self._settled(delivery)
         return outcomes
 
+    def _give_back_excess(self, batch: Sequence[Delivery]) -> tuple[list[Outcome], list[Delivery]]:
+        """Split off what this chunk should not start: everything when stopping, and of a
+        location found slow meanwhile, all but the few rows its claims are capped to."""
+        slow = set(self.slow_locations())
+        cap = self.settings.render_threads_per_location
+        taken: Counter[str] = Counter()
+        given_back: list[Outcome] = []
+        kept: list[Delivery] = []
+        for delivery in batch:
+            location = delivery.location_id
+            if self._stopping or (location in slow and taken[location] >= cap):
+                given_back.append(lifecycle.released(delivery))
+            else:
+                taken[location] += 1
+                kept.append(delivery)
+        return given_back, kept
+
+    def _give_back_slow(
+        self,
+        pending: set[asyncio.Task[Outcome | Message]],
+        rendering: dict[asyncio.Task[Outcome | Message], Delivery],
+    ) -> None:
+        """Cancel the renders still waiting of locations found slow (or of everyone when
+        stopping): those deliveries are given back unsent instead of holding this loop, and
+        the slow location's next claims are capped."""
+        slow = set(self.slow_locations())
+        for task in pending:
+            if self._stopping or rendering[task].location_id in slow:
+                task.cancel()
+
     async def _prepare_bounded(
         self, delivery: Delivery, data: _BatchData, now: datetime
     ) -> Outcome | Message:
-        """:meth:`_prepare` in the render pool, within its budget; never raises."""
+        """:meth:`_prepare` in the render pool, within its budget; never raises (but may be
+        cancelled). A render that took long marks its location slow."""
+        took: list[float] = []
         try:
             return await self.render_pool.run(
-                delivery.location_id, self._prepare, delivery, data, now
+                delivery.location_id, self._prepare_timed, took, delivery, data, now
             )
         except RenderError as exc:
+            self._mark_slow(delivery.location_id)
             return Outcome(delivery, DeliveryStatus.FAILED, Reason.RENDER, str(exc))
         except Exception as exc:  # one bad delivery must not stop the others
             log.exception("dispatch: cannot prepare delivery %s", delivery.id)
             return Outcome(delivery, DeliveryStatus.FAILED, Reason.RENDER, repr(exc))
+        finally:
+            if took and took[0] > SLOW_RENDER_SECONDS:
+                self._mark_slow(delivery.location_id)
+
+    def _prepare_timed(
+        self, took: list[float], delivery: Delivery, data: _BatchData, now: datetime
+    ) -> Outcome | Message:
+        began = time.monotonic()
+        try:
+            return self._prepare(delivery, data, now)
+        finally:
+            took.append(time.monotonic() - began)
+
+    def _mark_slow(self, location_id: str) -> None:
+        self._slow_until[location_id] = time.monotonic() + SLOW_MEMORY_SECONDS
 
     async def _send(
         self,
@@ -304,9 +394,17 @@ class Dispatcher:
         if lease is not None and lease.lost:
             return []  # another worker may own these rows now; it records them
         until = self.clock.now() + self.settings.lease
-        allowed = await lifecycle.hand_over(
-            self.db, [d.id for d, _ in ready], token, now, until, self.settings.max_attempts
-        )
+        try:
+            allowed = await lifecycle.hand_over(
+                self.db, [d.id for d, _ in ready], token, now, until, self.settings.max_attempts
+            )
+        except Exception as exc:
+            # Nothing was handed over: the messages go back to the queue, unsent (recording
+            # that waits for the database like any other outcome).
+            log.warning("dispatch: cannot count the attempts (%s); not sending", exc)
+            for delivery, _ in ready:
+                self._settled(delivery)
+            return [lifecycle.released(d) for d, _ in ready]
         outcomes: list[Outcome] = []
         by_channel: dict[str, list[tuple[Delivery, Message]]] = defaultdict(list)
         for delivery, message in ready:
@@ -322,13 +420,27 @@ class Dispatcher:
 
         async def send_channel(channel: str) -> list[Outcome]:
             items = by_channel[channel]
+            adapter = self.channels[channel]
+            # A backstop over the adapter's own per-message timeouts: a batch never waits
+            # longer than its messages could take one connection after another.
+            rounds = -(-len(items) // max(1, adapter.concurrency))
+            limit = adapter.send_timeout * rounds + 5.0
+            results: Sequence[Receipt | SendError]
             try:
-                results = await self.channels[channel].send_many([m for _, m in items])
+                async with asyncio.timeout(limit):
+                    results = await adapter.send_many([m for _, m in items])
+                if len(results) != len(items):
+                    raise RuntimeError(f"{len(results)} answers for {len(items)} messages")
+            except TimeoutError:
+                lost = RetryableSendError(
+                    f"{adapter.provider}: no answer within {limit:g} s", maybe_sent=True
+                )
+                results = [lost] * len(items)
             except Exception as exc:  # an adapter bug: each message fails on its own
-                results = [unexpected(exc) for _ in items]
+                results = [unexpected(exc)] * len(items)
             answered = self.clock.now()
             return [
-                self._outcome(d, m, result, answered)
+                self._outcome_safely(d, m, result, answered)
                 for (d, m), result in zip(items, results, strict=True)
             ]
 
@@ -345,12 +457,20 @@ class Dispatcher:
             if not work:
                 del self._inflight[delivery.location_id]
 
-    def slow_locations(self) -> list[str]:
+    def busy_locations(self) -> list[str]:
         """Locations with a message in the works here for longer than a second (a slow
         provider answer, a render near its budget): left out of this process's next claims
         while that lasts, so they cannot occupy every dispatch loop."""
         cutoff = time.monotonic() - SLOW_AFTER_SECONDS
         return sorted(loc for loc, work in self._inflight.items() if min(work.values()) < cutoff)
+
+    def slow_locations(self) -> list[str]:
+        """Locations one of whose messages took long to render in the last minute: at most
+        a few of their rows per claim, so a hostile template cannot fill a batch."""
+        now = time.monotonic()
+        for loc in [loc for loc, until in self._slow_until.items() if until <= now]:
+            del self._slow_until[loc]
+        return sorted(self._slow_until)
 
     def _prepare(self, delivery: Delivery, data: _BatchData, now: datetime) -> Outcome | Message:
         appointment = data.appointments.get(delivery.appointment_id)
@@ -452,7 +572,24 @@ class Dispatcher:
             html=rendered.html,
             user_id=resolved.user.id if resolved.user and delivery.channel == "inApp" else "",
         )
-        return message
+        adapter = self.channels.get(delivery.channel)
+        return message if adapter is None else adapter.finish(message)
+
+    def _outcome_safely(
+        self, delivery: Delivery, message: Message, result: Receipt | SendError, answered: datetime
+    ) -> Outcome:
+        try:
+            return self._outcome(delivery, message, result, answered)
+        except Exception as exc:  # a bug here must not lose the attempt
+            log.exception("dispatch: cannot classify the answer for %s", delivery.id)
+            return Outcome(
+                delivery,
+                DeliveryStatus.FAILED,
+                Reason.ERROR,
+                f"cannot classify the provider's answer: {exc!r}"[:2000],
+                handed_over=True,
+                at=answered,
+            )
 
     def _outcome(
         self, delivery: Delivery, message: Message, result: Receipt | SendError, answered: datetime
@@ -480,7 +617,9 @@ class Dispatcher:
             return outcome
         wait = self._backoff(delivery.attempts)
         if result.retry_after is not None:
-            wait = max(wait, min(result.retry_after, self.settings.backoff_cap))
+            # Not capped: sending earlier than the provider asked only meets another
+            # refusal; a wait past the deadline fails the delivery below.
+            wait = max(wait, result.retry_after)
         retry_at = answered + timedelta(seconds=wait)
         if delivery.attempts >= self.settings.max_attempts:
             outcome.reason = Reason.RETRIES_EXHAUSTED
@@ -598,6 +737,9 @@ class _Heartbeat:
         self.lease = dispatcher.settings.lease
         self.token = batch[0].claim_token or ""
         self.held = {d.id for d in batch}
+        # Rows whose outcome is being written: still renewed until written, but their
+        # absence from a renewal is no loss (the write may have committed first).
+        self.settling: set[str] = set()
         self.lost = False
         self.expires = min((d.lease_until for d in batch if d.lease_until), default=None)
         self._task: asyncio.Task[None] | None = None
@@ -612,31 +754,41 @@ class _Heartbeat:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def recording(self, ids: Iterable[str]) -> None:
+        """The outcomes of these rows are about to be written."""
+        self.settling.update(ids)
+
     def release(self, ids: Iterable[str]) -> None:
         """These rows are recorded: no longer this claim's to keep."""
+        ids = set(ids)
         self.held.difference_update(ids)
+        self.settling.difference_update(ids)
 
     async def _beat(self) -> None:
         interval = max(0.05, self.lease.total_seconds() / 3)
         while True:
             await asyncio.sleep(interval)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:  # the heartbeat must keep beating
+                log.exception("dispatch: lease renewal failed")
 
     async def renew(self) -> None:
         if not self.held:
             return
         until = self.clock.now() + self.lease
+        asked = set(self.held)
         try:
-            kept = await lifecycle.renew(self.db, sorted(self.held), self.token, until)
+            kept = await lifecycle.renew(self.db, sorted(asked), self.token, until)
         except (OperationalError, DBAPIError, OSError) as exc:
             log.warning("dispatch: cannot renew the lease (%s)", type(exc).__name__)
             if self.expires is not None and self.clock.now() >= self.expires - self.lease / 3:
                 self.lost = True
             return
-        gone = self.held - kept
+        gone = (asked & self.held) - kept - self.settling
         if gone:
             log.warning("dispatch: %d deliveries of this claim were taken back", len(gone))
-            self.held = kept
+            self.held -= gone
             self.lost = True
         self.expires = until
 
