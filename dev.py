@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +35,7 @@ COMMANDS = {"serve", "test", "check", "setup", "lock", "migration"}
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 is
         print("calnotify needs Python 3.11 or newer", file=sys.stderr)
         return 1
     if not argv or argv[0] not in COMMANDS:
@@ -82,14 +83,34 @@ def ensure_venv(*, dev: bool) -> None:
         return
     stamp.unlink(missing_ok=True)  # written again only once every step below succeeded
     if not PYTHON.exists():
-        print("creating .venv", file=sys.stderr)
-        venv.create(VENV, with_pip=True)
+        create_venv()
     print(f"installing {lock_file.name} and calnotify into .venv", file=sys.stderr)
     pip = [str(PYTHON), "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
     check([*pip, "--upgrade", "pip"])
     check([*pip, "--require-hashes", "--requirement", str(lock_file)])
     check([*pip, "--no-deps", "--editable", "."])
     stamp.write_text(fingerprint(lock_file))
+
+
+def create_venv() -> None:
+    """Create .venv with pip, or exit saying what is missing (and leave no .venv behind:
+    a half-made one would pass for a virtualenv on the next run)."""
+    print("creating .venv", file=sys.stderr)
+    try:
+        venv.create(VENV, with_pip=True)
+    except (subprocess.CalledProcessError, OSError) as exc:
+        shutil.rmtree(VENV, ignore_errors=True)
+        if isinstance(exc, subprocess.CalledProcessError):
+            # ensurepip failed: Debian and Ubuntu ship it in a separate package.
+            version = f"{sys.version_info.major}.{sys.version_info.minor}"
+            why = (
+                "this Python has no ensurepip: install the python3-venv package (Debian/Ubuntu: "
+                f"`sudo apt install python3-venv` or python{version}-venv) and run dev.py again"
+            )
+        else:
+            why = f"{exc.strerror or exc}"
+        print(f"dev.py: cannot create {VENV}: {why}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def is_installed(*, dev: bool) -> bool:
@@ -116,7 +137,8 @@ def lock(args: list[str]) -> int:
     """
     env = {**os.environ, "CUSTOM_COMPILE_COMMAND": "python3 dev.py lock"}
     compile_ = [str(PYTHON), "-m", "piptools", "compile", "--quiet", "--generate-hashes"]
-    compile_ += ["--allow-unsafe", "--strip-extras", *args]
+    compile_ += ["--allow-unsafe", "--strip-extras", "--no-emit-index-url", "--no-emit-find-links"]
+    compile_ += args
     for extra in (
         ["--extra", "dev", "-o", str(DEV_LOCK)],
         ["-c", str(DEV_LOCK), "-o", str(RUNTIME_LOCK)],

@@ -102,7 +102,6 @@ LINKS = {
     "docs": "/docs",
     "redoc": "/redoc",
     "openapi": "/openapi.json",
-    "console": "/console",
     "health": "/healthz",
 }
 
@@ -118,6 +117,7 @@ async def test_home_answers_json_to_api_clients(
     body = response.json()
     assert body["name"] == "calnotify"
     assert {key: body[key] for key in LINKS} == LINKS
+    assert "console" not in body  # not served: not linked
 
 
 @pytest.mark.parametrize(
@@ -136,8 +136,7 @@ async def test_home_answers_html_to_browsers(client: httpx.AsyncClient, accept: 
     assert set(links) == set(LINKS.values())
     assert re.search(r"https?://", response.text) is None
     for link in links:
-        if link != "/console":  # linked ahead of the console itself
-            assert (await client.get(link)).status_code == 200, link
+        assert (await client.get(link)).status_code == 200, link
 
 
 async def test_unknown_route_is_404_envelope(client: httpx.AsyncClient) -> None:

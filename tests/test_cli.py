@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,14 @@ from sqlalchemy.engine import make_url
 from calnotify import __version__
 from calnotify.cli import build_parser, main
 from calnotify.config import get_settings
-from calnotify.db.engine import DatabaseURLError, async_url, sync_url
+from calnotify.db.engine import (
+    DatabaseURLError,
+    async_url,
+    connect_args,
+    database_url_without_password,
+    sync_url,
+)
+from calnotify.db.migrate import current_head, script_directory, upgrade
 from tests.conftest import PG_ENV, PG_SKIP_REASON
 
 
@@ -357,7 +365,177 @@ def test_db_backup_on_postgresql_points_to_pg_dump(
 ) -> None:
     environment.setenv("CALNOTIFY_DATABASE_URL", "postgresql://cal:pw@db.example/cal")
     err = one_line_error(capsys, "db", "backup", "/tmp/x.dump")
-    assert "pg_dump" in err and "pw@" not in err
+    assert "`pg_dump --format=custom --file=calnotify.dump postgresql://cal@db.example/cal`" in err
+    assert "PGPASSWORD or ~/.pgpass" in err
+    assert "pw" not in err.replace("PGPASSWORD", "").replace(".pgpass", "")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://cal:p@ss@db:5433/cal", "postgresql://cal@db:5433/cal"),
+        ("postgres://cal@db/cal", "postgres://cal@db/cal"),
+        ("postgresql+psycopg://cal:pw@db/cal", "postgresql://cal@db/cal"),
+        (
+            "postgresql://cal@db/cal?password=pw&sslmode=require",
+            "postgresql://cal@db/cal?sslmode=require",
+        ),
+        ("postgresql://cal@db/cal?Password=pw", "postgresql://cal@db/cal"),
+        ("sqlite:///./calnotify.db", "sqlite:///./calnotify.db"),
+    ],
+)
+def test_database_url_without_password(raw: str, expected: str) -> None:
+    assert database_url_without_password(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("postgresql://cal@db/cal", {"connect_timeout": 10}),
+        ("postgresql://cal@db/cal?connect_timeout=3", {}),  # the URL's own wins
+        ("sqlite:///./calnotify.db", {}),
+    ],
+)
+def test_command_connections_to_postgresql_time_out(raw: str, expected: dict[str, int]) -> None:
+    assert connect_args(async_url(raw)) == expected
+
+
+def test_db_backup_of_a_path_with_uri_characters(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups #1"  # a sqlite URI would end at the #
+    folder.mkdir()
+    environment.setenv("CALNOTIFY_DATABASE_URL", f"sqlite:///{folder}/live.db")
+    assert main(["db", "upgrade"]) == 0
+    run(capsys, "locations", "create", "--name", "Kept")
+    assert main(["db", "backup", str(folder / "copy.db")]) == 0
+    assert f"backed up {folder}/live.db" in capsys.readouterr().err
+    with sqlite3.connect(folder / "copy.db") as conn:
+        assert conn.execute("SELECT name FROM locations").fetchall() == [("Kept",)]
+    conn.close()
+
+
+def previous_revision() -> str:
+    head = current_head()
+    assert head is not None
+    down = script_directory().get_revision(head).down_revision
+    assert isinstance(down, str)
+    return down
+
+
+def test_db_upgrade_names_the_database_it_upgraded(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    environment.chdir(tmp_path)
+    environment.delenv("CALNOTIFY_DATABASE_URL", raising=False)
+    assert main(["db", "upgrade"]) == 0
+    assert capsys.readouterr().err == (
+        f"upgraded sqlite:///./calnotify.db ({tmp_path.resolve()}/calnotify.db): "
+        f"at the latest migration, {current_head()}\n"
+    )
+
+
+def test_admin_commands_do_not_migrate_an_old_database(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite:///{path}"
+    upgrade(url, previous_revision())
+    environment.setenv("CALNOTIFY_DATABASE_URL", url)
+    for args in (
+        ["locations", "list"],
+        ["users", "list", "--location", "L"],
+        ["tokens", "create", "--location", "L"],
+        ["senders", "list", "--location", "L"],
+    ):
+        err = one_line_error(capsys, *args)
+        assert err == (
+            f"calnotify: the database at {url} is at migration {previous_revision()}, this "
+            f"calnotify needs {current_head()}: run `calnotify db upgrade`\n"
+        )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (previous_revision(),)
+        ]
+    conn.close()
+    assert main(["db", "upgrade"]) == 0
+    code, locations, _ = run_list(capsys, "locations", "list")
+    assert code == 0 and locations == []
+
+
+def test_a_database_of_a_newer_calnotify_is_one_line(
+    use_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if not use_database.startswith("sqlite"):
+        pytest.skip("SQLite only: the revision is set by hand")
+    with sqlite3.connect(use_database.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    for args in (["db", "upgrade"], ["locations", "list"]):
+        err = one_line_error(capsys, *args)
+        assert f"the database at {use_database} is at migration 9999, which calnotify" in err
+        assert "run the calnotify version that migrated it, or a newer one" in err
+
+
+def test_a_locked_sqlite_database_is_not_called_unopenable(
+    use_database: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not use_database.startswith("sqlite"):
+        pytest.skip("SQLite only")
+    monkeypatch.setenv("CALNOTIFY_SQLITE_BUSY_TIMEOUT_MS", "50")
+    get_settings.cache_clear()
+    path = use_database.removeprefix("sqlite:///")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        err = one_line_error(capsys, "locations", "create", "--name", "Acme")
+    finally:
+        holder.close()
+    assert f"the SQLite database {path} is locked" in err
+    assert "cannot open" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--port", "0"], "argument --port: 0 is not a TCP port (1 to 65535)"),
+        (["serve", "--port", "65536"], "argument --port: 65536 is not a TCP port"),
+        (["serve", "--port", "http"], "argument --port: 'http' is not a whole number"),
+        (["serve", "--workers", "0"], "argument --workers: 0 is less than 1"),
+        (["serve", "--concurrency", "-2"], "argument --concurrency: -2 is less than 1"),
+        (["worker", "--concurrency", "0"], "argument --concurrency: 0 is less than 1"),
+        (["check", "--timeout", "0"], "argument --timeout: 0 is not a positive number"),
+        (["check", "--timeout", "nan"], "argument --timeout: nan is not a positive number"),
+    ],
+)
+def test_out_of_range_arguments_are_two_lines(
+    capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    first, second = capsys.readouterr().err.splitlines()
+    assert first.startswith(f"calnotify {args[0]}: {message}")
+    assert second == f"calnotify {args[0]}: see `calnotify {args[0]} --help`"
+
+
+def test_debug_is_taken_before_or_after_the_command() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["serve"]).debug is False
+    assert parser.parse_args(["--debug", "serve"]).debug is True
+    assert parser.parse_args(["serve", "--debug", "--port", "9000"]).debug is True
+    assert parser.parse_args(["db", "upgrade", "--debug"]).debug is True
+    assert parser.parse_args(["db", "--debug", "upgrade"]).debug is True
+    assert parser.parse_args(["tokens", "list", "--location", "L", "--debug"]).debug is True
+
+
+def test_debug_after_the_command_shows_the_traceback(
+    environment: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    environment.setenv("CALNOTIFY_DATABASE_URL", "postgresql://cal@127.0.0.1:1/cal")
+    assert main(["db", "upgrade", "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "cannot reach the database" in err.splitlines()[-1]
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -57,3 +57,26 @@ def test_sigterm_to_dev_py_serve_stops_calnotify(tmp_path: Path) -> None:
     # The signal reached calnotify itself: nothing is left holding the port.
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the port still answers after SIGTERM"
+
+
+def test_a_python_without_ensurepip_leaves_no_half_made_venv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = load_dev_script()
+    target = tmp_path / ".venv"
+
+    def create_without_pip(path: Path, *, with_pip: bool) -> None:
+        # What venv.create does on Debian without python3-venv: the folder, then ensurepip fails.
+        (path / "bin").mkdir(parents=True)
+        (path / "bin" / "python").touch()
+        raise subprocess.CalledProcessError(1, ["python", "-m", "ensurepip"])
+
+    monkeypatch.setattr(dev, "VENV", target)
+    monkeypatch.setattr(dev.venv, "create", create_without_pip)  # type: ignore[attr-defined]
+    with pytest.raises(SystemExit) as exited:
+        dev.create_venv()  # type: ignore[attr-defined]
+    assert exited.value.code == 1
+    assert not target.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "creating .venv"
+    assert len(err) == 2 and "install the python3-venv package" in err[1]

@@ -108,8 +108,8 @@ async def test_sqlite_at_an_older_migration(tmp_path: Path) -> None:
     upgrade(f"sqlite:///{path}", previous_revision())
     result = await check_database(Settings(database_url=f"sqlite:///{path}"))
     assert result.line() == (
-        f"FAIL  database    sqlite:///{path} at migration {previous_revision()}, "
-        f"latest is {HEAD}: run `calnotify db upgrade`"
+        f"FAIL  database    sqlite:///{path} is at migration {previous_revision()}, "
+        f"this calnotify needs {HEAD}: run `calnotify db upgrade`"
     )
 
 
@@ -120,7 +120,7 @@ async def test_sqlite_migrated_by_a_newer_calnotify(sqlite_file: Path) -> None:
     result = await check_database(Settings(database_url=f"sqlite:///{sqlite_file}"))
     assert not result.ok
     assert result.detail == (
-        f"sqlite:///{sqlite_file} at migration 9999, which calnotify {__version__} does not "
+        f"sqlite:///{sqlite_file} is at migration 9999, which calnotify {__version__} does not "
         f"know (its latest is {HEAD}): run the calnotify version that migrated it, "
         "or a newer one"
     )
@@ -131,7 +131,7 @@ async def test_empty_sqlite_file_is_not_migrated(tmp_path: Path) -> None:
     sqlite3.connect(path).close()
     result = await check_database(Settings(database_url=f"sqlite:///{path}"))
     assert result.detail == (
-        f"sqlite:///{path}: no calnotify schema (never migrated): run `calnotify db upgrade`"
+        f"sqlite:///{path} has no calnotify schema (never migrated): run `calnotify db upgrade`"
     )
     assert not result.ok
 

@@ -9,23 +9,29 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import os
+import shlex
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import quote
 
 from calnotify import __version__
 from calnotify.auth.scopes import ALL_SCOPES
 from calnotify.config import Settings, SettingsError, get_settings
 from calnotify.db.engine import (
+    CONNECT_TIMEOUT_SECONDS,
     Database,
     DatabaseURLError,
+    database_url_without_password,
     describe_database_error,
     masked_database_url,
+    shown_database_url,
     sqlite_path,
 )
 from calnotify.errors import AppError
@@ -61,7 +67,9 @@ class CommandError(Exception):
 
 def _explain(exc: BaseException, settings: Settings | None) -> str | None:
     """One line naming the problem and what to do, or None for an unexpected error."""
-    if isinstance(exc, SettingsError | CommandError):
+    from calnotify.db.migrate import SchemaVersionError
+
+    if isinstance(exc, SettingsError | CommandError | SchemaVersionError):
         return str(exc)
     if isinstance(exc, DatabaseURLError):
         return f"CALNOTIFY_DATABASE_URL: {exc}"
@@ -77,27 +85,73 @@ def _unexpected(exc: BaseException) -> str:
     return f"unexpected error: {type(exc).__name__}: {first_line}".rstrip(": ")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage mistakes are two lines: what is wrong, where the
+    usage is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n{self.prog}: see `{self.prog} --help`\n")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def _port(text: str) -> int:
+    port = _integer(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (1 to 65535)")
+    return port
+
+
+def _at_least_one(text: str) -> int:
+    number = _integer(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is less than 1")
+    return number
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    debug_help = "show the full traceback of an error (also when CALNOTIFY_LOG_LEVEL=debug)"
+    # Every subcommand takes --debug too (`calnotify serve --debug`); SUPPRESS leaves the
+    # top level's value alone when it is not repeated there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+
+    def add(commands: Any, name: str, **options: Any) -> argparse.ArgumentParser:
+        subcommand: argparse.ArgumentParser = commands.add_parser(name, parents=[common], **options)
+        return subcommand
+
+    parser = _Parser(
         prog="calnotify",
         description="Self-hosted calendar notifications with HighLevel's API. "
         "Settings come from CALNOTIFY_* environment variables (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"calnotify {__version__}")
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the full traceback of an error (also when CALNOTIFY_LOG_LEVEL=debug)",
-    )
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    serve = commands.add_parser(
+    serve = add(
+        commands,
         "serve",
         help="run the HTTP API (migrates the database first)",
         description="Run the HTTP API. The database is migrated to the latest schema first.",
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="TCP port (default 8000)")
     serve.add_argument(
         "--no-worker",
         action="store_true",
@@ -105,21 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_at_least_one,
         default=1,
         metavar="N",
         help="HTTP server processes (default 1); each also dispatches unless --no-worker",
     )
     serve.add_argument(
         "--concurrency",
-        type=int,
+        type=_at_least_one,
         default=None,
         metavar="N",
         help="dispatch loops in this process (default CALNOTIFY_DISPATCH_CONCURRENCY)",
     )
     serve.set_defaults(handler=_serve)
 
-    worker = commands.add_parser(
+    worker = add(
+        commands,
         "worker",
         help="send due notifications (no HTTP API)",
         description="Claim and send due deliveries until stopped. Any number of workers and "
@@ -128,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument(
         "--concurrency",
-        type=int,
+        type=_at_least_one,
         default=None,
         metavar="N",
         help="dispatch loops, each claiming its own batches (default "
@@ -136,15 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(handler=_worker)
 
-    db = commands.add_parser("db", help="database schema", description="Database schema.")
+    db = add(commands, "db", help="database schema", description="Database schema.")
     db_commands = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    upgrade = db_commands.add_parser(
+    upgrade = add(
+        db_commands,
         "upgrade",
         help="apply the migrations to the configured database",
         description="Apply the Alembic migrations to CALNOTIFY_DATABASE_URL.",
     )
     upgrade.set_defaults(handler=_db_upgrade)
-    backup = db_commands.add_parser(
+    backup = add(
+        db_commands,
         "backup",
         help="copy the SQLite database to a file while the service runs",
         description="Copy the SQLite database to PATH with SQLite's online backup: a consistent "
@@ -153,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("path", metavar="PATH", help="the file to write (must not exist)")
     backup.set_defaults(handler=_db_backup)
 
-    check = commands.add_parser(
+    check = add(
+        commands,
         "check",
         help="check the database and the configured providers",
         description="Check that the database is reachable and at the latest migration, that "
@@ -162,15 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
         "exit status 1 when any fails, so it can serve as a health check.",
     )
     check.add_argument(
-        "--timeout", type=float, default=10, metavar="S", help="seconds per check (default 10)"
+        "--timeout", type=_seconds, default=10, metavar="S", help="seconds per check (default 10)"
     )
     check.set_defaults(handler=_check)
 
-    locations = commands.add_parser(
-        "locations", help="manage locations", description="Manage locations (sub-accounts)."
+    locations = add(
+        commands,
+        "locations",
+        help="manage locations",
+        description="Manage locations (sub-accounts).",
     )
     loc_commands = locations.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    loc_create = loc_commands.add_parser(
+    loc_create = add(
+        loc_commands,
         "create",
         help="create a location and print it as JSON",
         description="Create a location and print it as JSON (with its id).",
@@ -180,14 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     loc_create.add_argument("--phone", default="", help="E.164, e.g. +14155550100")
     loc_create.add_argument("--timezone", default="UTC", help="IANA zone (default UTC)")
     loc_create.set_defaults(handler=_admin(_create_location))
-    loc_list = loc_commands.add_parser(
-        "list", help="list every location as JSON", description="List every location as JSON."
+    loc_list = add(
+        loc_commands,
+        "list",
+        help="list every location as JSON",
+        description="List every location as JSON.",
     )
     loc_list.set_defaults(handler=_admin(_list_locations))
 
-    users = commands.add_parser("users", help="manage users", description="Manage users.")
+    users = add(commands, "users", help="manage users", description="Manage users.")
     user_commands = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    user_create = user_commands.add_parser(
+    user_create = add(
+        user_commands,
         "create",
         help="create a user of a location and print it as JSON",
         description="Create a user of a location and print it as JSON (with its id).",
@@ -199,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--phone", default="", help="E.164, e.g. +14155550100")
     user_create.add_argument("--role", choices=["admin", "user"], default="user")
     user_create.set_defaults(handler=_admin(_create_user))
-    user_list = user_commands.add_parser(
+    user_list = add(
+        user_commands,
         "list",
         help="list the users of a location as JSON",
         description="List the users of a location as JSON.",
@@ -207,11 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     user_list.add_argument("--location", required=True, metavar="ID", help="location id")
     user_list.set_defaults(handler=_admin(_list_users))
 
-    tokens = commands.add_parser(
-        "tokens", help="manage API tokens", description="Manage location access tokens."
+    tokens = add(
+        commands, "tokens", help="manage API tokens", description="Manage location access tokens."
     )
     token_commands = tokens.add_subparsers(title="commands", metavar="COMMAND", required=True)
-    token_create = token_commands.add_parser(
+    token_create = add(
+        token_commands,
         "create",
         help="issue a token for a location and print it once",
         description="Issue a location access token. The token is printed once and stored "
@@ -226,14 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"a scope to grant (repeatable); one of: {', '.join(ALL_SCOPES)}",
     )
     token_create.set_defaults(handler=_admin(_create_token))
-    token_revoke = token_commands.add_parser(
+    token_revoke = add(
+        token_commands,
         "revoke",
         help="revoke a token by its id",
         description="Revoke a token by its id; it stops working at once.",
     )
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(handler=_admin(_revoke_token))
-    token_list = token_commands.add_parser(
+    token_list = add(
+        token_commands,
         "list",
         help="list the tokens of a location (never their secrets)",
         description="List the tokens of a location as JSON: id, scopes, when created and "
@@ -242,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     token_list.add_argument("--location", required=True, metavar="ID", help="location id")
     token_list.set_defaults(handler=_admin(_list_tokens))
 
-    senders = commands.add_parser(
+    senders = add(
+        commands,
         "senders",
         help="manage the addresses and numbers a location may send from",
         description="Manage a location's allowed senders. Email goes out from "
@@ -256,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("add", _add_sender, "allow"),
         ("remove", _remove_sender, "stop allowing"),
     ):
-        sender = sender_commands.add_parser(
+        sender = add(
+            sender_commands,
             action,
             help=f"{verb} an email address or number for a location",
             description=f"{verb.capitalize()} an email address or a phone number as a sender "
@@ -267,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
         which.add_argument("--email", metavar="ADDR", help="an email address")
         which.add_argument("--number", metavar="+E164", help="a phone number, e.g. +14155550100")
         sender.set_defaults(handler=_admin(handler))
-    sender_list = sender_commands.add_parser(
+    sender_list = add(
+        sender_commands,
         "list",
         help="list the allowed senders of a location as JSON",
         description="List the allowed senders of a location as JSON.",
@@ -422,10 +495,11 @@ def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
 
     source_path = sqlite_path(settings.database_url)
     if source_path is None:
-        shown = masked_database_url(settings.database_url)
+        url = shlex.quote(database_url_without_password(settings.database_url))
         raise CommandError(
             "db backup copies SQLite databases; on PostgreSQL use pg_dump, e.g. "
-            f"`pg_dump --format=custom --file=calnotify.dump '{shown}'`"
+            f"`pg_dump --format=custom --file=calnotify.dump {url}` with the password in "
+            "PGPASSWORD or ~/.pgpass"
         )
     _existing_database(settings)
     target = Path(args.path).expanduser().resolve()
@@ -433,12 +507,18 @@ def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
         raise CommandError(f"{target} already exists: choose another path or remove it first")
     if not target.parent.is_dir():
         raise CommandError(f"cannot write {target}: the folder {target.parent} does not exist")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True)
+    source = sqlite3.connect(
+        f"file:{quote(str(source_path))}?mode=ro",
+        uri=True,
+        timeout=settings.sqlite_busy_timeout_ms / 1000,
+    )
     try:
         destination = sqlite3.connect(target)
         try:
-            # Page by page, so writers of the running service are held up only briefly.
-            source.backup(destination, pages=1024, sleep=0.005)
+            # In one step: in WAL mode the copy's read transaction holds up no writer, while
+            # a copy in steps starts over after every write the running service makes
+            # between two steps, and under steady writes might never finish.
+            source.backup(destination, pages=-1)
         finally:
             destination.close()
     finally:
@@ -449,10 +529,11 @@ def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
-    from calnotify.db.migrate import upgrade
+    from calnotify.db.migrate import current_head, upgrade
 
     upgrade(settings.database_url)
-    print("database is at the latest schema", file=sys.stderr)
+    shown = shown_database_url(settings.database_url)
+    print(f"upgraded {shown}: at the latest migration, {current_head()}", file=sys.stderr)
     return 0
 
 
@@ -460,16 +541,25 @@ AdminAction = Callable[[argparse.Namespace, Any], Awaitable[Any]]
 
 
 def _admin(action: AdminAction) -> Callable[[argparse.Namespace, Settings], int]:
-    """Run ``action`` in one unit of work on a migrated database; print its JSON result."""
+    """Run ``action`` in one unit of work and print its JSON result.
+
+    The database must be at the latest migration already: an admin command never migrates
+    (a newer calnotify would otherwise upgrade a production database as a side effect);
+    ``serve`` and ``db upgrade`` do.
+    """
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
-        from calnotify.db.migrate import upgrade
+        from calnotify.db.migrate import require_latest
 
         _existing_database(settings)
-        upgrade(settings.database_url)
+        require_latest(settings.database_url)
 
         async def run() -> Any:
-            db = Database(settings.database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
+            db = Database(
+                settings.database_url,
+                busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            )
             try:
                 async with db.session() as session:
                     return await action(args, session)

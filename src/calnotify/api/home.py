@@ -1,4 +1,4 @@
-"""``GET /``: where to go from here (the API docs, the OpenAPI document, the console).
+"""``GET /``: where to go from here (the API docs, the OpenAPI document, the health check).
 
 A browser gets a small HTML page, any other client JSON. Like ``/docs``, ``/redoc``,
 ``/openapi.json`` and ``/healthz`` it needs no token and no ``Version`` header.
@@ -22,7 +22,6 @@ LINKS = (
     ("docs", "/docs", "Interactive API documentation (Swagger UI)"),
     ("redoc", "/redoc", "API reference (ReDoc)"),
     ("openapi", "/openapi.json", "OpenAPI document"),
-    ("console", "/console", "Console"),
     ("health", "/healthz", "Health check"),
 )
 

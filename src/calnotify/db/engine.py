@@ -58,15 +58,43 @@ def masked_database_url(raw: str) -> str:
     SQLAlchemy splits at the first ``@``) is still hidden whole, as is a ``password=``
     query parameter.
     """
+    return _replace_password(raw, "***")
+
+
+def database_url_without_password(raw: str) -> str:
+    """``raw`` with no password at all, for a command such as ``pg_dump URL`` that then
+    takes it from ``PGPASSWORD`` or ``~/.pgpass``. The scheme loses any ``+driver``."""
+    scheme, sep, rest = raw.partition("://")
+    return _replace_password(f"{scheme.partition('+')[0]}{sep}{rest}", None)
+
+
+def _replace_password(raw: str, mask: str | None) -> str:
     scheme, sep, rest = raw.partition("://")
     if not sep or scheme.lower().startswith("sqlite"):  # a file path has no password
         return raw
     main, qmark, query = rest.partition("?")
     userinfo, at, hostpart = main.rpartition("@")
     if at and ":" in userinfo:
-        main = f"{userinfo.partition(':')[0]}:***@{hostpart}"
-    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", query, flags=re.IGNORECASE)
+        user = userinfo.partition(":")[0]
+        main = f"{user}:{mask}@{hostpart}" if mask is not None else f"{user}@{hostpart}"
+    if mask is not None:
+        query = re.sub(r"(^|&)(password=)[^&]*", rf"\1\2{mask}", query, flags=re.IGNORECASE)
+    else:
+        kept = [p for p in query.split("&") if p and not p.lower().startswith("password=")]
+        query = "&".join(kept)
+        qmark = qmark if query else ""
     return f"{scheme}{sep}{main}{qmark}{query}"
+
+
+def shown_database_url(raw: str) -> str:
+    """The URL with its password masked; for a SQLite file, with the absolute path it
+    resolves to when the URL does not show it (a relative path). Never raises."""
+    try:
+        path = sqlite_path(raw)
+    except DatabaseURLError:
+        path = None
+    shown = masked_database_url(raw)
+    return f"{shown} ({path})" if path is not None and str(path) not in shown else shown
 
 
 def sqlite_path(raw: str) -> Path | None:
@@ -86,15 +114,7 @@ def describe_database_error(exc: BaseException, raw_url: str) -> str | None:
     text = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     path = sqlite_path(raw_url)
     if path is not None:
-        if not path.parent.is_dir():
-            why = f"the folder {path.parent} does not exist"
-        elif path.is_dir():
-            why = "that is a folder"
-        elif not os.access(path.parent, os.W_OK):
-            why = f"no permission to write in {path.parent}"
-        else:
-            why = text
-        return f"cannot open the SQLite database {path}: {why} (CALNOTIFY_DATABASE_URL)"
+        return _describe_sqlite_error(text, path)
     shown = masked_database_url(raw_url)
     text = " ".join(text.removeprefix("connection failed: ").replace("FATAL:", "").split())
     if missing := re.search(r'database "[^"]*" does not exist', text):
@@ -116,6 +136,41 @@ def describe_database_error(exc: BaseException, raw_url: str) -> str | None:
     return f"database error ({shown}): {text}"
 
 
+def _describe_sqlite_error(text: str, path: Path) -> str:
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return (
+            f"the SQLite database {path} is locked: another process kept it busy for longer "
+            "than this command waits (CALNOTIFY_SQLITE_BUSY_TIMEOUT_MS); try again"
+        )
+    if not path.parent.is_dir():
+        why = f"the folder {path.parent} does not exist"
+    elif path.is_dir():
+        why = "that is a folder"
+    elif not os.access(path.parent, os.W_OK):
+        why = f"no permission to write in {path.parent}"
+    elif path.exists() and not os.access(path, os.W_OK):
+        why = f"no permission to write {path}"
+    elif "unable to open" in lowered:
+        why = text
+    else:
+        return f"SQLite error on {path}: {text} (CALNOTIFY_DATABASE_URL)"
+    return f"cannot open the SQLite database {path}: {why} (CALNOTIFY_DATABASE_URL)"
+
+
+#: Seconds a PostgreSQL connection of a command (migrations, ``check``, admin commands)
+#: may take to open, so that an unreachable host fails in seconds rather than minutes.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
+def connect_args(url: URL, timeout: int = CONNECT_TIMEOUT_SECONDS) -> dict[str, Any]:
+    """Driver arguments bounding how long a connection takes to open (PostgreSQL only;
+    a ``connect_timeout`` in the URL itself wins)."""
+    if url.get_backend_name() != "postgresql" or "connect_timeout" in url.query:
+        return {}
+    return {"connect_timeout": timeout}
+
+
 def sync_url(raw: str) -> URL:
     """The same database through a synchronous driver (used by Alembic and admin commands)."""
     url = async_url(raw)
@@ -125,15 +180,29 @@ def sync_url(raw: str) -> URL:
 class Database:
     """Owns the engines of one database and hands out sessions."""
 
-    def __init__(self, raw_url: str, *, pool_size: int = 10, busy_timeout_ms: int = 10_000):
+    def __init__(
+        self,
+        raw_url: str,
+        *,
+        pool_size: int = 10,
+        busy_timeout_ms: int = 10_000,
+        connect_timeout: int | None = None,
+    ):
+        """``connect_timeout``: seconds a PostgreSQL connection may take to open (None:
+        the driver's default, which waits for the operating system to give up)."""
         self.url = async_url(raw_url)
         self.dialect = self.url.get_backend_name()
         if self.dialect == "sqlite":
             self.engine = _sqlite_engine(self.url, busy_timeout_ms, immediate=True)
             self.read_engine = _sqlite_engine(self.url, busy_timeout_ms, immediate=False)
         else:
+            timeout = {} if connect_timeout is None else connect_args(self.url, connect_timeout)
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                connect_args=timeout,
             )
             self.read_engine = self.engine
         self.on_wake: list[Callable[[], None]] = []

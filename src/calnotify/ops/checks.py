@@ -31,7 +31,6 @@ import aiosmtplib
 import aiosqlite
 import httpx
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,8 +40,13 @@ from calnotify import __version__
 from calnotify.channels.smtp import smtp_client
 from calnotify.channels.twilio import _error as twilio_error
 from calnotify.config import Settings
-from calnotify.db.engine import DatabaseURLError, async_url, masked_database_url, sqlite_path
-from calnotify.db.migrate import script_directory
+from calnotify.db.engine import (
+    DatabaseURLError,
+    async_url,
+    masked_database_url,
+    shown_database_url,
+)
+from calnotify.db.migrate import revision_problem
 
 __all__ = [
     "CheckResult",
@@ -189,33 +193,10 @@ def _current_heads(connection: Connection) -> tuple[str, ...]:
 
 
 def _compare_revisions(shown: str, heads: tuple[str, ...]) -> CheckResult:
-    script = script_directory()
-    latest = script.get_current_head()
-    if not heads:
-        return _fail(
-            "database",
-            f"{shown}: no calnotify schema (never migrated): run `calnotify db upgrade`",
-        )
-    current = "+".join(sorted(heads))
-    if heads == (latest,):
-        return CheckResult("database", True, f"{shown} at migration {latest} (latest)")
-    if all(_known(script, revision) for revision in heads):
-        return _fail(
-            "database",
-            f"{shown} at migration {current}, latest is {latest}: run `calnotify db upgrade`",
-        )
-    return _fail(
-        "database",
-        f"{shown} at migration {current}, which calnotify {__version__} does not know (its "
-        f"latest is {latest}): run the calnotify version that migrated it, or a newer one",
-    )
-
-
-def _known(script: ScriptDirectory, revision: str) -> bool:
-    try:
-        return script.get_revision(revision) is not None
-    except Exception:  # alembic's CommandError for an unknown revision
-        return False
+    problem = revision_problem(shown, heads)
+    if problem is not None:
+        return _fail("database", problem)
+    return CheckResult("database", True, f"{shown} at migration {heads[0]} (latest)")
 
 
 # --- SMTP ---------------------------------------------------------------------------------
@@ -511,7 +492,7 @@ def startup_summary(settings: Settings, *, mode: str) -> list[str]:
     text, e.g. ``"API + dispatcher (2 loops)"``). Never raises."""
     lines = [
         f"calnotify {__version__}",
-        f"database: {_database_shown(settings.database_url)}",
+        f"database: {shown_database_url(settings.database_url)}",
     ]
     if settings.smtp_configured:
         email = (
@@ -619,13 +600,3 @@ def _scrub(text: str, secrets: Iterable[str]) -> str:
         if len(secret) >= 4:
             text = text.replace(secret, "***")
     return text
-
-
-def _database_shown(raw_url: str) -> str:
-    """The URL with its password masked; for a SQLite file, the absolute path it resolves to."""
-    try:
-        path = sqlite_path(raw_url)
-    except DatabaseURLError:
-        path = None
-    shown = masked_database_url(raw_url)
-    return f"{shown} ({path})" if path is not None and str(path) not in shown else shown

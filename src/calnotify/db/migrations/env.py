@@ -7,10 +7,11 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import create_engine, pool
+from sqlalchemy import create_engine, make_url, pool
 
 import calnotify.models  # noqa: F401  (registers every table on Base.metadata)
 from calnotify.db.base import Base, UTCDateTime
+from calnotify.db.engine import connect_args
 
 config = context.config
 target_metadata = Base.metadata
@@ -43,7 +44,9 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url is not None
-    engine = create_engine(url, poolclass=pool.NullPool)
+    # A bounded connect: `db upgrade` (or `serve`) against an unreachable host fails in
+    # seconds instead of waiting for the operating system to give up.
+    engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args(make_url(url)))
     with engine.connect() as connection:
         context.configure(
             connection=connection,
