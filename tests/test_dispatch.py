@@ -204,7 +204,7 @@ async def test_changes_racing_a_claimed_delivery_never_let_it_out(
     elif race == "delete":
         await scenario.delete(appointment["id"])
     elif race == "edit_rule":
-        await scenario.update_rule(rule["_id"], subject="New words")
+        await scenario.update_rule(rule["_id"], beforeTime=[{"timeOffset": 2, "unit": "hours"}])
     elif race == "deactivate_rule":
         await scenario.update_rule(rule["_id"], isActive=False)
     elif race == "delete_rule":
@@ -218,6 +218,18 @@ async def test_changes_racing_a_claimed_delivery_never_let_it_out(
     assert provider.sent == []
     claimed = next(d for d in await scenario.deliveries() if d["id"] == batch[0].id)
     assert (claimed["status"], claimed["reason"]) == ("skipped", reason)
+
+
+async def test_new_wording_racing_a_claimed_delivery_goes_out_in_the_new_words(
+    scenario: Scenario, provider: ScriptedProvider
+) -> None:
+    """The wording is rendered at send time; changing it voids nothing."""
+    [rule] = await scenario.rules(REMINDER)
+    await scenario.book(await scenario.tenant.add_contact(), START)
+    batch = await _claimed(scenario)
+    await scenario.update_rule(rule["_id"], subject="New words")
+    await scenario.dispatcher.record(await scenario.dispatcher.process(batch))
+    assert [m.subject for m in provider.sent] == ["New words"]
 
 
 async def test_a_harmless_change_keeps_a_claimed_delivery_valid(

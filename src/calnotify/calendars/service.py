@@ -25,7 +25,8 @@ from calnotify.db.scoped import get_in_location
 from calnotify.errors import BadRequest, FieldError
 from calnotify.ids import looks_like_id
 from calnotify.models import Calendar, Notification, User
-from calnotify.planning.planner import cancel_for_calendar, lock_calendar
+from calnotify.planning.jobs import cancel_for_calendar
+from calnotify.planning.planner import lock_calendar
 
 SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
 MAX_SLOT_MINUTES = 7 * 24 * 60
@@ -95,7 +96,7 @@ async def delete_calendar(
         .where(Notification.calendar_id == calendar.id, Notification.deleted.is_(False))
         .values(deleted=True, version=Notification.version + 1, date_updated=now)
     )
-    await cancel_for_calendar(session, calendar.id, now)
+    await cancel_for_calendar(session, calendar.location_id, calendar.id, now)
     await session.flush()
 
 

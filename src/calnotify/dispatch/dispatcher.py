@@ -55,6 +55,7 @@ from calnotify.models import (
     User,
 )
 from calnotify.models.delivery import RecipientKind
+from calnotify.planning import jobs
 from calnotify.planning.recipients import People, RecipientRef, for_customer, resolve
 from calnotify.templates.budget import RenderPool
 from calnotify.templates.render import RenderData, RenderError, render_notification
@@ -69,6 +70,10 @@ SLOW_AFTER_SECONDS = 1.0
 # Dispatcher.slow_locations): its claims are capped, and the rest of its chunk is given back.
 SLOW_RENDER_SECONDS = 0.25
 SLOW_MEMORY_SECONDS = 60.0
+# Batches one dispatch loop may have in flight at once.
+BATCHES_PER_LOOP = 4
+# How long a delivery waits for its rule's re-planning to reach it.
+PLANNING_WAIT = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,11 @@ class Dispatcher:
         self.settings = settings or DispatchSettings()
         self.metrics = metrics or DispatchMetrics()
         self._wake = asyncio.Event()
+        self._jobs_wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._batches: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(self.settings.concurrency * BATCHES_PER_LOOP)
         self._last_rescue: datetime | None = None
         # Deliveries being rendered or sent by this process, by location: when each began.
         self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
@@ -128,10 +136,12 @@ class Dispatcher:
     def wake(self) -> None:
         """New due work may exist (called after a commit that planned some)."""
         self._wake.set()
+        self._jobs_wake.set()
 
     def start(self) -> None:
         for i in range(self.settings.concurrency):
             self._tasks.append(asyncio.create_task(self._loop(), name=f"dispatch-{i}"))
+        self._tasks.append(asyncio.create_task(self._planning_loop(), name="dispatch-planning"))
 
     async def stop(self) -> None:
         """Stop claiming, give back what was claimed but not started, and let the messages
@@ -139,8 +149,14 @@ class Dispatcher:
         cancelled and what they held is taken back when its lease runs out."""
         self._stopping = True
         self._wake.set()
+        self._jobs_wake.set()
+        give_up = time.monotonic() + self.settings.drain_seconds
         if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=self.settings.drain_seconds)
+            await asyncio.wait(self._tasks, timeout=self.settings.drain_seconds)
+        running = [*self._tasks, *self._batches]
+        if running:
+            timeout = max(0.0, give_up - time.monotonic())
+            _, late = await asyncio.wait(running, timeout=timeout)
             for task in late:
                 task.cancel()
             if late:
@@ -150,23 +166,70 @@ class Dispatcher:
         await self.render_pool.close()
 
     async def _loop(self) -> None:
+        """Claim batches and work on each in a task of its own, up to
+        ``BATCHES_PER_LOOP`` per loop at once: a batch waiting for a slow or hanging
+        provider holds back no other message."""
         while not self._stopping:
+            await self._slots.acquire()
+            if self._stopping:
+                self._slots.release()
+                break
+            spawned = False
             try:
-                done = await self.run_once()
+                batch = await self.claim_batch()
+                if batch:
+                    self._spawn(batch)
+                    spawned = True
             except (OperationalError, DBAPIError, OSError) as exc:
                 # The database went away or is locked for long: wait and try again.
                 log.warning("dispatch: database error, retrying: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 continue
             except Exception:
-                # Whatever happened, this loop keeps sending; the batch's lease runs out and
-                # its deliveries are taken back.
                 log.exception("dispatch: unexpected error; continuing")
                 await asyncio.sleep(1.0)
                 continue
-            if done or self._stopping:
+            finally:
+                if not spawned:
+                    self._slots.release()
+            if spawned or self._stopping:
                 continue
             await self._idle()
+
+    def _spawn(self, batch: Sequence[Delivery]) -> None:
+        task = asyncio.create_task(self.work(batch), name="dispatch-batch")
+        self._batches.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batches.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # Whatever happened, dispatch goes on; the batch's lease runs out and what it
+            # still held is taken back.
+            log.error("dispatch: a batch failed", exc_info=error)
+
+    async def _planning_loop(self) -> None:
+        """Planning jobs (re-planning a rule over a big calendar, a deleted calendar's
+        cancellations) and the recurring horizon, a short transaction per page."""
+        while not self._stopping:
+            try:
+                done = await self.plan_once()
+            except (OperationalError, DBAPIError, OSError) as exc:
+                log.warning("planning: database error, retrying: %s", type(exc).__name__)
+                done = 0
+            except Exception:
+                log.exception("planning: unexpected error; continuing")
+                done = 0
+            if done or self._stopping:
+                continue
+            self._jobs_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._jobs_wake.wait(), timeout=self.settings.poll_interval)
+
+    async def plan_once(self, pages: int = 20) -> int:
+        """Up to ``pages`` pages of planning work; the pages done."""
+        return await jobs.run_jobs(self.db, self.clock, pages=pages)
 
     async def _idle(self) -> None:
         timeout = self.settings.poll_interval
@@ -180,6 +243,13 @@ class Dispatcher:
 
     async def run_once(self) -> int:
         """Claim and process one batch of due deliveries; the number claimed."""
+        batch = await self.claim_batch()
+        if batch:
+            await self.work(batch)
+        return len(batch)
+
+    async def claim_batch(self) -> Sequence[Delivery]:
+        """Take back expired leases now and then, and claim a batch of due deliveries."""
         now = self.clock.now()
         await self._rescue(now)
         batch = await lifecycle.claim(
@@ -193,8 +263,10 @@ class Dispatcher:
         )
         self.metrics.claims += 1
         self.metrics.claimed += len(batch)
-        if not batch:
-            return 0
+        return batch
+
+    async def work(self, batch: Sequence[Delivery]) -> None:
+        """Fence, render, send and record a claimed batch, chunk by chunk."""
         size = self.settings.chunk_size
         async with _Heartbeat(self, batch) as lease:
             for start in range(0, len(batch), size):
@@ -212,7 +284,6 @@ class Dispatcher:
                     outcomes = await self.process(chunk, lease)
                     await self._record_patiently(outcomes, lease)
                 lease.release(d.id for d in batch[start : start + size])
-        return len(batch)
 
     async def _record_patiently(
         self, outcomes: Sequence[Outcome], lease: _Heartbeat | None = None
@@ -243,6 +314,8 @@ class Dispatcher:
         """Run until nothing is due (for tests and one-shot use); the number processed."""
         total = 0
         for _ in range(rounds):
+            while await self.plan_once():
+                pass
             done = await self.run_once()
             total += done
             if not done:
@@ -479,6 +552,18 @@ class Dispatcher:
         people = data.people.get(delivery.location_id)
         if rule is not None and (not rule.is_active or rule.deleted):
             return Outcome(delivery, DeliveryStatus.SKIPPED, Reason.INACTIVE)
+        if (
+            rule is not None
+            and rule.version != delivery.notification_version
+            and rule.planned_version < rule.version
+        ):
+            # The rule is being re-planned and this delivery's page is not done yet: it
+            # waits for it (kept and re-stamped, or cancelled) instead of being dropped.
+            if now > delivery.deadline_at:
+                return Outcome(delivery, DeliveryStatus.SKIPPED, Reason.LATE)
+            return Outcome(
+                delivery, DeliveryStatus.SCHEDULED, released=True, retry_at=now + PLANNING_WAIT
+            )
         if (
             appointment is None
             or rule is None

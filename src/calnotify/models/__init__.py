@@ -6,6 +6,7 @@ from calnotify.models.contact import Contact
 from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, OutboxMessage
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
+from calnotify.models.planning_job import PlanningJob
 from calnotify.models.sender import AllowedSender
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
@@ -24,6 +25,7 @@ __all__ = [
     "Location",
     "Notification",
     "OutboxMessage",
+    "PlanningJob",
     "Template",
     "User",
 ]

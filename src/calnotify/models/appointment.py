@@ -30,6 +30,7 @@ class Appointment(IdMixin, TimestampsMixin, Base):
     __table_args__ = (
         Index(None, "calendar_id", "start_at"),
         Index(None, "location_id", "assigned_user_id", "start_at"),
+        Index(None, "master_id", "original_start_at"),
     )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
@@ -52,6 +53,17 @@ class Appointment(IdMixin, TimestampsMixin, Base):
     extra: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Recurring series (docs/recurring.md). A series' master carries the ``rrule``; each of
+    # its occurrences that is due for planning is a row of its own with ``master_id`` and
+    # the start the rule gave it (``original_start_at``: its instance id, kept when moved).
+    master_id: Mapped[str | None] = mapped_column(String(20), default=None)
+    original_start_at: Mapped[datetime | None] = mapped_column(default=None)
+    # An occurrence changed on its own (PUT on its instance id): series edits leave it be.
+    is_exception: Mapped[bool] = mapped_column(Boolean, default=False)
+    # On a master: occurrences exist as rows up to here, deliveries are planned up to
+    # ``planned_until`` (the rolling horizon).
+    materialized_until: Mapped[datetime | None] = mapped_column(default=None)
+    planned_until: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class AppointmentEventKind(StrEnum):

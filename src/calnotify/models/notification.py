@@ -63,5 +63,9 @@ class Notification(IdMixin, TimestampsMixin, Base):
     from_number: Mapped[str] = mapped_column(String(4096), default="")
     # Creation order: rows of one POST share date_added and keep their array position.
     batch_index: Mapped[int] = mapped_column(Integer, default=0)
-    # Bumped on every change; deliveries remember the version they were planned from.
+    # Bumped on every change of what deliveries are planned from (receivers, channel,
+    # type, schedule, active, deleted; not the wording, rendered at send time); deliveries
+    # remember the version they were planned from.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # The version whose re-planning is complete; lower while a planning job is under way.
+    planned_version: Mapped[int] = mapped_column(Integer, default=1)

@@ -18,8 +18,11 @@ from calnotify.notifications.schemas import (
     NotificationCreate,
     NotificationOut,
     NotificationUpdate,
+    PlanningJobOut,
+    PlanningOut,
     schedule_to_wire,
 )
+from calnotify.planning.jobs import jobs_of_rule
 
 router = APIRouter(prefix="/calendars/{calendarId}/notifications", tags=["Calendar Notifications"])
 
@@ -76,6 +79,28 @@ async def find_notification(
 ) -> JSONAnswer:
     row = await service.get_notification(session, principal, calendarId, notificationId)
     return JSONAnswer(ONE, to_out(row))
+
+
+@router.get(
+    "/{notificationId}/planning",
+    response_model=PlanningOut,
+    operation_id="get-event-notification-planning",
+    tags=["calnotify"],
+)
+async def notification_planning(
+    calendarId: str, notificationId: str, principal: EventsRead, session: SessionDep
+) -> PlanningOut:
+    """Re-planning progress of one rule (a calnotify extension): ``planning`` while a
+    background job is still re-planning the calendar's appointments after a change."""
+    row = await service.get_notification(session, principal, calendarId, notificationId)
+    recent = await jobs_of_rule(session, row.id)
+    return PlanningOut(
+        notification_id=row.id,
+        state="planned" if row.planned_version >= row.version else "planning",
+        version=row.version,
+        planned_version=row.planned_version,
+        jobs=[PlanningJobOut.model_validate(j, from_attributes=True) for j in recent],
+    )
 
 
 @router.put(

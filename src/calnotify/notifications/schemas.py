@@ -114,3 +114,25 @@ class MessageOut(BaseModel):
 
 def schedule_to_wire(entries: list[dict[str, Any]]) -> list[ScheduleOut]:
     return [ScheduleOut(timeOffset=e.get("timeOffset"), unit=e.get("unit")) for e in entries]
+
+
+class PlanningJobOut(OutputModel):
+    id: str
+    kind: str = Field(description="rule: re-planning this rule over its calendar")
+    status: str = Field(description="pending, done, or superseded (a newer change took over)")
+    pages: int = Field(description="pages of appointments (or deliveries) done so far")
+    items: int = Field(description="appointments (or deliveries) done so far")
+    created_at: Timestamp
+    updated_at: Timestamp
+    finished_at: Timestamp | None
+
+
+class PlanningOut(OutputModel):
+    """Whether every pending delivery of a rule reflects its latest change (a calnotify
+    extension: re-planning a big calendar runs in the background, docs/engine.md)."""
+
+    notification_id: str
+    state: str = Field(description="planned, or planning while a job is under way")
+    version: int
+    planned_version: int
+    jobs: list[PlanningJobOut] = Field(description="the latest planning jobs, newest first")

@@ -29,7 +29,8 @@ from calnotify.notifications.schemas import (
     NotificationFieldsIn,
     NotificationUpdate,
 )
-from calnotify.planning.planner import SCHEDULED_TYPES, plan_rule_change
+from calnotify.planning.jobs import plan_rule_change
+from calnotify.planning.planner import SCHEDULED_TYPES
 
 
 async def create_many(
@@ -110,10 +111,14 @@ async def update_notification(
     if draft != current:
         for name, value in draft.as_columns().items():
             setattr(row, name, value)
-        row.version += 1
         row.date_updated = utcnow()
+        if _plans_differ(current, draft):
+            # The wording is rendered at send time: only a change of what deliveries are
+            # planned from makes the pending ones stale.
+            row.version += 1
+            await session.flush()
+            await plan_rule_change(session, row, now)
         await session.flush()
-        await plan_rule_change(session, row, now, recipients_or_times=_plans_differ(current, draft))
     return row
 
 

@@ -55,7 +55,6 @@ from calnotify.planning.recipients import People, RecipientRef, recipients, reso
 
 DEADLINE = timedelta(hours=24)
 MIN_WINDOW = timedelta(seconds=60)
-PAGE = 500
 WAKE_CHANNEL = "calnotify_deliveries"
 
 LIVE = (AppointmentStatus.NEW, AppointmentStatus.CONFIRMED)
@@ -102,97 +101,6 @@ async def plan_appointment_change(
         all_rules_of_calendar=True,
         fresh=fresh,
     )
-
-
-async def plan_rule_change(
-    session: AsyncSession, rule: Notification, now: datetime, *, recipients_or_times: bool = True
-) -> None:
-    """Re-plan every future appointment of the rule's calendar after the rule changed.
-
-    With ``recipients_or_times=False`` (only the wording or sender changed) nothing moves:
-    the pending deliveries are re-stamped with the rule's new version in one statement.
-    """
-    await lock_calendar(session, rule.calendar_id)
-    if not recipients_or_times and rule.is_active and not rule.deleted:
-        await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.notification_id == rule.id,
-                Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
-            )
-            .values(notification_version=rule.version, updated_at=now)
-        )
-        return
-    if rule.deleted or not rule.is_active:
-        reason = "rule_deleted" if rule.deleted else "rule_deactivated"
-        await lifecycle.cancel(session, reason, now, Delivery.notification_id == rule.id)
-        return
-    # Pending deliveries sent at once keep going unless the rule now means something else.
-    await lifecycle.cancel(
-        session,
-        "rule_changed",
-        now,
-        Delivery.notification_id == rule.id,
-        Delivery.trigger == Trigger.EVENT,
-        (Delivery.channel != rule.channel)
-        | (Delivery.receiver_type != rule.receiver_type)
-        | (Delivery.notification_type != rule.notification_type),
-    )
-    await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.notification_id == rule.id,
-            Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
-            Delivery.trigger == Trigger.EVENT,
-            Delivery.channel == rule.channel,
-            Delivery.receiver_type == rule.receiver_type,
-            Delivery.notification_type == rule.notification_type,
-        )
-        .values(notification_version=rule.version, updated_at=now)
-    )
-    if rule.notification_type not in SCHEDULED_TYPES:
-        await lifecycle.cancel(
-            session,
-            "rule_changed",
-            now,
-            Delivery.notification_id == rule.id,
-            Delivery.trigger == Trigger.SCHEDULE,
-        )
-        return
-
-    query = (
-        select(Appointment)
-        .where(Appointment.calendar_id == rule.calendar_id, Appointment.deleted.is_(False))
-        .order_by(Appointment.id)
-    )
-    if rule.notification_type == NotificationType.REMINDER:
-        query = query.where(Appointment.start_at > now)
-    else:
-        longest = max((offset_seconds(e) for e in rule.after_time), default=0.0)
-        query = query.where(Appointment.end_at > now - timedelta(seconds=longest) - DEADLINE)
-    last_id = ""
-    while True:
-        page = (await session.scalars(query.where(Appointment.id > last_id).limit(PAGE))).all()
-        if not page:
-            break
-        last_id = page[-1].id
-        people = await _people(session, rule.location_id, [a.contact_id for a in page])
-        for appointment in page:
-            await _reconcile(
-                session,
-                appointment,
-                [rule],
-                people,
-                now,
-                immediate=[],
-                superseding_reschedule=False,
-                stamp="notification",
-                all_rules_of_calendar=False,
-            )
-
-
-async def cancel_for_calendar(session: AsyncSession, calendar_id: str, now: datetime) -> None:
-    await lifecycle.cancel(session, "calendar_deleted", now, Delivery.calendar_id == calendar_id)
 
 
 async def lock_calendar(session: AsyncSession, calendar_id: str) -> None:

@@ -1,0 +1,747 @@
+"""Drill: hostile templates from one location while another books; nobody else may notice.
+
+    python bench/drills/hostile_templates.py [--database sqlite|postgresql]
+        [--hostile-bookings 50] [--calm-seconds 20] [--calm-interval 0.5]
+        [--uniq 25000] [--gil-range 30000000] [--drain-timeout 300] [--no-measure]
+
+`calnotify serve` (the API and, in-process, the dispatcher) sends email to an SMTP server
+(aiosmtpd) in a process of its own, which records when each message arrived, for whom,
+and its Message-ID (the delivery's id). Two locations:
+
+- H (hostile) has one calendar per template in HOSTILE below, each with an email `booked`
+  rule to the contact whose subject and body are that template: Liquid the API accepts
+  when the rule is saved (each is tried on its own; a refused one is reported, not used)
+  but that is costly to render. H books --hostile-bookings appointments, round-robin over
+  its calendars: each booking plans one hostile delivery, due at once.
+- B (calm) has a calendar with a plain `booked` email rule. Right after H's bookings, B
+  books an appointment every --calm-interval seconds for --calm-seconds seconds.
+
+Throughout, a probe in another process polls `GET /healthz` every 100 ms (2 s timeout; a
+timeout or error counts as a failure). The drill then waits (at most --drain-timeout
+seconds) until none of H's deliveries is scheduled or sending.
+
+With --measure (the default) each template is first rendered once in this process
+(`calnotify.templates.liquid.parse`, then `calnotify.templates.render.html_to_text` for an
+HTML body) under a --budget deadline, reporting the time taken, the outcome and the longest
+stretch another thread of the process could not run (a filter call that holds the
+interpreter lock). The `gil_range` template builds a list of --gil-range integers
+(about 40 bytes each: 30,000,000 is 1.2 GB, twice that with two renders at once).
+
+PASS when all of these hold:
+- every `/healthz` answered 200 within 1 s (max < 1 s, no failure);
+- every B booking was answered 2xx and its email reached the SMTP server within 3 s of
+  the answer;
+- no H delivery is left scheduled or sending (they end `failed`/`render`, or `sent` when
+  the template rendered within its budget: counted per template);
+- no message (Message-ID) reached the SMTP server twice;
+- no API call of the drill was answered 5xx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+import httpx
+
+from bench.common import (
+    free_port,
+    fresh_database,
+    log,
+    percentile,
+    report,
+    seed_tenant,
+    wait_healthy,
+)
+
+HEALTH_LIMIT = 1.0  # seconds: the promise for /healthz
+EMAIL_LIMIT = 3.0  # seconds from B's booking answer to its email at the SMTP server
+HEALTH_EVERY = 0.1
+HEALTH_TIMEOUT = 2.0
+VERSION = "2021-04-15"
+H_EMAIL = "hostile@h.example"
+B_EMAIL = "calm@b.example"
+
+
+@dataclass(frozen=True)
+class Hostile:
+    name: str
+    subject: str
+    body: str
+    what: str
+
+
+def hostile_templates(uniq: int, gil_range: int) -> list[Hostile]:
+    text = "abcdefghij" * 6000  # 60,000 characters: under the 64 KiB of local variables
+    return [
+        Hostile(
+            "script_flood",
+            "{% for i in (1..10000) %}{{ contact.first_name }} <script> {% endfor %}",
+            "<p>Hello {{ contact.first_name }}</p>"
+            "{% for i in (1..8000) %}<script>{{ appointment.title }}<!--{% endfor %}",
+            "8,000 unclosed <script> tags and comments (HTML body); a 140 KB subject",
+        ),
+        Hostile(
+            "deep_nesting",
+            "{{ contact.first_name }}{{ contact.first_name }}",
+            "<div><i><a href='https://x.example/'>" * 1500
+            + "{{ contact.first_name }}"
+            + "<table><tr><td>" * 500
+            + "<style>",
+            "1,500 x <div><i><a> and 500 x <table><tr><td>, never closed, then <style>",
+        ),
+        Hostile(
+            "output_limit",
+            "{{ appointment.start_time }}",
+            '{% for i in (1..2800) %}<p><a href="https://example.com/{{ i }}">'
+            "{{ appointment.start_time }} {{ contact.name }}</a></p>{% endfor %}",
+            "about 250 KB of links, just under the 256 KiB output limit",
+        ),
+        Hostile(
+            "replace_loop",
+            "{{ contact.first_name }}",
+            "{% capture s %}" + text + "{% endcapture %}"
+            "{% for i in (1..100) %}{% for j in (1..100) %}"
+            "{% assign s = s | replace: 'a', 'b' | replace: 'b', 'a'"
+            " | replace: 'c', 'd' | replace: 'd', 'c' %}"
+            "{% endfor %}{% endfor %}{{ s.size }}",
+            "10,000 loop iterations of 4 replace calls on 60,000 characters",
+        ),
+        Hostile(
+            "uniq_runaway",
+            "{{ contact.first_name }}",
+            f"{{{{ (1..{uniq}) | join: ',' | split: ',' | uniq | size }}}}",
+            f"uniq over {uniq:,} distinct strings: one quadratic filter call",
+        ),
+        Hostile(
+            "gil_range",
+            "{{ contact.first_name }}",
+            f"{{{{ (1..{gil_range}) | sort | size }}}}",
+            f"sort of a {gil_range:,}-integer range: one C call building the list",
+        ),
+    ]
+
+
+# --- offline measurement -------------------------------------------------------------------
+
+
+def measure(templates: list[Hostile], budget: float) -> dict[str, dict[str, Any]]:
+    """Render each template once here, under a deadline of ``budget``."""
+    from calnotify.templates.budget import render_deadline
+    from calnotify.templates.liquid import parse
+    from calnotify.templates.merge_fields import MERGE_FIELDS
+    from calnotify.templates.render import _looks_like_html, html_to_text
+
+    # Values of the seeded tenant's size (merge fields the templates print).
+    values: dict[str, Any] = {
+        root: dict.fromkeys(names, "x") for root, names in MERGE_FIELDS.items()
+    }
+    values["contact"].update(first_name="Rosa", name="Rosa Diaz")
+    values["appointment"].update(title="Cleaning", start_time="Monday, March 4, 2030 10:00 AM")
+    out: dict[str, dict[str, Any]] = {}
+    for t in templates:
+        gaps: list[float] = []
+        stop = threading.Event()
+
+        def ticker(gaps: list[float] = gaps, stop: threading.Event = stop) -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                time.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        thread = threading.Thread(target=ticker, daemon=True)
+        thread.start()
+        time.sleep(0.02)
+        began = time.perf_counter()
+        try:
+            with render_deadline(budget):
+                html = _looks_like_html(t.body)
+                body = str(parse(t.body, html=html).render(**values))
+                if html:
+                    body = html_to_text(body)
+                subject = str(parse(t.subject).render(**values))
+            outcome = f"ok ({len(body):,} + {len(subject):,} chars)"
+        except Exception as exc:  # what the dispatcher would fail the delivery with
+            outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60] if str(exc) else ''}"
+        took = time.perf_counter() - began
+        stop.set()
+        thread.join()
+        out[t.name] = {
+            "render_seconds": round(took, 3),
+            "outcome": outcome,
+            "longest_lock_hold_seconds": round(max(gaps, default=0.0) - 0.002, 3),
+        }
+        log(
+            f"offline render {t.name}: {took:.2f} s, {outcome}, lock held up to"
+            f" {out[t.name]['longest_lock_hold_seconds']:.2f} s"
+        )
+    return out
+
+
+# --- the SMTP server and the health probe (processes of their own) ---------------------------
+
+
+def _child_signals() -> None:
+    """A child is stopped by the drill (terminate), not by Ctrl-C, nor by the drill's own
+    SIGTERM handler (inherited through fork)."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _smtp_recorder(port: int, events: Any) -> None:
+    from aiosmtpd.controller import Controller
+
+    _child_signals()
+
+    class Handler:
+        async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            content: bytes = envelope.content
+            start = content.find(b"Message-ID: <")
+            end = content.find(b">", start)
+            message_id = content[start + 13 : end].decode() if start >= 0 else ""
+            events.put((time.time(), message_id, list(envelope.rcpt_tos), len(content)))
+            return "250 OK"
+
+    controller = Controller(
+        Handler(), hostname="127.0.0.1", port=port, data_size_limit=64 * 1024 * 1024
+    )
+    controller.start()
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        controller.stop()
+
+
+class SmtpRecorder:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.events: Any = multiprocessing.Queue()
+        self.process = multiprocessing.Process(
+            target=_smtp_recorder, args=(self.port, self.events), daemon=True
+        )
+        self.arrivals: list[tuple[float, str, list[str], int]] = []
+
+    def __enter__(self) -> SmtpRecorder:
+        self.process.start()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.process.terminate()
+        raise RuntimeError("the SMTP server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.collect()
+        self.process.terminate()
+        self.process.join(timeout=5)
+
+    def collect(self) -> list[tuple[float, str, list[str], int]]:
+        while True:
+            try:
+                self.arrivals.append(self.events.get_nowait())
+            except queue_module.Empty:
+                return self.arrivals
+
+    def to(self, address: str) -> int:
+        return sum(1 for _, _, rcpts, _ in self.collect() if address in rcpts)
+
+
+def _health_probe(base: str, results: Any, stop: Any) -> None:
+    """GET /healthz every HEALTH_EVERY s; puts (time, seconds or None, status) per poll."""
+    _child_signals()
+    with httpx.Client(base_url=base, timeout=HEALTH_TIMEOUT) as client:
+        following = time.monotonic()
+        while not stop.is_set():
+            at = time.time()
+            began = time.perf_counter()
+            try:
+                status = client.get("/healthz").status_code
+                results.put((at, time.perf_counter() - began, status))
+            except httpx.HTTPError as exc:
+                results.put((at, None, type(exc).__name__))
+            following += HEALTH_EVERY
+            pause = following - time.monotonic()
+            if pause > 0:
+                stop.wait(pause)
+            else:
+                following = time.monotonic()
+
+
+class HealthProbe:
+    def __init__(self, base: str) -> None:
+        self.results: Any = multiprocessing.Queue()
+        self.stop_event: Any = multiprocessing.Event()
+        self.process = multiprocessing.Process(
+            target=_health_probe, args=(base, self.results, self.stop_event), daemon=True
+        )
+        self.polls: list[tuple[float, float | None, Any]] = []
+
+    def start(self) -> None:
+        self.process.start()
+
+    def collect(self) -> list[tuple[float, float | None, Any]]:
+        while True:
+            try:
+                self.polls.append(self.results.get_nowait())
+            except queue_module.Empty:
+                return self.polls
+
+    def stop(self) -> None:
+        if self.process.pid is None:
+            return
+        self.stop_event.set()
+        deadline = time.monotonic() + HEALTH_TIMEOUT + 3
+        while self.process.is_alive() and time.monotonic() < deadline:
+            self.collect()  # a child blocks on exit while its queue is not drained
+            self.process.join(timeout=0.1)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout=5)
+        self.collect()
+
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+class Api:
+    """One location's client; remembers every status code it got."""
+
+    def __init__(self, base: str, token: str) -> None:
+        self.client = httpx.Client(
+            base_url=base,
+            headers={"Authorization": f"Bearer {token}", "Version": VERSION},
+            timeout=30,
+        )
+        self.codes: Counter[int] = Counter()
+        self.server_errors: list[str] = []
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.client.request(method, path, **kwargs)
+        self.codes[response.status_code] += 1
+        if response.status_code >= 500:
+            self.server_errors.append(
+                f"{method} {path}: {response.status_code} {response.text[:200]}"
+            )
+        return response
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def booked_rule(subject: str, body: str) -> dict[str, Any]:
+    return {
+        "receiverType": "contact",
+        "channel": "email",
+        "notificationType": "booked",
+        "subject": subject,
+        "body": body,
+    }
+
+
+def book(api: Api, location: str, calendar: str, contact: str, start: datetime) -> httpx.Response:
+    return api.call(
+        "POST",
+        "/calendars/events/appointments",
+        json={
+            "calendarId": calendar,
+            "locationId": location,
+            "contactId": contact,
+            "startTime": start.isoformat(),
+        },
+    )
+
+
+def deliveries(api: Api, **filters: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for _ in range(100):  # at most 10,000 rows
+        response = api.call(
+            "GET", "/deliveries", params={**filters, "limit": 100, "skip": len(out)}
+        )
+        response.raise_for_status()
+        page = response.json()
+        out += page["deliveries"]
+        if len(out) >= page["total"] or not page["deliveries"]:
+            break
+    return out
+
+
+def pending(api: Api, calendars: list[str]) -> int:
+    n = 0
+    for calendar in calendars:
+        for status in ("scheduled", "sending"):
+            response = api.call(
+                "GET",
+                "/deliveries",
+                params={"calendarId": calendar, "status": status, "limit": 1},
+            )
+            response.raise_for_status()
+            n += int(response.json()["total"])
+    return n
+
+
+# --- the drill --------------------------------------------------------------------------------
+
+
+def start_server(
+    url: str, port: int, env: dict[str, str], logfile: Path
+) -> subprocess.Popen[bytes]:
+    with open(logfile, "wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "calnotify",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env={**os.environ, "CALNOTIFY_DATABASE_URL": url, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> int | None:
+    if server.poll() is not None:
+        return server.returncode
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.wait(timeout=40)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=10)
+        return None
+
+
+def stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50), 3),
+        "p99": round(percentile(values, 99), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    templates = hostile_templates(args.uniq, args.gil_range)
+    offline = measure(templates, args.budget) if args.measure else {}
+    violations: dict[str, list[str]] = {}
+    with (
+        fresh_database(args.database) as url,
+        SmtpRecorder() as smtp,
+        tempfile.TemporaryDirectory(prefix="calnotify-hostile-") as folder,
+    ):
+        h, b = seed_tenant(url), seed_tenant(url)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        logfile = Path(folder) / "serve.log"
+        env = {
+            "CALNOTIFY_LOG_LEVEL": "warning",
+            "CALNOTIFY_RENDER_BUDGET_SECONDS": f"{args.budget:g}",
+            "CALNOTIFY_SMTP_HOST": "127.0.0.1",
+            "CALNOTIFY_SMTP_PORT": str(smtp.port),
+            "CALNOTIFY_SMTP_SECURITY": "none",
+            "CALNOTIFY_SMTP_CONNECTIONS": "8",
+            "CALNOTIFY_SMTP_TIMEOUT": "10",
+        }
+        server = start_server(url, port, env, logfile)
+        probe = HealthProbe(base)
+        hapi, bapi = Api(base, h.token), Api(base, b.token)
+        accepted: dict[str, str] = {}  # template → calendar
+        refused: dict[str, str] = {}
+        h_rules: dict[str, str] = {}  # rule id → template
+        h_booked: list[str] = []
+        h_booking_codes: Counter[int] = Counter()
+        b_bookings: list[dict[str, Any]] = []  # id, answered (epoch), seconds, status
+        exit_code: int | None = None
+        try:
+            wait_healthy(base)
+            # Setup: the seeded reminder rules off, one address per location.
+            for api, tenant, address in ((hapi, h, H_EMAIL), (bapi, b, B_EMAIL)):
+                api.call(
+                    "PUT",
+                    f"/calendars/{tenant.calendar}/notifications/{tenant.rule}",
+                    json={"isActive": False},
+                ).raise_for_status()
+                api.call(
+                    "PUT", f"/contacts/{tenant.contact}", json={"email": address}
+                ).raise_for_status()
+            for t in templates:
+                response = hapi.call(
+                    "POST", "/calendars/", json={"locationId": h.location, "name": t.name}
+                )
+                response.raise_for_status()
+                calendar = response.json()["calendar"]["id"]
+                response = hapi.call(
+                    "POST",
+                    f"/calendars/{calendar}/notifications",
+                    json=[booked_rule(t.subject, t.body)],
+                )
+                if response.status_code == 200:
+                    accepted[t.name] = calendar
+                    h_rules[response.json()[0]["_id"]] = t.name
+                else:
+                    refused[t.name] = f"{response.status_code} {response.text[:160]}"
+                log(f"rule {t.name}: {response.status_code} ({len(t.body.encode()):,} bytes)")
+            response = bapi.call(
+                "POST",
+                f"/calendars/{b.calendar}/notifications",
+                json=[
+                    booked_rule(
+                        "Booked: {{ appointment.title }}",
+                        "Hello {{ contact.first_name }}, see you {{ appointment.start_time }}.",
+                    )
+                ],
+            )
+            response.raise_for_status()
+            b_rule = response.json()[0]["_id"]
+
+            probe.start()
+            time.sleep(2)  # a baseline before anything hostile happens
+            h_calendars = list(accepted.values())
+            start = datetime.now(UTC) + timedelta(days=3)
+            hostile_began = time.time()
+            for i in range(args.hostile_bookings if h_calendars else 0):
+                response = book(
+                    hapi,
+                    h.location,
+                    h_calendars[i % len(h_calendars)],
+                    h.contact,
+                    start + timedelta(minutes=30 * i),
+                )
+                h_booking_codes[response.status_code] += 1
+                if response.status_code < 300:
+                    h_booked.append(response.json()["id"])
+            log(f"H booked {len(h_booked)} appointments over {len(h_calendars)} hostile calendars")
+
+            calm_began = time.monotonic()
+            for i in range(max(1, round(args.calm_seconds / args.calm_interval))):
+                due = calm_began + i * args.calm_interval
+                time.sleep(max(0.0, due - time.monotonic()))
+                began = time.perf_counter()
+                try:
+                    response = book(
+                        bapi, b.location, b.calendar, b.contact, start + timedelta(hours=i)
+                    )
+                    status = response.status_code
+                    ident = response.json().get("id", "") if status < 300 else ""
+                except httpx.HTTPError as exc:
+                    status, ident = 0, type(exc).__name__
+                b_bookings.append(
+                    {
+                        "id": ident,
+                        "answered": time.time(),
+                        "seconds": time.perf_counter() - began,
+                        "status": status,
+                    }
+                )
+            h_pending_after_calm = pending(hapi, h_calendars)
+            log(
+                f"B booked {len(b_bookings)} in {time.monotonic() - calm_began:.1f} s;"
+                f" H deliveries still pending: {h_pending_after_calm}"
+            )
+
+            # B's emails: all should be in by now; give stragglers a bounded while.
+            wanted = sum(1 for x in b_bookings if x["status"] < 300)
+            until = time.monotonic() + 2 * EMAIL_LIMIT + 5
+            while smtp.to(B_EMAIL) < wanted and time.monotonic() < until:
+                time.sleep(0.2)
+
+            drain_until = time.monotonic() + args.drain_timeout
+            h_left = h_pending_after_calm
+            last_log = 0.0
+            while h_left and time.monotonic() < drain_until:
+                time.sleep(2)
+                h_left = pending(hapi, h_calendars)
+                probe.collect()
+                if time.monotonic() - last_log > 10:
+                    last_log = time.monotonic()
+                    log(f"H deliveries still pending: {h_left}")
+            h_drained_after = time.time() - hostile_began
+            time.sleep(1)
+            probe.stop()
+            h_rows = [row for c in h_calendars for row in deliveries(hapi, calendarId=c)]
+            b_rows = deliveries(bapi, calendarId=b.calendar, notificationId=b_rule)
+        finally:
+            probe.stop()
+            exit_code = stop_server(server)
+            hapi.close()
+            bapi.close()
+            smtp.collect()
+        server_log = logfile.read_text(errors="replace")
+
+    # --- judging -------------------------------------------------------------------------
+    arrivals: dict[str, list[float]] = {}
+    for at, message_id, _, _ in smtp.arrivals:
+        arrivals.setdefault(message_id.partition("@")[0], []).append(at)
+    twice = sorted(m for m, times in arrivals.items() if len(times) > 1)
+
+    polls = probe.polls
+    latencies = [s for _, s, status in polls if s is not None and status == 200]
+    failed_polls = [(at, s, status) for at, s, status in polls if s is None or status != 200]
+    slow_polls = [(at, s) for at, s, status in polls if s is not None and s >= HEALTH_LIMIT]
+    worst = max(polls, key=lambda p: HEALTH_TIMEOUT if p[1] is None else p[1], default=None)
+
+    by_appointment = {row["appointmentId"]: row for row in b_rows}
+    b_email: list[float] = []
+    b_late: list[str] = []
+    for x in b_bookings:
+        if x["status"] >= 300 or x["status"] == 0:
+            continue
+        row = by_appointment.get(x["id"])
+        times = arrivals.get(row["id"], []) if row else []
+        if not times:
+            state = f"{row['status']}/{row['reason']}" if row else "no delivery"
+            b_late.append(f"{x['id']}: no email ({state})")
+            continue
+        took = min(times) - x["answered"]
+        b_email.append(took)
+        if took > EMAIL_LIMIT:
+            b_late.append(f"{x['id']}: {took:.2f} s")
+
+    per_template: dict[str, Counter[str]] = {name: Counter() for name in accepted}
+    h_stuck: list[str] = []
+    h_sent_arrived = 0
+    for row in h_rows:
+        name = h_rules.get(row["notificationId"], "?")
+        state = f"{row['status']}/{row['reason']}" if row["reason"] else row["status"]
+        per_template.setdefault(name, Counter())[state] += 1
+        if row["status"] in ("scheduled", "sending"):
+            h_stuck.append(row["id"])
+        if row["status"] == "sent" and arrivals.get(row["id"]):
+            h_sent_arrived += 1
+    render_errors = Counter(row["lastError"][:70] for row in h_rows if row["reason"] == "render")
+
+    if failed_polls or slow_polls:
+        violations[f"/healthz not answered 200 within {HEALTH_LIMIT:g} s"] = [
+            f"{at - hostile_began:+.1f} s: {s if s is None else round(s, 3)} {status}"
+            for at, s, status in failed_polls
+        ] + [f"{at - hostile_began:+.1f} s: {s:.3f} s" for at, s in slow_polls]
+    bad_bookings = [f"{x['status']} {x['id']}" for x in b_bookings if not 200 <= x["status"] < 300]
+    if bad_bookings:
+        violations["B booking not answered 2xx"] = bad_bookings
+    if b_late:
+        violations[f"B email not at the SMTP server within {EMAIL_LIMIT:g} s"] = b_late
+    if h_stuck:
+        violations["H delivery left scheduled/sending"] = h_stuck
+    if twice:
+        violations["message reached the SMTP server more than once"] = twice
+    server_errors = hapi.server_errors + bapi.server_errors
+    if server_errors:
+        violations["API answered 5xx"] = server_errors
+    if not accepted:
+        violations["no hostile template was accepted (nothing tested)"] = list(refused)
+
+    print(f"\n{'template':<14} {'offline render':>22}  final states of H's deliveries")
+    for t in templates:
+        m = offline.get(t.name, {})
+        cost = (
+            f"{m['render_seconds']:.2f} s, lock {m['longest_lock_hold_seconds']:.2f} s"
+            if m
+            else "-"
+        )
+        if t.name in refused:
+            final = "refused at save: " + refused[t.name]
+        else:
+            final = ", ".join(f"{k} {v}" for k, v in sorted(per_template.get(t.name, {}).items()))
+        print(f"{t.name:<14} {cost:>22}  {final}")
+    print()
+    for check, items in violations.items():
+        print(f"{check}: {len(items)}, e.g. {items[:5]}")
+
+    healthz = stats(latencies)
+    healthz["failures"] = len(failed_polls)
+    healthz["over_1s"] = len(slow_polls)
+    if worst is not None:
+        healthz["worst_at_seconds_after_hostile_bookings"] = round(worst[0] - hostile_began, 1)
+    results = {
+        "database": args.database,
+        "render_budget_seconds": args.budget,
+        "hostile_bookings": len(h_booked),
+        "hostile_booking_codes": dict(h_booking_codes),
+        "templates": {t.name: t.what for t in templates},
+        "templates_refused": refused,
+        "offline_render": offline,
+        "calm_bookings": len(b_bookings),
+        "calm_booking_api_seconds": stats([x["seconds"] for x in b_bookings]),
+        "calm_email_seconds_after_answer": stats(b_email),
+        "healthz_seconds": healthz,
+        "h_pending_when_calm_phase_ended": h_pending_after_calm,
+        "h_drained_seconds_after_hostile_bookings": round(h_drained_after, 1),
+        "h_final_states": {k: dict(v) for k, v in per_template.items()},
+        "h_render_errors": dict(render_errors),
+        "h_sent_that_arrived": h_sent_arrived,
+        "smtp_messages": len(smtp.arrivals),
+        "messages_arrived_twice": len(twice),
+        "api_status_codes": {str(k): v for k, v in sorted((hapi.codes + bapi.codes).items())},
+        "server_log_tracebacks": server_log.count("Traceback"),
+        "server_log_warnings": sum(1 for line in server_log.splitlines() if "WARNING" in line),
+        "server_exit_code": exit_code,
+        "violations": {check: len(items) for check, items in violations.items()},
+    }
+    report(f"drill: hostile templates ({args.database})", results)
+    if server_log.count("Traceback"):
+        print("\nthe server log's last lines:")
+        print("\n".join(server_log.splitlines()[-20:]))
+    ok = not violations
+    print("PASS" if ok else "FAIL: " + "; ".join(f"{k} ({len(v)})" for k, v in violations.items()))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Templates: "
+        + "; ".join(f"{t.name}: {t.what}" for t in hostile_templates(25_000, 30_000_000)),
+    )
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--hostile-bookings", type=int, default=50, help="H's bookings (50)")
+    parser.add_argument("--calm-seconds", type=float, default=20.0, help="B books for (20 s)")
+    parser.add_argument("--calm-interval", type=float, default=0.5, help="B books every (0.5 s)")
+    parser.add_argument(
+        "--budget", type=float, default=2.0, help="CALNOTIFY_RENDER_BUDGET_SECONDS (2)"
+    )
+    parser.add_argument("--uniq", type=int, default=25_000, help="uniq_runaway's list (25000)")
+    parser.add_argument(
+        "--gil-range", type=int, default=30_000_000, help="gil_range's integers (30000000)"
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for H's deliveries to finish (300)",
+    )
+    parser.add_argument(
+        "--no-measure", dest="measure", action="store_false", help="skip the offline renders"
+    )
+    sys.exit(main(parser.parse_args()))
