@@ -1,24 +1,28 @@
 """Drill: hostile templates from one location while another books; nobody else may notice.
 
     python bench/drills/hostile_templates.py [--database sqlite|postgresql]
-        [--hostile-bookings 50] [--calm-seconds 20] [--calm-interval 0.5]
-        [--uniq 25000] [--gil-range 30000000] [--drain-timeout 300] [--no-measure]
+        [--hostile-bookings 50] [--hostile-concurrency 4] [--calm-after 1]
+        [--calm-seconds 20] [--calm-interval 0.5] [--budget 2] [--uniq 25000]
+        [--gil-range 30000000] [--drain-timeout 300] [--no-measure]
 
 `calnotify serve` (the API and, in-process, the dispatcher) sends email to an SMTP server
 (aiosmtpd) in a process of its own, which records when each message arrived, for whom,
 and its Message-ID (the delivery's id). Two locations:
 
-- H (hostile) has one calendar per template in HOSTILE below, each with an email `booked`
-  rule to the contact whose subject and body are that template: Liquid the API accepts
-  when the rule is saved (each is tried on its own; a refused one is reported, not used)
-  but that is costly to render. H books --hostile-bookings appointments, round-robin over
-  its calendars: each booking plans one hostile delivery, due at once.
-- B (calm) has a calendar with a plain `booked` email rule. Right after H's bookings, B
-  books an appointment every --calm-interval seconds for --calm-seconds seconds.
+- H (hostile) has one calendar per template in hostile_templates() below, each with an
+  email `booked` rule to the contact whose subject and body are that template: Liquid the
+  API accepts when the rule is saved (each is tried on its own; a refused one is reported,
+  not used) but that is costly to render. H books --hostile-bookings appointments,
+  --hostile-concurrency at a time, round-robin over its calendars: each booking plans one
+  hostile delivery, due at once.
+- B (calm) has a calendar with a plain `booked` email rule. --calm-after seconds after H
+  starts booking (while H's deliveries are being rendered), B books an appointment every
+  --calm-interval seconds for --calm-seconds seconds.
 
 Throughout, a probe in another process polls `GET /healthz` every 100 ms (2 s timeout; a
-timeout or error counts as a failure). The drill then waits (at most --drain-timeout
-seconds) until none of H's deliveries is scheduled or sending.
+timeout or error counts as a failure), and a thread counts H's pending deliveries every
+second (so the report shows that H's work overlapped B's phase). The drill then waits (at
+most --drain-timeout seconds) until none of H's deliveries is scheduled or sending.
 
 With --measure (the default) each template is first rendered once in this process
 (`calnotify.templates.liquid.parse`, then `calnotify.templates.render.html_to_text` for an
@@ -57,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent))
+
+import contextlib
 
 import httpx
 
@@ -336,14 +342,16 @@ class Api:
         )
         self.codes: Counter[int] = Counter()
         self.server_errors: list[str] = []
+        self.lock = threading.Lock()  # several threads share one client
 
     def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         response = self.client.request(method, path, **kwargs)
-        self.codes[response.status_code] += 1
-        if response.status_code >= 500:
-            self.server_errors.append(
-                f"{method} {path}: {response.status_code} {response.text[:200]}"
-            )
+        with self.lock:
+            self.codes[response.status_code] += 1
+            if response.status_code >= 500:
+                self.server_errors.append(
+                    f"{method} {path}: {response.status_code} {response.text[:200]}"
+                )
         return response
 
     def close(self) -> None:
@@ -387,18 +395,72 @@ def deliveries(api: Api, **filters: str) -> list[dict[str, Any]]:
     return out
 
 
-def pending(api: Api, calendars: list[str]) -> int:
+def pending(api: Api) -> int:
+    """The location's deliveries scheduled or sending (H's seeded reminder is cancelled
+    when its rule is deactivated: what is left are the hostile ones)."""
     n = 0
-    for calendar in calendars:
-        for status in ("scheduled", "sending"):
-            response = api.call(
-                "GET",
-                "/deliveries",
-                params={"calendarId": calendar, "status": status, "limit": 1},
-            )
-            response.raise_for_status()
-            n += int(response.json()["total"])
+    for status in ("scheduled", "sending"):
+        response = api.call("GET", "/deliveries", params={"status": status, "limit": 1})
+        response.raise_for_status()
+        n += int(response.json()["total"])
     return n
+
+
+class HostileBooker(threading.Thread):
+    """Books H's appointments, --hostile-concurrency at a time, round-robin over its
+    calendars, then samples how many of H's deliveries are pending every second until
+    told to stop."""
+
+    def __init__(
+        self, api: Api, location: str, calendars: list[str], contact: str, count: int, workers: int
+    ) -> None:
+        super().__init__(daemon=True)
+        self.api, self.location, self.calendars, self.contact = api, location, calendars, contact
+        self.count, self.workers = count, workers
+        self.booked: list[str] = []
+        self.codes: Counter[int] = Counter()
+        self.began = time.time()
+        self.done_at: float | None = None
+        self.samples: list[tuple[float, int]] = []  # (time, pending)
+        self.stopping = threading.Event()
+
+    def one(self, i: int, start: datetime) -> None:
+        try:
+            response = book(
+                self.api,
+                self.location,
+                self.calendars[i % len(self.calendars)],
+                self.contact,
+                start + timedelta(minutes=30 * i),
+            )
+        except httpx.HTTPError:
+            self.codes[0] += 1
+            return
+        self.codes[response.status_code] += 1
+        if response.status_code < 300:
+            self.booked.append(response.json()["id"])
+
+    def run(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        sampler = threading.Thread(target=self.sample, daemon=True)
+        sampler.start()
+        start = datetime.now(UTC) + timedelta(days=3)
+        self.began = time.time()
+        with ThreadPoolExecutor(self.workers) as pool:
+            for future in [pool.submit(self.one, i, start) for i in range(self.count)]:
+                if self.stopping.is_set():
+                    future.cancel()
+                else:
+                    future.result()
+        self.done_at = time.time()
+        sampler.join()
+
+    def sample(self) -> None:
+        while not self.stopping.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                self.samples.append((time.time(), pending(self.api)))
+            self.stopping.wait(1.0)
 
 
 # --- the drill --------------------------------------------------------------------------------
@@ -480,8 +542,8 @@ def main(args: argparse.Namespace) -> int:
         accepted: dict[str, str] = {}  # template → calendar
         refused: dict[str, str] = {}
         h_rules: dict[str, str] = {}  # rule id → template
-        h_booked: list[str] = []
-        h_booking_codes: Counter[int] = Counter()
+        calm_window = [0.0, 0.0]  # when B's phase began and ended (epoch)
+        hostile: HostileBooker | None = None
         b_bookings: list[dict[str, Any]] = []  # id, answered (epoch), seconds, status
         exit_code: int | None = None
         try:
@@ -529,22 +591,21 @@ def main(args: argparse.Namespace) -> int:
             probe.start()
             time.sleep(2)  # a baseline before anything hostile happens
             h_calendars = list(accepted.values())
-            start = datetime.now(UTC) + timedelta(days=3)
+            hostile = HostileBooker(
+                hapi,
+                h.location,
+                h_calendars,
+                h.contact,
+                args.hostile_bookings if h_calendars else 0,
+                args.hostile_concurrency,
+            )
             hostile_began = time.time()
-            for i in range(args.hostile_bookings if h_calendars else 0):
-                response = book(
-                    hapi,
-                    h.location,
-                    h_calendars[i % len(h_calendars)],
-                    h.contact,
-                    start + timedelta(minutes=30 * i),
-                )
-                h_booking_codes[response.status_code] += 1
-                if response.status_code < 300:
-                    h_booked.append(response.json()["id"])
-            log(f"H booked {len(h_booked)} appointments over {len(h_calendars)} hostile calendars")
+            hostile.start()
+            time.sleep(args.calm_after)  # H's first deliveries are being rendered
 
             calm_began = time.monotonic()
+            calm_window[0] = time.time()
+            start = datetime.now(UTC) + timedelta(days=60)
             for i in range(max(1, round(args.calm_seconds / args.calm_interval))):
                 due = calm_began + i * args.calm_interval
                 time.sleep(max(0.0, due - time.monotonic()))
@@ -565,34 +626,50 @@ def main(args: argparse.Namespace) -> int:
                         "status": status,
                     }
                 )
-            h_pending_after_calm = pending(hapi, h_calendars)
+            calm_window[1] = time.time()
             log(
                 f"B booked {len(b_bookings)} in {time.monotonic() - calm_began:.1f} s;"
-                f" H deliveries still pending: {h_pending_after_calm}"
+                f" H booked {len(hostile.booked)} so far"
             )
 
             # B's emails: all should be in by now; give stragglers a bounded while.
-            wanted = sum(1 for x in b_bookings if x["status"] < 300)
+            wanted = sum(1 for x in b_bookings if 200 <= x["status"] < 300)
             until = time.monotonic() + 2 * EMAIL_LIMIT + 5
             while smtp.to(B_EMAIL) < wanted and time.monotonic() < until:
                 time.sleep(0.2)
 
-            drain_until = time.monotonic() + args.drain_timeout
-            h_left = h_pending_after_calm
-            last_log = 0.0
-            while h_left and time.monotonic() < drain_until:
-                time.sleep(2)
-                h_left = pending(hapi, h_calendars)
+            until = time.monotonic() + args.drain_timeout
+            while hostile.done_at is None and time.monotonic() < until:
                 probe.collect()
+                time.sleep(0.5)
+            log(
+                f"H booked {len(hostile.booked)} ({dict(hostile.codes)}) in"
+                f" {(hostile.done_at or time.time()) - hostile_began:.1f} s"
+                f" over {len(h_calendars)} hostile calendars"
+            )
+            drain_until = time.monotonic() + args.drain_timeout
+            last_log = 0.0
+            while time.monotonic() < drain_until:
+                probe.collect()
+                fresh = [n for at, n in hostile.samples if at > (hostile.done_at or 0)]
+                if fresh and fresh[-1] == 0:
+                    break
                 if time.monotonic() - last_log > 10:
                     last_log = time.monotonic()
-                    log(f"H deliveries still pending: {h_left}")
-            h_drained_after = time.time() - hostile_began
+                    log(f"H deliveries still pending: {fresh[-1] if fresh else '?'}")
+                time.sleep(1)
+            hostile.stopping.set()
+            hostile.join(timeout=35)
+            h_drained_at = next(
+                (at for at, n in hostile.samples if at > (hostile.done_at or 0) and n == 0), None
+            )
             time.sleep(1)
             probe.stop()
             h_rows = [row for c in h_calendars for row in deliveries(hapi, calendarId=c)]
             b_rows = deliveries(bapi, calendarId=b.calendar, notificationId=b_rule)
         finally:
+            if hostile is not None:
+                hostile.stopping.set()
             probe.stop()
             exit_code = stop_server(server)
             hapi.close()
@@ -679,16 +756,32 @@ def main(args: argparse.Namespace) -> int:
     for check, items in violations.items():
         print(f"{check}: {len(items)}, e.g. {items[:5]}")
 
+    def since(at: float | None) -> float | None:
+        return None if at is None else round(at - hostile_began, 1)
+
     healthz = stats(latencies)
     healthz["failures"] = len(failed_polls)
     healthz["over_1s"] = len(slow_polls)
     if worst is not None:
-        healthz["worst_at_seconds_after_hostile_bookings"] = round(worst[0] - hostile_began, 1)
+        healthz["worst_at"] = since(worst[0])
+    during_calm = stats(
+        [s for at, s, status in polls if calm_window[0] <= at <= calm_window[1] and s is not None]
+    )
+    in_calm = [n for at, n in hostile.samples if calm_window[0] <= at <= calm_window[1]]
+    timeline = {
+        "calm_phase": [since(calm_window[0]), since(calm_window[1])],
+        "hostile_bookings_answered": since(hostile.done_at),
+        "hostile_deliveries_all_finished": since(h_drained_at),
+        "hostile_pending_during_calm_phase": (
+            {"first": in_calm[0], "max": max(in_calm), "last": in_calm[-1]} if in_calm else None
+        ),
+    }
     results = {
         "database": args.database,
         "render_budget_seconds": args.budget,
-        "hostile_bookings": len(h_booked),
-        "hostile_booking_codes": dict(h_booking_codes),
+        "hostile_bookings": len(hostile.booked),
+        "hostile_booking_codes": dict(hostile.codes),
+        "hostile_booking_concurrency": args.hostile_concurrency,
         "templates": {t.name: t.what for t in templates},
         "templates_refused": refused,
         "offline_render": offline,
@@ -696,8 +789,8 @@ def main(args: argparse.Namespace) -> int:
         "calm_booking_api_seconds": stats([x["seconds"] for x in b_bookings]),
         "calm_email_seconds_after_answer": stats(b_email),
         "healthz_seconds": healthz,
-        "h_pending_when_calm_phase_ended": h_pending_after_calm,
-        "h_drained_seconds_after_hostile_bookings": round(h_drained_after, 1),
+        "healthz_seconds_during_calm_phase": during_calm,
+        "timeline_seconds_after_first_hostile_booking": timeline,
         "h_final_states": {k: dict(v) for k, v in per_template.items()},
         "h_render_errors": dict(render_errors),
         "h_sent_that_arrived": h_sent_arrived,
@@ -726,6 +819,15 @@ if __name__ == "__main__":
     )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--hostile-bookings", type=int, default=50, help="H's bookings (50)")
+    parser.add_argument(
+        "--hostile-concurrency", type=int, default=4, help="H's bookings in flight at once (4)"
+    )
+    parser.add_argument(
+        "--calm-after",
+        type=float,
+        default=1.0,
+        help="seconds after H starts booking before B starts (1)",
+    )
     parser.add_argument("--calm-seconds", type=float, default=20.0, help="B books for (20 s)")
     parser.add_argument("--calm-interval", type=float, default=0.5, help="B books every (0.5 s)")
     parser.add_argument(

@@ -767,6 +767,9 @@ def main(args: argparse.Namespace) -> int:
             "CALNOTIFY_DISPATCH_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
             "CALNOTIFY_DISPATCH_RETRY_BASE_SECONDS": str(RETRY_BASE),
             **providers.env,
+            # A relay takes many connections at once; with a few, the slow and hanging
+            # answers occupy them all and healthy messages queue behind them.
+            "CALNOTIFY_SMTP_CONNECTIONS": str(args.smtp_connections),
         }
         workers = [start_worker(env, logs, n) for n in range(args.workers)]
         killed: dict[str, Any] = {}
@@ -858,6 +861,7 @@ def main(args: argparse.Namespace) -> int:
         "database": args.database,
         "deliveries": args.count,
         "workers": args.workers,
+        "smtp_connections": args.smtp_connections,
         "kill": killed or None,
         "spread_seconds": args.spread,
         "drained_seconds_after_last_due": round(drained, 1),
@@ -904,4 +908,10 @@ if __name__ == "__main__":
         help="seconds to wait after the last due time before reporting what is stuck (300)",
     )
     parser.add_argument("--seed", type=int, default=1, help="which delivery gets which fault")
+    parser.add_argument(
+        "--smtp-connections",
+        type=int,
+        default=32,
+        help="CALNOTIFY_SMTP_CONNECTIONS of the workers (32)",
+    )
     sys.exit(main(parser.parse_args()))

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     dispatch_lease_seconds: float = Field(default=120, ge=5)
     dispatch_max_attempts: int = Field(default=8, ge=1, le=100)
     dispatch_retry_base_seconds: float = Field(default=15, gt=0, le=3600)
+    # Recurring series: deliveries exist as rows when due within this many days.
+    planning_horizon_days: float = Field(default=31, ge=1, le=366)
     # Wall-clock budget for rendering one message (template, HTML-to-text, MIME).
     render_budget_seconds: float = Field(default=2, gt=0, le=60)
 

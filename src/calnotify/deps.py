@@ -18,11 +18,13 @@ route to this.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from calnotify.appointments.series import PLANNING_HORIZON
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
 
@@ -62,6 +64,9 @@ async def get_session(request: Request, reader: ReadSessionDep) -> AsyncIterator
         return
     await reader.close()
     async with get_database(request).session(write=True) as session:
+        settings = getattr(request.app.state, "settings", None)
+        if settings is not None:
+            session.info[PLANNING_HORIZON] = timedelta(days=settings.planning_horizon_days)
         yield session
 
 

@@ -46,7 +46,10 @@ async def get_calendar_events(
         end_ms=end_time,
     )
     where = await service.location_zone(session, principal.location_id)
-    return EventsEnvelope(events=[service.to_event(r, where) for r in rows])
+    rules = await service.series_rules(session, rows)
+    return EventsEnvelope(
+        events=[service.to_event(r, where, rules.get(r.master_id or "")) for r in rows]
+    )
 
 
 @router.post("/appointments", response_model=AppointmentOut, operation_id="create-appointment")
@@ -55,7 +58,7 @@ async def create_appointment(
 ) -> AppointmentOut:
     appointment = await service.create_appointment(session, principal, body, clock.now())
     where = await service.location_zone(session, principal.location_id)
-    return service.to_out(appointment, where)
+    return service.to_out(appointment, where, await service.series_rule(session, appointment))
 
 
 @router.put(
@@ -70,7 +73,7 @@ async def edit_appointment(
 ) -> AppointmentOut:
     appointment = await service.update_appointment(session, principal, eventId, body, clock.now())
     where = await service.location_zone(session, principal.location_id)
-    return service.to_out(appointment, where)
+    return service.to_out(appointment, where, await service.series_rule(session, appointment))
 
 
 @router.get("/appointments/{eventId}", response_model=EventEnvelope, operation_id="get-appointment")
@@ -79,7 +82,8 @@ async def get_appointment(
 ) -> EventEnvelope:
     appointment = await service.get_appointment(session, principal, eventId)
     where = await service.location_zone(session, principal.location_id)
-    return EventEnvelope(event=service.to_event(appointment, where))
+    rule = await service.series_rule(session, appointment)
+    return EventEnvelope(event=service.to_event(appointment, where, rule))
 
 
 @router.delete("/{eventId}", response_model=Succeeded, status_code=201, operation_id="delete-event")

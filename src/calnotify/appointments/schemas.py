@@ -90,6 +90,7 @@ class EventOut(AppointmentOut):
 
     groupId: str = ""
     users: list[str] = Field(default_factory=list)
+    masterEventId: str = ""
 
 
 class EventEnvelope(BaseModel):

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.validators import email_problem, phone_problem
-from calnotify.appointments import events
+from calnotify.appointments import events, series
+from calnotify.appointments.recurrence import RecurrenceError, parse
 from calnotify.appointments.schemas import (
     AppointmentCreate,
     AppointmentFieldsIn,
@@ -27,8 +28,8 @@ from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
 from calnotify.db.scoped import find_in_location, get_in_location
-from calnotify.errors import BadRequest, FieldError
-from calnotify.ids import looks_like_id
+from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.ids import looks_like_id, parse_instance_id
 from calnotify.models import Appointment, Calendar, Contact, Location, User
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
 from calnotify.planning.planner import lock_calendar, plan_appointment_change
@@ -54,9 +55,61 @@ _COPIED = {
 async def get_appointment(
     session: AsyncSession, principal: Principal, event_id: str
 ) -> Appointment:
-    return await get_in_location(
-        session, Appointment, event_id, principal.location_id, what="Appointment"
+    """An appointment, a series (its master id) or one occurrence (its instance id; an
+    occurrence beyond the planned ones is computed, not stored)."""
+    instance = parse_instance_id(event_id)
+    if instance is None:
+        return await get_in_location(
+            session, Appointment, event_id, principal.location_id, what="Appointment"
+        )
+    master = await _master(session, principal, instance[0])
+    row = await series.find_occurrence(session, master, instance[1])
+    if row is not None:
+        return row
+    if await series.is_open_occurrence(session, master, instance[1]):
+        return series.occurrence(master, instance[1], master.date_updated)
+    raise NotFound("Appointment not found")
+
+
+async def _master(session: AsyncSession, principal: Principal, master_id: str) -> Appointment:
+    master = await get_in_location(
+        session, Appointment, master_id, principal.location_id, what="Appointment"
     )
+    if not series.is_master(master):
+        raise NotFound("Appointment not found")
+    return master
+
+
+async def series_rule(session: AsyncSession, appointment: Appointment) -> str:
+    """The ``rrule`` an appointment shows: its own, or its series'."""
+    if appointment.master_id:
+        master = await session.get(Appointment, appointment.master_id)
+        return master.rrule if master else ""
+    return appointment.rrule
+
+
+async def series_rules(
+    session: AsyncSession, appointments: Sequence[Appointment]
+) -> dict[str, str]:
+    """The rule of each series the given occurrences belong to, by master id."""
+    ids = {a.master_id for a in appointments if a.master_id}
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Appointment.id, Appointment.rrule).where(Appointment.id.in_(ids))
+    )
+    return {row.id: row.rrule for row in rows}
+
+
+def _check_rrule(
+    text: str, start: datetime | None, where: ZoneInfo, errors: list[FieldError]
+) -> None:
+    if not text or start is None:
+        return
+    try:
+        parse(text, start, where)
+    except RecurrenceError as exc:
+        errors.append(FieldError("rrule", str(exc)))
 
 
 async def _locked(
@@ -118,6 +171,7 @@ async def create_appointment(
         errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
     end = _end_time(body, start, calendar, where, errors)
     guests = _guests(body.guests or [], errors)
+    _check_rrule((body.rrule or "").strip(), start, where, errors)
     if errors:
         raise BadRequest(errors)
     assert calendar is not None
@@ -144,6 +198,7 @@ async def create_appointment(
         date_updated=stamped,
         **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
     )
+    appointment.rrule = appointment.rrule.strip()
     session.add(appointment)
     await session.flush()
     created = events.record(
@@ -155,7 +210,10 @@ async def create_appointment(
         to_notify=appointment.to_notify,
     )
     await session.flush()
+    # A series is booked (and confirmed) once: these go to its master.
     await plan_appointment_change(session, appointment, [created], now)
+    if series.is_master(appointment):
+        await series.plan_series(session, appointment, now, series.horizon_of(session))
     return appointment
 
 
@@ -168,7 +226,26 @@ async def update_appointment(
 ) -> Appointment:
     given = body.given()
     moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
+    instance = parse_instance_id(event_id)
+    if instance is not None:
+        # One occurrence: from now on an exception, which series edits leave alone.
+        master = await _master(session, principal, instance[0])
+        await lock_calendar(session, master.calendar_id)
+        row = await series.materialize_one(session, master, instance[1], now)
+        if row is None:
+            raise NotFound("Appointment not found")
+        if given.get("rrule"):
+            raise BadRequest(
+                [
+                    FieldError(
+                        "rrule", "is changed on the series (its master id), not on one occurrence"
+                    )
+                ]
+            )
+        given.pop("rrule", None)
+        event_id = row.id
     appointment = await _locked(session, principal, event_id, also=moving_to)
+    was_series = series.is_master(appointment)
     where = await location_zone(session, principal.location_id)
     errors: list[FieldError] = []
 
@@ -201,6 +278,13 @@ async def update_appointment(
             end = parsed
     _check_span(start, end, errors)
     guests = _guests(body.guests, errors) if body.guests is not None else appointment.guests
+    new_rule = str(given.get("rrule", appointment.rrule) or "").strip()
+    if was_series and not new_rule:
+        errors.append(
+            FieldError("rrule", "cannot be removed from a series: end it with UNTIL, or delete it")
+        )
+    if new_rule and (new_rule != appointment.rrule or start != appointment.start_at):
+        _check_rrule(new_rule, start, where, errors)
     if errors:
         raise BadRequest(errors)
 
@@ -215,6 +299,7 @@ async def update_appointment(
     for column, wire in _COPIED.items():
         if wire in given:
             setattr(appointment, column, given[wire])
+    appointment.rrule = (appointment.rrule or "").strip()
     after = events.snapshot(appointment)
     kinds = events.kinds_of_change(before, after)
     appointment.to_notify = to_notify
@@ -230,6 +315,11 @@ async def update_appointment(
         ]
         await session.flush()
         await plan_appointment_change(session, appointment, recorded, now)
+        if instance is not None:
+            appointment.is_exception = True
+        if series.is_master(appointment):
+            horizon = series.horizon_of(session)
+            await series.plan_series(session, appointment, now, horizon, resync=True)
     await session.flush()
     return appointment
 
@@ -237,7 +327,22 @@ async def update_appointment(
 async def delete_appointment(
     session: AsyncSession, principal: Principal, event_id: str, now: datetime
 ) -> None:
-    """Delete (idempotent): the appointment disappears and its pending notifications with it."""
+    """Delete (idempotent): the appointment disappears and its pending notifications with it.
+
+    An instance id removes that occurrence only (it stays as a tombstone, so the series
+    never brings it back); a series' master id removes the whole series.
+    """
+    instance = parse_instance_id(event_id)
+    if instance is not None:
+        master = await _master(session, principal, instance[0])
+        await lock_calendar(session, master.calendar_id)
+        if await series.find_occurrence(session, master, instance[1], tombstones=True):
+            return  # deleted already
+        row = await series.materialize_one(session, master, instance[1], now)
+        if row is None:
+            raise NotFound("Appointment not found")
+        row.is_exception = True
+        event_id = row.id
     appointment = await _locked(session, principal, event_id, include_deleted=True)
     if appointment.deleted:
         return
@@ -255,6 +360,8 @@ async def delete_appointment(
     )
     await session.flush()
     await plan_appointment_change(session, appointment, [deleted], now)
+    if series.is_master(appointment):
+        await series.plan_series(session, appointment, now, series.horizon_of(session))
 
 
 async def list_events(
@@ -284,18 +391,37 @@ async def list_events(
         raise BadRequest(errors)
     if group_id and not (calendar_id or user_id):
         return []  # calnotify has no calendar groups
-    query = select(Appointment).where(
-        Appointment.location_id == principal.location_id,
-        Appointment.deleted.is_(False),
-        Appointment.start_at < end,
-        Appointment.end_at > start,
-    )
+    assert start is not None
+    assert end is not None
+    scope = [Appointment.location_id == principal.location_id, Appointment.deleted.is_(False)]
     if calendar_id:
-        query = query.where(Appointment.calendar_id == calendar_id)
+        scope.append(Appointment.calendar_id == calendar_id)
     if user_id:
-        query = query.where(Appointment.assigned_user_id == user_id)
-    query = query.order_by(Appointment.start_at, Appointment.id).limit(MAX_EVENTS)
-    return (await session.scalars(query)).all()
+        scope.append(Appointment.assigned_user_id == user_id)
+    query = (
+        select(Appointment)
+        .where(
+            *scope,
+            Appointment.rrule == "",  # series are shown as their occurrences
+            Appointment.start_at < end,
+            Appointment.end_at > start,
+        )
+        .order_by(Appointment.start_at, Appointment.id)
+        .limit(MAX_EVENTS)
+    )
+    found = list((await session.scalars(query)).all())
+    masters = await session.scalars(
+        select(Appointment).where(
+            *scope,
+            Appointment.rrule != "",
+            Appointment.master_id.is_(None),
+            Appointment.start_at < end,
+        )
+    )
+    for master in masters:
+        found.extend(await series.unplanned_occurrences(session, master, start, end))
+    found.sort(key=lambda a: (a.start_at, series.wire_id(a)))
+    return found[:MAX_EVENTS]
 
 
 async def _assigned_user(
@@ -379,18 +505,25 @@ def _guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[dict[st
     return stored
 
 
-def to_out(appointment: Appointment, where: ZoneInfo) -> AppointmentOut:
-    return AppointmentOut.model_validate(_wire(appointment, where))
+def to_out(appointment: Appointment, where: ZoneInfo, rule: str | None = None) -> AppointmentOut:
+    return AppointmentOut.model_validate(_wire(appointment, where, rule))
 
 
-def to_event(appointment: Appointment, where: ZoneInfo) -> EventOut:
+def to_event(appointment: Appointment, where: ZoneInfo, rule: str | None = None) -> EventOut:
     users = [appointment.assigned_user_id] if appointment.assigned_user_id else []
-    return EventOut.model_validate({**_wire(appointment, where), "users": users})
+    return EventOut.model_validate(
+        {
+            **_wire(appointment, where, rule),
+            "users": users,
+            "masterEventId": appointment.master_id or "",
+        }
+    )
 
 
-def _wire(appointment: Appointment, where: ZoneInfo) -> dict[str, Any]:
+def _wire(appointment: Appointment, where: ZoneInfo, rule: str | None) -> dict[str, Any]:
+    rrule = appointment.rrule if rule is None else rule
     return {
-        "id": appointment.id,
+        "id": series.wire_id(appointment),
         "calendarId": appointment.calendar_id,
         "locationId": appointment.location_id,
         "contactId": appointment.contact_id,
@@ -401,8 +534,8 @@ def _wire(appointment: Appointment, where: ZoneInfo) -> dict[str, Any]:
         "appointmentStatus": appointment.status,
         "assignedUserId": appointment.assigned_user_id or "",
         "address": appointment.address,
-        "isRecurring": bool(appointment.rrule),
-        "rrule": appointment.rrule,
+        "isRecurring": bool(rrule),
+        "rrule": rrule,
         "description": appointment.description,
         "notes": appointment.notes,
         "toNotify": appointment.to_notify,

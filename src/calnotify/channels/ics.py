@@ -6,6 +6,7 @@ the one event they have: REQUEST for booked/confirmed/rescheduled, CANCEL for ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from calnotify.channels.base import Attachment
@@ -62,7 +63,11 @@ def invitation(
     attendee_email: str,
     stamp: datetime,
     domain: str = "calnotify",
+    recurrence: Sequence[str] = (),
+    recurrence_id: datetime | None = None,
 ) -> Attachment:
+    """``recurrence``: the RRULE and EXDATE lines of a series (its booking); a change of
+    one occurrence has the series' UID and the occurrence's ``recurrence_id`` instead."""
     cancelled = method == "CANCEL"
     lines = [
         "BEGIN:VCALENDAR",
@@ -76,6 +81,8 @@ def invitation(
         f"DTSTAMP:{_stamp(stamp)}",
         f"DTSTART:{_stamp(start)}",
         f"DTEND:{_stamp(end)}",
+        *recurrence,
+        *([f"RECURRENCE-ID:{_stamp(recurrence_id)}"] if recurrence_id is not None else []),
         f"SUMMARY:{_escape(summary)}",
         f"STATUS:{'CANCELLED' if cancelled else 'CONFIRMED'}",
     ]
@@ -97,3 +104,18 @@ def invitation(
         data=body.encode("utf-8"),
         params=(("method", method), ("charset", "UTF-8")),
     )
+
+
+def series_lines(rrule: str, deleted: Sequence[datetime] = ()) -> tuple[str, ...]:
+    """The RRULE and EXDATE lines of a series' ``rrule`` (already checked: only those
+    kinds of line), with an EXDATE for each occurrence deleted on its own."""
+    lines: list[str] = []
+    for raw in rrule.replace("\\n", "\n").splitlines():
+        line = raw.strip()
+        if not line or line.upper().startswith("DTSTART"):
+            continue
+        if ":" not in line:
+            line = "RRULE:" + line
+        lines.append(line)
+    lines += [f"EXDATE:{_stamp(start)}" for start in sorted(deleted)]
+    return tuple(lines)

@@ -30,10 +30,14 @@ async def list_deliveries(
     notification_id: Annotated[IdFilter, Query(alias="notificationId")] = None,
     status: StatusFilter | None = None,
     channel: ChannelFilter | None = None,
+    master_event_id: Annotated[IdFilter, Query(alias="masterEventId")] = None,
     limit: Limit = 100,
     skip: Skip = 0,
 ) -> DeliveriesOut:
-    """Deliveries of the token's location, by due time: every planned send and its outcome."""
+    """Deliveries of the token's location, by due time: every planned send and its outcome.
+
+    ``appointmentId`` takes an occurrence's instance id too; ``masterEventId`` lists a whole
+    series' (its sends for the series itself and for every occurrence)."""
     rows, total = await service.list_deliveries(
         session,
         principal,
@@ -43,6 +47,7 @@ async def list_deliveries(
             "notification_id": notification_id,
             "status": status,
             "channel": channel,
+            "master_event_id": master_event_id,
         },
         limit,
         skip,

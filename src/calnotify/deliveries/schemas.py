@@ -10,7 +10,8 @@ from calnotify.api.types import Timestamp
 class DeliveryOut(BaseModel):
     id: str
     notificationId: str
-    appointmentId: str
+    appointmentId: str = Field(description="an occurrence of a series: its instance id")
+    masterEventId: str = Field(description="the series it belongs to; empty otherwise")
     calendarId: str
     notificationType: str
     channel: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.tokens import Principal
@@ -17,6 +17,7 @@ from calnotify.deliveries.schemas import (
     DeliveryOut,
     OutboxMessageOut,
 )
+from calnotify.ids import parse_instance_id
 from calnotify.models import Delivery, OutboxMessage
 
 
@@ -28,13 +29,22 @@ async def list_deliveries(
     skip: int,
 ) -> tuple[Sequence[Delivery], int]:
     columns = {
-        "appointment_id": Delivery.appointment_id,
         "calendar_id": Delivery.calendar_id,
         "notification_id": Delivery.notification_id,
         "status": Delivery.status,
         "channel": Delivery.channel,
     }
+    filters = dict(filters)
     conditions: list[Any] = [Delivery.location_id == principal.location_id]
+    if (appointment := filters.pop("appointment_id", None)) is not None:
+        if parse_instance_id(appointment) is not None:
+            conditions.append(Delivery.instance_id == appointment)
+        else:
+            conditions.append(Delivery.appointment_id == appointment)
+    if (master := filters.pop("master_event_id", None)) is not None:
+        conditions.append(
+            or_(Delivery.master_event_id == master, Delivery.appointment_id == master)
+        )
     conditions += [columns[k] == v for k, v in filters.items() if v is not None]
     total = await session.scalar(select(func.count()).select_from(Delivery).where(*conditions))
     rows = await session.scalars(
@@ -83,7 +93,8 @@ def delivery_out(d: Delivery) -> DeliveryOut:
     return DeliveryOut(
         id=d.id,
         notificationId=d.notification_id,
-        appointmentId=d.appointment_id,
+        appointmentId=d.instance_id or d.appointment_id,
+        masterEventId=d.master_event_id,
         calendarId=d.calendar_id,
         notificationType=d.notification_type,
         channel=d.channel,

@@ -23,6 +23,7 @@ from email.utils import formataddr
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from calnotify.appointments.series import DEFAULT_HORIZON, advance_horizons
 from calnotify.channels.base import (
     Attachment,
     ChannelAdapter,
@@ -32,7 +33,7 @@ from calnotify.channels.base import (
     SendError,
     unexpected,
 )
-from calnotify.channels.ics import INVITE_TYPES, invitation
+from calnotify.channels.ics import INVITE_TYPES, invitation, series_lines
 from calnotify.channels.senders import (
     NOTHING_ALLOWED,
     AllowedSenders,
@@ -72,6 +73,10 @@ SLOW_RENDER_SECONDS = 0.25
 SLOW_MEMORY_SECONDS = 60.0
 # Batches one dispatch loop may have in flight at once.
 BATCHES_PER_LOOP = 4
+# How often the planning loop looks for series whose horizon is behind, and how many it
+# moves on per look.
+HORIZON_EVERY = timedelta(minutes=1)
+HORIZON_BATCH = 20
 # How long a delivery waits for its rule's re-planning to reach it.
 PLANNING_WAIT = timedelta(seconds=1)
 
@@ -96,6 +101,8 @@ class DispatchSettings:
     render_budget_seconds: float = 2.0
     render_threads: int = 4
     render_threads_per_location: int = 2
+    # Recurring series: deliveries exist as rows when due within this long.
+    planning_horizon: timedelta = DEFAULT_HORIZON
     # How long stop() waits for the batches in flight before abandoning them to the lease.
     drain_seconds: float = 30.0
 
@@ -121,6 +128,7 @@ class Dispatcher:
         self._batches: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.settings.concurrency * BATCHES_PER_LOOP)
         self._last_rescue: datetime | None = None
+        self._last_horizon: datetime | None = None
         # Deliveries being rendered or sent by this process, by location: when each began.
         self._inflight: dict[str, dict[str, float]] = defaultdict(dict)
         # Locations whose rendering was slow lately: until when they count as slow.
@@ -228,8 +236,18 @@ class Dispatcher:
                 await asyncio.wait_for(self._jobs_wake.wait(), timeout=self.settings.poll_interval)
 
     async def plan_once(self, pages: int = 20) -> int:
-        """Up to ``pages`` pages of planning work; the pages done."""
-        return await jobs.run_jobs(self.db, self.clock, pages=pages)
+        """Up to ``pages`` pages of planning work, and the recurring horizon moved on for
+        series that are behind (looked for once a minute); the work done."""
+        done = await jobs.run_jobs(self.db, self.clock, pages=pages)
+        now = self.clock.now()
+        if self._last_horizon is None or now - self._last_horizon >= HORIZON_EVERY:
+            moved = await advance_horizons(
+                self.db, self.clock, self.settings.planning_horizon, limit=HORIZON_BATCH
+            )
+            if moved < HORIZON_BATCH:
+                self._last_horizon = now  # caught up: look again in a minute
+            done += moved
+        return done
 
     async def _idle(self) -> None:
         timeout = self.settings.poll_interval
@@ -612,10 +630,18 @@ class Dispatcher:
         method = INVITE_TYPES.get(delivery.notification_type)
         invited = delivery.recipient_kind in (RecipientKind.CONTACT, RecipientKind.GUEST)
         if delivery.channel == "email" and method and invited:
+            uid, recurrence_id = appointment.id, None
+            recurrence: tuple[str, ...] = ()
+            if appointment.master_id:  # one occurrence of a series changed
+                uid, recurrence_id = appointment.master_id, appointment.original_start_at
+            elif appointment.rrule:  # the series itself
+                recurrence = series_lines(appointment.rrule, data.deleted.get(appointment.id, ()))
             attachments = (
                 invitation(
                     method=method,
-                    appointment_id=appointment.id,
+                    appointment_id=uid,
+                    recurrence=recurrence,
+                    recurrence_id=recurrence_id,
                     sequence=appointment.version,
                     start=appointment.start_at,
                     end=appointment.end_at,
@@ -781,11 +807,23 @@ class Dispatcher:
                 ):
                     templates[t.id] = (t.subject, t.html or t.body)
             allowed = await load_allowed_senders(session, ids["location"])
+            deleted: dict[str, list[datetime]] = defaultdict(list)
+            series = [a.id for a in appointments.values() if a.rrule and not a.master_id]
+            if series:
+                for master_id, start in await session.execute(
+                    select(Appointment.master_id, Appointment.original_start_at).where(
+                        Appointment.master_id.in_(series),
+                        Appointment.deleted.is_(True),
+                        Appointment.is_exception.is_(True),
+                    )
+                ):
+                    if master_id and start:
+                        deleted[master_id].append(start)
         people = {
             loc_id: People(location=loc, users=users[loc_id], contacts=contacts)
             for loc_id, loc in locations.items()
         }
-        return _BatchData(appointments, rules, calendars, people, templates, allowed)
+        return _BatchData(appointments, rules, calendars, people, templates, allowed, deleted)
 
 
 @dataclass
@@ -796,6 +834,8 @@ class _BatchData:
     people: dict[str, People]
     templates: dict[str, tuple[str, str]]
     allowed: dict[str, AllowedSenders]
+    # Series in the batch: the original starts of occurrences deleted on their own.
+    deleted: dict[str, list[datetime]]
 
 
 def _ids_of(batch: Sequence[Delivery]) -> dict[str, set[str]]:

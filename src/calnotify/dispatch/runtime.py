@@ -39,6 +39,7 @@ def dispatch_settings(settings: Settings, concurrency: int | None = None) -> Dis
         twilio_from_number=settings.twilio_from_number,
         twilio_whatsapp_from=settings.twilio_whatsapp_from,
         render_budget_seconds=settings.render_budget_seconds,
+        planning_horizon=timedelta(days=settings.planning_horizon_days),
     )
 
 

@@ -47,11 +47,16 @@ class Delivery(IdMixin, Base):
         Index(None, "appointment_id", "status"),
         Index(None, "notification_id", "status"),
         Index(None, "location_id", "created_at"),
+        Index(None, "master_event_id", "due_at"),
     )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     calendar_id: Mapped[str] = mapped_column(String(20))
     appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
+    # An occurrence of a series: its instance id (``appointmentId`` on the wire) and the
+    # series' master id; empty otherwise.
+    instance_id: Mapped[str] = mapped_column(String(48), default="")
+    master_event_id: Mapped[str] = mapped_column(String(20), default="")
     notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
     notification_type: Mapped[str] = mapped_column(String(16))
     channel: Mapped[str] = mapped_column(String(16))

@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.db.dialect import insert_ignoring_conflicts
 from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus, Reason
-from calnotify.ids import new_id
+from calnotify.ids import instance_id, new_id
 from calnotify.models import (
     Appointment,
     AppointmentEvent,
@@ -278,16 +278,20 @@ def _wanted(
 
 
 def _scheduled_dues(rule: Notification, appointment: Appointment) -> list[datetime]:
+    if appointment.rrule and appointment.master_id is None:
+        return []  # a series: reminders and follow-ups belong to its occurrences
+    dues: set[datetime] = set()
     if rule.notification_type == NotificationType.REMINDER and appointment.status in LIVE:
-        return sorted(
-            {appointment.start_at - timedelta(seconds=offset_seconds(e)) for e in rule.before_time}
-        )
+        dues = {
+            appointment.start_at - timedelta(seconds=offset_seconds(e)) for e in rule.before_time
+        }
     followup_ok = appointment.status in (*LIVE, AppointmentStatus.SHOWED)
     if rule.notification_type == NotificationType.FOLLOWUP and followup_ok:
-        return sorted(
-            {appointment.end_at + timedelta(seconds=offset_seconds(e)) for e in rule.after_time}
-        )
-    return []
+        dues = {appointment.end_at + timedelta(seconds=offset_seconds(e)) for e in rule.after_time}
+    if appointment.master_id is not None and appointment.planned_until is not None:
+        # An occurrence: only what is due within its series' horizon exists as rows.
+        dues = {due for due in dues if due <= appointment.planned_until}
+    return sorted(dues)
 
 
 def _key(rule: Notification, appointment_id: str, when: str, ref: RecipientRef) -> str:
@@ -343,6 +347,8 @@ async def _insert(
                 "location_id": appointment.location_id,
                 "calendar_id": appointment.calendar_id,
                 "appointment_id": appointment.id,
+                "instance_id": _instance_id(appointment),
+                "master_event_id": appointment.master_id or "",
                 "notification_id": w.notification.id,
                 "notification_type": w.notification.notification_type,
                 "channel": w.notification.channel,
@@ -368,6 +374,12 @@ async def _insert(
         wake_dispatchers(session)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             await session.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
+
+
+def _instance_id(appointment: Appointment) -> str:
+    if appointment.master_id and appointment.original_start_at:
+        return instance_id(appointment.master_id, appointment.original_start_at)
+    return ""
 
 
 async def _rules(session: AsyncSession, calendar_id: str) -> list[Notification]:

@@ -62,6 +62,19 @@ def upgrade() -> None:
             sa.Column("materialized_until", sa.DateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("planned_until", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("instance_id", sa.String(length=48), nullable=False, server_default="")
+        )
+        batch_op.add_column(
+            sa.Column("master_event_id", sa.String(length=20), nullable=False, server_default="")
+        )
+    op.create_index(
+        op.f("ix_deliveries_master_event_id_due_at"),
+        "deliveries",
+        ["master_event_id", "due_at"],
+        unique=False,
+    )
     op.create_index(
         op.f("ix_appointments_master_id_original_start_at"),
         "appointments",
@@ -71,6 +84,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_deliveries_master_event_id_due_at"), table_name="deliveries")
+    with op.batch_alter_table("deliveries", schema=None) as batch_op:
+        batch_op.drop_column("master_event_id")
+        batch_op.drop_column("instance_id")
     op.drop_index(op.f("ix_appointments_master_id_original_start_at"), table_name="appointments")
     with op.batch_alter_table("appointments", schema=None) as batch_op:
         batch_op.drop_column("planned_until")
