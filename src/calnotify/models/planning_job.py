@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calnotify.db.base import Base
@@ -40,6 +40,8 @@ class PlanningJob(IdMixin, Base):
     # The rule's version this job plans; a job for an older version is superseded.
     notification_version: Mapped[int] = mapped_column(Integer, default=0)
     kind: Mapped[str] = mapped_column(String(16))
+    # A new rule's job: nothing of it is planned yet, so pages are written without lookups.
+    fresh: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[str] = mapped_column(String(16), default=PlanningJobStatus.PENDING)
     cursor: Mapped[str] = mapped_column(String(64), default="")
     pages: Mapped[int] = mapped_column(Integer, default=0)

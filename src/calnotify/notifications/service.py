@@ -63,7 +63,7 @@ async def create_many(
     for row in rows:
         if row.is_active and row.notification_type in SCHEDULED_TYPES:
             # A new rule has no deliveries yet; only reminders and follow-ups plan ahead.
-            await plan_rule_change(session, row, now)
+            await plan_rule_change(session, row, now, new=True)
     return rows
 
 

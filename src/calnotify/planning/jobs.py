@@ -42,17 +42,21 @@ from calnotify.planning.planner import (
     SCHEDULED_TYPES,
     _people,
     _reconcile,
+    insert_many,
     lock_calendar,
     wake_dispatchers,
+    wanted_deliveries,
 )
 
 # Appointments (or deliveries) per page: one page is one short write transaction.
 PAGE = 200
 
 
-async def plan_rule_change(session: AsyncSession, rule: Notification, now: datetime) -> None:
-    """Re-plan after a rule was created or changed what its deliveries are planned from
-    (receivers, channel, type, schedule, active, deleted).
+async def plan_rule_change(
+    session: AsyncSession, rule: Notification, now: datetime, *, new: bool = False
+) -> None:
+    """Re-plan after a rule was created (``new``) or changed what its deliveries are
+    planned from (receivers, channel, type, schedule, active, deleted).
 
     Its pending immediate sends are settled here (they are few: sent within seconds);
     its reminders and follow-ups over the calendar are re-planned a page at a time, the
@@ -92,6 +96,7 @@ async def plan_rule_change(session: AsyncSession, rule: Notification, now: datet
         .values(status=PlanningJobStatus.SUPERSEDED, updated_at=now, finished_at=now)
     )
     job = _new_job(PlanningJobKind.RULE, rule.location_id, rule.calendar_id, now, rule=rule)
+    job.fresh = new
     if await _rule_page(session, job, rule, now):
         rule.planned_version = rule.version
         return
@@ -160,6 +165,7 @@ def _new_job(
         notification_id=rule.id if rule else "",
         notification_version=rule.version if rule else 0,
         kind=kind,
+        fresh=False,
         status=PlanningJobStatus.PENDING,
         cursor="",
         pages=0,
@@ -234,18 +240,23 @@ async def _rule_page(
     page = list((await session.scalars(query)).all())
     if page:
         people = await _people(session, rule.location_id, [a.contact_id for a in page])
-        for appointment in page:
-            await _reconcile(
-                session,
-                appointment,
-                [rule],
-                people,
-                now,
-                immediate=[],
-                superseding_reschedule=False,
-                stamp="notification",
-                all_rules_of_calendar=False,
-            )
+        if job.fresh:
+            # A new rule: nothing of it exists yet; the whole page in one statement.
+            pairs = [(a, wanted_deliveries(a, [rule], people, now, [])) for a in page]
+            await insert_many(session, pairs, people, now, fresh=True)
+        else:
+            for appointment in page:
+                await _reconcile(
+                    session,
+                    appointment,
+                    [rule],
+                    people,
+                    now,
+                    immediate=[],
+                    superseding_reschedule=False,
+                    stamp="notification",
+                    all_rules_of_calendar=False,
+                )
         last = page[-1]
         job.cursor = f"{last.start_at.isoformat()}|{last.id}"
     job.items += len(page)

@@ -154,7 +154,7 @@ async def _reconcile(
     all_rules_of_calendar: bool,
     fresh: bool = False,
 ) -> None:
-    wanted = {w.key: w for w in _wanted(appointment, rules, people, now, immediate)}
+    wanted = {w.key: w for w in wanted_deliveries(appointment, rules, people, now, immediate)}
     rule_by_id = {r.id: r for r in rules}
     if fresh:
         if wanted:
@@ -247,7 +247,7 @@ def _void_reason(
     return None
 
 
-def _wanted(
+def wanted_deliveries(
     appointment: Appointment,
     rules: Iterable[Notification],
     people: People,
@@ -310,61 +310,76 @@ async def _insert(
     *,
     fresh: bool = False,
 ) -> None:
+    await insert_many(session, [(appointment, wanted)], people, now, fresh=fresh)
+
+
+async def insert_many(
+    session: AsyncSession,
+    pairs: Sequence[tuple[Appointment, Sequence[Wanted]]],
+    people: People,
+    now: datetime,
+    *,
+    fresh: bool = False,
+) -> None:
+    """Write the wanted deliveries of one or more appointments, in one statement.
+
+    ``fresh``: nothing of them can exist yet (a new appointment, a new rule), so nothing
+    is looked up first."""
     existing: dict[str, Delivery] = {}
-    if not fresh:
-        found = await session.scalars(
-            select(Delivery).where(Delivery.dedupe_key.in_([w.key for w in wanted]))
-        )
+    keys = [w.key for _, wanted in pairs for w in wanted]
+    if not fresh and keys:
+        found = await session.scalars(select(Delivery).where(Delivery.dedupe_key.in_(keys)))
         existing = {row.dedupe_key: row for row in found}
     rows: list[dict[str, Any]] = []
     wake = False
-    for w in wanted:
-        resolved = resolve(w.recipient, w.notification.channel, appointment, people)
-        skip = resolved.skip
-        if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
-            skip = Reason.LATE
-        values: dict[str, Any] = {
-            **lifecycle.planned(skip),
-            "recipient": resolved.address,
-            "due_at": w.due_at,
-            "run_at": w.due_at,
-            "deadline_at": w.deadline_at,
-            "appointment_version": appointment.version,
-            "notification_version": w.notification.version,
-            "updated_at": now,
-        }
-        wake = wake or skip is None
-        row = existing.get(w.key)
-        if row is not None:
-            # Never a second message for one key; only a cancelled one comes back.
-            if row.status == DeliveryStatus.CANCELLED:
-                await lifecycle.replan(session, row.id, values)
-            continue
-        rows.append(
-            {
-                **values,
-                "id": new_id(),
-                "location_id": appointment.location_id,
-                "calendar_id": appointment.calendar_id,
-                "appointment_id": appointment.id,
-                "instance_id": _instance_id(appointment),
-                "master_event_id": appointment.master_id or "",
-                "notification_id": w.notification.id,
-                "notification_type": w.notification.notification_type,
-                "channel": w.notification.channel,
-                "receiver_type": w.notification.receiver_type,
-                "trigger": w.trigger,
-                "recipient_kind": w.recipient.kind,
-                "recipient_ref": w.recipient.ref,
-                "dedupe_key": w.key,
-                "sent_at": None,
-                "provider": "",
-                "provider_message_id": "",
-                "subject": "",
-                "body": "",
-                "created_at": now,
+    for appointment, wanted in pairs:
+        for w in wanted:
+            resolved = resolve(w.recipient, w.notification.channel, appointment, people)
+            skip = resolved.skip
+            if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
+                skip = Reason.LATE
+            values: dict[str, Any] = {
+                **lifecycle.planned(skip),
+                "recipient": resolved.address,
+                "due_at": w.due_at,
+                "run_at": w.due_at,
+                "deadline_at": w.deadline_at,
+                "appointment_version": appointment.version,
+                "notification_version": w.notification.version,
+                "updated_at": now,
             }
-        )
+            wake = wake or skip is None
+            row = existing.get(w.key)
+            if row is not None:
+                # Never a second message for one key; only a cancelled one comes back.
+                if row.status == DeliveryStatus.CANCELLED:
+                    await lifecycle.replan(session, row.id, values)
+                continue
+            rows.append(
+                {
+                    **values,
+                    "id": new_id(),
+                    "location_id": appointment.location_id,
+                    "calendar_id": appointment.calendar_id,
+                    "appointment_id": appointment.id,
+                    "instance_id": _instance_id(appointment),
+                    "master_event_id": appointment.master_id or "",
+                    "notification_id": w.notification.id,
+                    "notification_type": w.notification.notification_type,
+                    "channel": w.notification.channel,
+                    "receiver_type": w.notification.receiver_type,
+                    "trigger": w.trigger,
+                    "recipient_kind": w.recipient.kind,
+                    "recipient_ref": w.recipient.ref,
+                    "dedupe_key": w.key,
+                    "sent_at": None,
+                    "provider": "",
+                    "provider_message_id": "",
+                    "subject": "",
+                    "body": "",
+                    "created_at": now,
+                }
+            )
     if rows:
         dialect = session.bind.dialect.name if session.bind else "sqlite"
         await session.execute(

@@ -24,6 +24,7 @@ def upgrade() -> None:
         sa.Column("notification_id", sa.String(length=20), nullable=False),
         sa.Column("notification_version", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("fresh", sa.Boolean(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("cursor", sa.String(length=64), nullable=False),
         sa.Column("pages", sa.Integer(), nullable=False),
