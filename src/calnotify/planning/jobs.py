@@ -41,11 +41,9 @@ from calnotify.planning.planner import (
     DEADLINE,
     SCHEDULED_TYPES,
     _people,
-    _reconcile,
-    insert_many,
     lock_calendar,
+    reconcile_rule_page,
     wake_dispatchers,
-    wanted_deliveries,
 )
 
 # Appointments (or deliveries) per page: one page is one short write transaction.
@@ -240,23 +238,7 @@ async def _rule_page(
     page = list((await session.scalars(query)).all())
     if page:
         people = await _people(session, rule.location_id, [a.contact_id for a in page])
-        if job.fresh:
-            # A new rule: nothing of it exists yet; the whole page in one statement.
-            pairs = [(a, wanted_deliveries(a, [rule], people, now, [])) for a in page]
-            await insert_many(session, pairs, people, now, fresh=True)
-        else:
-            for appointment in page:
-                await _reconcile(
-                    session,
-                    appointment,
-                    [rule],
-                    people,
-                    now,
-                    immediate=[],
-                    superseding_reschedule=False,
-                    stamp="notification",
-                    all_rules_of_calendar=False,
-                )
+        await reconcile_rule_page(session, page, rule, people, now, fresh=job.fresh)
         last = page[-1]
         job.cursor = f"{last.start_at.isoformat()}|{last.id}"
     job.items += len(page)

@@ -25,6 +25,7 @@ the calendar row); SQLite serialises every write transaction anyway.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -203,6 +204,59 @@ async def _reconcile(
         await session.execute(update(Delivery).where(Delivery.id.in_(keep)).values(**values))
     if wanted:
         await _insert(session, appointment, list(wanted.values()), people, now)
+
+
+async def reconcile_rule_page(
+    session: AsyncSession,
+    appointments: Sequence[Appointment],
+    rule: Notification,
+    people: People,
+    now: datetime,
+    *,
+    fresh: bool = False,
+) -> None:
+    """:func:`_reconcile` of one rule over a page of appointments, in a handful of
+    statements whatever the page's size (a planning job's page; ``fresh``: a new rule,
+    nothing of it stored yet)."""
+    stored: dict[str, list[Delivery]] = defaultdict(list)
+    if not fresh:
+        rows = await session.scalars(
+            select(Delivery).where(
+                Delivery.appointment_id.in_([a.id for a in appointments]),
+                Delivery.notification_id == rule.id,
+                Delivery.status.in_(lifecycle.PENDING),
+            )
+        )
+        for row in rows:
+            stored[row.appointment_id].append(row)
+    keep: list[str] = []
+    cancel: dict[str, list[str]] = defaultdict(list)
+    pairs: list[tuple[Appointment, Sequence[Wanted]]] = []
+    for appointment in appointments:
+        wanted = {w.key: w for w in wanted_deliveries(appointment, [rule], people, now, [])}
+        for row in stored[appointment.id]:
+            reason = _void_reason(
+                row, appointment, {rule.id: rule}, wanted, False, moved_by="notification"
+            )
+            if reason is None:
+                wanted.pop(row.dedupe_key, None)
+                keep.append(row.id)
+            elif row.status == DeliveryStatus.SCHEDULED:
+                cancel[reason].append(row.id)
+            else:
+                wanted.pop(row.dedupe_key, None)  # in flight: never a second one
+        if wanted:
+            pairs.append((appointment, list(wanted.values())))
+    for reason, ids in cancel.items():
+        await lifecycle.cancel(session, reason, now, Delivery.id.in_(ids))
+    if keep:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(keep))
+            .values(notification_version=rule.version, updated_at=now)
+        )
+    if pairs:
+        await insert_many(session, pairs, people, now, fresh=fresh)
 
 
 def _void_reason(
