@@ -112,17 +112,25 @@ def _serve(record_path: str, argv: list[str]) -> int:
                 conn.info["bench_hold"] = (time.monotonic(), holder(), calendar)
                 conn.info["bench_statements"] = 0
 
+        @event.listens_for(sync_engine, "commit")
+        def _commit(conn: Any) -> None:
+            conn.info["bench_commit"] = time.monotonic()
+
         @event.listens_for(sync_engine, "checkin")
         def _checkin(_dbapi: Any, record: Any) -> None:
             held = record.info.pop("bench_hold", None)
             statements = record.info.pop("bench_statements", 0)
+            committing = record.info.pop("bench_commit", None)
             if held is not None:
                 started, who, calendar = held
+                ended = time.monotonic()
                 out.write(
                     json.dumps(
                         {
                             "t": started,
-                            "d": time.monotonic() - started,
+                            "d": ended - started,
+                            # from COMMIT sent to the connection back in the pool
+                            "c": ended - committing if committing else 0.0,
                             "who": who,
                             "cal": calendar,
                             "statements": statements,
@@ -327,6 +335,8 @@ def main(args: argparse.Namespace) -> int:
     from sqlalchemy.engine import make_url
 
     from bench.common import (
+        ROOT,
+        commit,
         engine_for,
         free_port,
         fresh_database,
@@ -339,6 +349,15 @@ def main(args: argparse.Namespace) -> int:
 
     n = args.appointments
     results: dict[str, Any] = {"database": args.database, "appointments": n}
+    load_before = os.getloadavg()[0]
+    # The code the server runs is the code at its start: say which (HEAD may move on).
+    results["commit_at_start"] = commit()
+    results["src_differs_from_commit"] = (
+        subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", "src"], cwd=ROOT, check=False
+        ).returncode
+        != 0
+    )
     rule_body = [
         {
             "receiverType": "contact",
@@ -510,8 +529,18 @@ def main(args: argparse.Namespace) -> int:
         results["lock_hold_in_process_ms"] = {
             who: stats_ms(values) for who, values in sorted(by_who.items())
         }
-        pages = [h for h in window if h["who"] == "planning loop"]
+        pages = sorted((h for h in window if h["who"] == "planning loop"), key=lambda h: h["t"])
         if pages:
+            results["planning_page_commit_ms"] = stats_ms([h["c"] for h in pages])
+            slow = [h for h in window if h["d"] >= LOCK_LIMIT]
+            results["holds_over_100ms_commit_share"] = (
+                round(sum(h["c"] for h in slow) / sum(h["d"] for h in slow), 2) if slow else 0.0
+            )
+            tenth = max(1, len(pages) // 10)
+            results["planning_page_ms_first_last_tenth"] = [
+                ms(percentile([h["d"] for h in pages[:tenth]], 50)),
+                ms(percentile([h["d"] for h in pages[-tenth:]], 50)),
+            ]
             results["planning_page_statements_median"] = percentile(
                 [h["statements"] for h in pages], 50
             )
@@ -544,6 +573,7 @@ def main(args: argparse.Namespace) -> int:
                 percentile(b_during, 99) / max(1e-9, percentile(b_quiet, 99)), 1
             )
 
+    results["load_average_before_after"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     checks = {
         "answer < 1 s": results["answer_ms"] < ANSWER_LIMIT * 1000,
         "longest hold (in-process) < 100 ms": results["holds_over_100ms"] == 0,

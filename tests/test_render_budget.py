@@ -19,6 +19,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from liquid.exceptions import LiquidError
 
 from calnotify.channels.ics import _fold
 from calnotify.models import Appointment, Calendar, Contact, Location, Notification
@@ -162,6 +163,21 @@ def test_hostile_template_sources_are_refused_fast(source: str) -> None:
 def test_ordinary_templates_stay_valid(source: str) -> None:
     parse.cache_clear()
     assert template_errors("body", source) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ (1..30000000) | sort | size }}",  # one C call building 30 M integers
+        "{{ (1..25000) | join: ',' | split: ',' | uniq | size }}",
+    ],
+)
+def test_filters_refuse_huge_lists_before_building_them(source: str) -> None:
+    """A filter over a huge range runs in C, where no deadline reaches it."""
+    began = time.monotonic()
+    with pytest.raises(LiquidError, match="too many items"):
+        parse(source).render()
+    assert time.monotonic() - began < 0.5
 
 
 def test_the_deadline_reaches_liquid_rendering() -> None:

@@ -275,7 +275,7 @@ class Dispatcher:
             now,
             self.settings.batch_size,
             self.settings.lease,
-            skip_locations=self.busy_locations(),
+            skip_locations=self.busy_locations(slow_ones=True),
             capped_locations=self.slow_locations(),
             cap=self.settings.render_threads_per_location,
         )
@@ -548,12 +548,17 @@ class Dispatcher:
             if not work:
                 del self._inflight[delivery.location_id]
 
-    def busy_locations(self) -> list[str]:
+    def busy_locations(self, *, slow_ones: bool = False) -> list[str]:
         """Locations with a message in the works here for longer than a second (a slow
         provider answer, a render near its budget): left out of this process's next claims
-        while that lasts, so they cannot occupy every dispatch loop."""
+        while that lasts, so they cannot occupy every batch slot. With ``slow_ones``, also
+        the slow locations (:meth:`slow_locations`) with anything in the works at all: at
+        most one batch at a time carries their few rows."""
         cutoff = time.monotonic() - SLOW_AFTER_SECONDS
-        return sorted(loc for loc, work in self._inflight.items() if min(work.values()) < cutoff)
+        busy = {loc for loc, work in self._inflight.items() if min(work.values()) < cutoff}
+        if slow_ones:
+            busy.update(loc for loc in self.slow_locations() if self._inflight.get(loc))
+        return sorted(busy)
 
     def slow_locations(self) -> list[str]:
         """Locations one of whose messages took long to render in the last minute: at most

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from datetime import timedelta
 
 import psycopg
@@ -25,6 +26,7 @@ from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.planning.planner import WAKE_CHANNEL
 
 log = logging.getLogger("calnotify.dispatch")
+SWITCH_INTERVAL = 0.001  # seconds (Python's default: 0.005)
 
 
 def dispatch_settings(settings: Settings, concurrency: int | None = None) -> DispatchSettings:
@@ -65,6 +67,11 @@ class Engine:
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
+        # Rendering runs in threads that compete with the event loop (and aiosqlite's
+        # thread) for the interpreter lock; a hostile template keeps one busy for its
+        # whole budget. Handing the lock over every millisecond instead of every five keeps
+        # each database round trip of the API from queueing behind it for long.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         self.db.on_wake.append(self.dispatcher.wake)
         self.dispatcher.start()
         if not self.db.is_sqlite:

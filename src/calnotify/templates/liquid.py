@@ -37,6 +37,10 @@ from calnotify.templates.budget import check_deadline
 from calnotify.templates.merge_fields import MERGE_FIELDS, VALUE_PROPERTIES
 
 MAX_OUTPUT_CHARS = 256 * 1024
+# The most items a filter takes or gives (as many as a loop may run): a range like
+# (1..30000000) costs nothing until a filter (sort, uniq, join) builds it, in one C call
+# that no deadline can interrupt.
+MAX_ITEMS = 10_000
 # Inside one {{ }} or {% %}, python-liquid's lexers take time quadratic in a run of blanks,
 # and linear in the rest of the markup for each '(' or '[' (see lexing_hazard).
 MAX_BLANK_RUN = 100
@@ -99,17 +103,25 @@ class SafeEnvironment(Environment):
 def _bounded(function: Any, estimate: Any = None) -> Any:
     def bounded(*args: Any, **kwargs: Any) -> Any:
         check_deadline()
+        if any(_too_many(arg) for arg in (*args, *kwargs.values())):
+            raise OutputStreamLimitError("a filter input has too many items", token=None)
         if estimate is not None and estimate(*args) > MAX_OUTPUT_CHARS:
             raise OutputStreamLimitError("a filter result is too large", token=None)
         result = function(*args, **kwargs)
         if isinstance(result, str) and len(result) > MAX_OUTPUT_CHARS:
             raise OutputStreamLimitError("a filter result is too large", token=None)
+        if _too_many(result):
+            raise OutputStreamLimitError("a filter result has too many items", token=None)
         return result
 
     # Keep what python-liquid reads off a filter (whether it wants the context, …).
     for attribute, value in vars(function).items():
         setattr(bounded, attribute, value)
     return bounded
+
+
+def _too_many(value: Any) -> bool:
+    return isinstance(value, range | list | tuple | dict | set) and len(value) > MAX_ITEMS
 
 
 def _text(value: Any) -> str:
