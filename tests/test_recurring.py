@@ -319,3 +319,15 @@ async def test_an_unbounded_series_is_planned_within_a_rolling_horizon(scenario:
 
 def _iso(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+async def test_an_occurrence_reminder_lands_in_the_outbox_under_its_instance_id(
+    client: httpx.AsyncClient, tenant: Tenant, clock: ManualClock, db: Database, settings: Settings
+) -> None:
+    scenario = Scenario(client, tenant, clock, db, settings)  # email goes to the outbox
+    await scenario.rules(REMINDER)
+    master = await series(scenario)
+    second = occurrence_id(master, 1)
+    await scenario.run_at(START + timedelta(weeks=1, hours=-1))
+    [message] = await scenario.outbox(appointmentId=second)
+    assert message["appointmentId"] == second

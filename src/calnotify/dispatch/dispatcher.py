@@ -672,7 +672,8 @@ class Dispatcher:
         message = Message(
             delivery_id=delivery.id,
             location_id=delivery.location_id,
-            appointment_id=delivery.appointment_id,
+            # The id the appointment goes by on the wire (an occurrence: its instance id).
+            appointment_id=delivery.instance_id or delivery.appointment_id,
             calendar_id=delivery.calendar_id,
             notification_type=delivery.notification_type,
             channel=delivery.channel,

@@ -118,7 +118,7 @@ class OutboxMessage(IdMixin, Base):
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     delivery_id: Mapped[str] = mapped_column(String(20), unique=True)
-    appointment_id: Mapped[str] = mapped_column(String(20), index=True)
+    appointment_id: Mapped[str] = mapped_column(String(48), index=True)  # or an instance id
     calendar_id: Mapped[str] = mapped_column(String(20))
     channel: Mapped[str] = mapped_column(String(16))
     to: Mapped[str] = mapped_column(String(320))
@@ -137,7 +137,7 @@ class InboxItem(IdMixin, Base):
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     delivery_id: Mapped[str] = mapped_column(String(20), unique=True)
-    appointment_id: Mapped[str] = mapped_column(String(20))
+    appointment_id: Mapped[str] = mapped_column(String(48))  # or an instance id
     notification_type: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")

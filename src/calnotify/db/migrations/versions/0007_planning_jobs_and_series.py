@@ -70,6 +70,15 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("master_event_id", sa.String(length=20), nullable=False, server_default="")
         )
+    # Messages of an occurrence carry its instance id (<masterEventId>_<epoch ms>).
+    for table in ("outbox_messages", "inbox_items"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column(
+                "appointment_id",
+                existing_type=sa.String(length=20),
+                type_=sa.String(length=48),
+                existing_nullable=False,
+            )
     op.create_index(
         op.f("ix_deliveries_master_event_id_due_at"),
         "deliveries",
@@ -85,6 +94,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table in ("outbox_messages", "inbox_items"):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.alter_column(
+                "appointment_id",
+                existing_type=sa.String(length=48),
+                type_=sa.String(length=20),
+                existing_nullable=False,
+            )
     op.drop_index(op.f("ix_deliveries_master_event_id_due_at"), table_name="deliveries")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("master_event_id")
