@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,9 @@ def create_app(
                 inbox_listener=hub.publish,
             )
             engine.start()
+        # What exists at start lives as long as the process: keep the collector from
+        # walking it again and again (a full collection over it pauses every request).
+        gc.freeze()
         try:
             yield
         finally:

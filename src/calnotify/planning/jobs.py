@@ -21,6 +21,7 @@ before its page is reached is planned ``skipped``/``late`` like any reminder pla
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,14 +41,18 @@ from calnotify.notifications.rules import offset_seconds
 from calnotify.planning.planner import (
     DEADLINE,
     SCHEDULED_TYPES,
+    PagePlan,
     _people,
     lock_calendar,
+    plan_rule_page,
     reconcile_rule_page,
     wake_dispatchers,
+    write_rule_page,
 )
 
-# Appointments (or deliveries) per page: one page is one short write transaction.
-PAGE = 200
+# Appointments (or deliveries) per page: one page is one short write transaction (about
+# 30 ms on SQLite for 100 appointments; bench/replan.py).
+PAGE = 100
 
 
 async def plan_rule_change(
@@ -114,25 +119,64 @@ async def cancel_for_calendar(
 
 
 async def run_jobs(db: Database, clock: Clock, *, pages: int = 50) -> int:
-    """Work through pending jobs, one page per transaction; the pages done."""
+    """Work through pending jobs, one page per short write transaction; the pages done.
+
+    A page of appointments is worked out from reads first, outside the write lock; the
+    write transaction then only checks that nothing moved meanwhile (the job's cursor,
+    the rule's version, each appointment's version: one changed since was re-planned by
+    its own change and is left out) and writes.
+    """
     done = 0
     while done < pages:
+        prepared = await _prepare(db, clock.now())
+        if prepared is None:
+            break
         async with db.session() as session:
-            query = (
-                select(PlanningJob)
-                .where(PlanningJob.status == PlanningJobStatus.PENDING)
-                .order_by(PlanningJob.created_at, PlanningJob.id)
-                .limit(1)
+            query = select(PlanningJob).where(
+                PlanningJob.id == prepared.job_id,
+                PlanningJob.status == PlanningJobStatus.PENDING,
             )
             if not db.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             job = await session.scalar(query)
-            if job is None:
-                break
-            await _run_page(session, job, clock.now())
+            if job is not None and job.cursor == prepared.cursor:
+                await _run_page(session, job, clock.now(), prepared)
         done += 1
         await asyncio.sleep(0)  # let other writers in between pages
     return done
+
+
+@dataclass
+class _Prepared:
+    job_id: str
+    cursor: str  # where the job stood when the page was worked out
+    plan: PagePlan | None = None  # None: the page is done in the write transaction
+    next_cursor: str = ""
+    count: int = 0
+
+
+async def _prepare(db: Database, now: datetime) -> _Prepared | None:
+    async with db.session(write=False) as reader:
+        job = await reader.scalar(
+            select(PlanningJob)
+            .where(PlanningJob.status == PlanningJobStatus.PENDING)
+            .order_by(PlanningJob.created_at, PlanningJob.id)
+            .limit(1)
+        )
+        if job is None:
+            return None
+        prepared = _Prepared(job.id, job.cursor)
+        if job.kind != PlanningJobKind.RULE:
+            return prepared
+        rule = await reader.get(Notification, job.notification_id)
+        if rule is None or rule.version != job.notification_version or not _plans_ahead(rule):
+            return prepared
+        page = await _page_of(reader, job, rule, now)
+        people = await _people(reader, rule.location_id, [a.contact_id for a in page])
+        prepared.plan = await plan_rule_page(reader, page, rule, people, now, fresh=job.fresh)
+        prepared.next_cursor = _cursor_after(page, job.cursor)
+        prepared.count = len(page)
+        return prepared
 
 
 async def jobs_of_rule(session: AsyncSession, rule_id: str, limit: int = 10) -> list[PlanningJob]:
@@ -173,14 +217,19 @@ def _new_job(
     )
 
 
-async def _run_page(session: AsyncSession, job: PlanningJob, now: datetime) -> None:
+async def _run_page(
+    session: AsyncSession, job: PlanningJob, now: datetime, prepared: _Prepared | None = None
+) -> None:
     job.updated_at = now
     if job.kind == PlanningJobKind.RULE:
         rule = await session.get(Notification, job.notification_id)
         if rule is None or rule.version != job.notification_version:
             job.status, job.finished_at = PlanningJobStatus.SUPERSEDED, now
             return
-        finished = await _rule_page(session, job, rule, now)
+        if prepared is not None and prepared.plan is not None:
+            finished = await _write_prepared(session, job, rule, prepared, now)
+        else:
+            finished = await _rule_page(session, job, rule, now)
         if finished:
             rule.planned_version = rule.version
     else:
@@ -189,14 +238,41 @@ async def _run_page(session: AsyncSession, job: PlanningJob, now: datetime) -> N
         job.status, job.finished_at = PlanningJobStatus.DONE, now
 
 
+async def _write_prepared(
+    session: AsyncSession,
+    job: PlanningJob,
+    rule: Notification,
+    prepared: _Prepared,
+    now: datetime,
+) -> bool:
+    assert prepared.plan is not None
+    await lock_calendar(session, rule.calendar_id)
+    versions = prepared.plan.versions
+    current: dict[str, int] = {}
+    if versions:
+        rows = await session.execute(
+            select(Appointment.id, Appointment.version).where(Appointment.id.in_(list(versions)))
+        )
+        current = {row.id: row.version for row in rows}
+    changed = {a for a, version in versions.items() if current.get(a) != version}
+    await write_rule_page(session, prepared.plan.without(changed), rule, now)
+    job.pages += 1
+    job.items += prepared.count
+    job.cursor = prepared.next_cursor
+    return prepared.count < PAGE
+
+
+def _plans_ahead(rule: Notification) -> bool:
+    return rule.is_active and not rule.deleted and rule.notification_type in SCHEDULED_TYPES
+
+
 async def _rule_page(
     session: AsyncSession, job: PlanningJob, rule: Notification, now: datetime
 ) -> bool:
     """One page of a rule's re-planning; whether it was the last."""
     await lock_calendar(session, rule.calendar_id)
     job.pages += 1
-    plans_ahead = rule.notification_type in SCHEDULED_TYPES
-    if rule.deleted or not rule.is_active or not plans_ahead:
+    if not _plans_ahead(rule):
         # Nothing of it is planned ahead any more: cancel what is pending, a page at a time.
         where: list[Any] = [
             Delivery.notification_id == rule.id,
@@ -215,6 +291,19 @@ async def _rule_page(
         job.items += len(ids)
         return len(ids) < PAGE
 
+    page = await _page_of(session, job, rule, now)
+    if page:
+        people = await _people(session, rule.location_id, [a.contact_id for a in page])
+        await reconcile_rule_page(session, page, rule, people, now, fresh=job.fresh)
+    job.cursor = _cursor_after(page, job.cursor)
+    job.items += len(page)
+    return len(page) < PAGE
+
+
+async def _page_of(
+    session: AsyncSession, job: PlanningJob, rule: Notification, now: datetime
+) -> list[Appointment]:
+    """The next page of appointments the rule plans ahead for, in start order."""
     query = select(Appointment).where(
         Appointment.calendar_id == rule.calendar_id,
         Appointment.deleted.is_(False),
@@ -229,20 +318,22 @@ async def _rule_page(
         start, _, last_id = job.cursor.partition("|")
         after = datetime.fromisoformat(start)
         query = query.where(
+            # The first condition bounds the index range; the second breaks ties.
+            Appointment.start_at >= after,
             or_(
                 Appointment.start_at > after,
                 and_(Appointment.start_at == after, Appointment.id > last_id),
-            )
+            ),
         )
     query = query.order_by(Appointment.start_at, Appointment.id).limit(PAGE)
-    page = list((await session.scalars(query)).all())
-    if page:
-        people = await _people(session, rule.location_id, [a.contact_id for a in page])
-        await reconcile_rule_page(session, page, rule, people, now, fresh=job.fresh)
-        last = page[-1]
-        job.cursor = f"{last.start_at.isoformat()}|{last.id}"
-    job.items += len(page)
-    return len(page) < PAGE
+    return list((await session.scalars(query)).all())
+
+
+def _cursor_after(page: list[Appointment], cursor: str) -> str:
+    if not page:
+        return cursor
+    last = page[-1]
+    return f"{last.start_at.isoformat()}|{last.id}"
 
 
 async def _calendar_page(session: AsyncSession, job: PlanningJob, now: datetime) -> bool:

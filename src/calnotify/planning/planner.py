@@ -24,10 +24,11 @@ the calendar row); SQLite serialises every write transaction anyway.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,8 @@ from calnotify.notifications.rules import offset_seconds
 from calnotify.planning.recipients import People, RecipientRef, recipients, resolve
 
 DEADLINE = timedelta(hours=24)
+# Appointments a planning page works out between two turns of the event loop.
+YIELD_EVERY = 10
 MIN_WINDOW = timedelta(seconds=60)
 WAKE_CHANNEL = "calnotify_deliveries"
 
@@ -206,7 +209,31 @@ async def _reconcile(
         await _insert(session, appointment, list(wanted.values()), people, now)
 
 
-async def reconcile_rule_page(
+@dataclass
+class PagePlan:
+    """What re-planning one rule over a page of appointments writes, by appointment (so
+    that an appointment changed meanwhile can be left out: its own change re-planned it)."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    keep: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    cancel: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
+    rows: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    revive: dict[str, list[tuple[str, dict[str, Any]]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+
+    def without(self, changed: set[str]) -> PagePlan:
+        kept = PagePlan()
+        for name in ("keep", "cancel", "rows", "revive"):
+            mine, theirs = getattr(self, name), getattr(kept, name)
+            for appointment_id, items in mine.items():
+                if appointment_id not in changed:
+                    theirs[appointment_id] = items
+        kept.versions = {k: v for k, v in self.versions.items() if k not in changed}
+        return kept
+
+
+async def plan_rule_page(
     session: AsyncSession,
     appointments: Sequence[Appointment],
     rule: Notification,
@@ -214,10 +241,11 @@ async def reconcile_rule_page(
     now: datetime,
     *,
     fresh: bool = False,
-) -> None:
-    """:func:`_reconcile` of one rule over a page of appointments, in a handful of
-    statements whatever the page's size (a planning job's page; ``fresh``: a new rule,
-    nothing of it stored yet)."""
+) -> PagePlan:
+    """:func:`_reconcile` of one rule over a page of appointments, computed from reads
+    only (``fresh``: a new rule, nothing of it stored yet); :func:`write_rule_page` writes
+    it, in a handful of statements whatever the page's size."""
+    plan = PagePlan(versions={a.id: a.version for a in appointments})
     stored: dict[str, list[Delivery]] = defaultdict(list)
     if not fresh:
         rows = await session.scalars(
@@ -229,10 +257,12 @@ async def reconcile_rule_page(
         )
         for row in rows:
             stored[row.appointment_id].append(row)
-    keep: list[str] = []
-    cancel: dict[str, list[str]] = defaultdict(list)
     pairs: list[tuple[Appointment, Sequence[Wanted]]] = []
-    for appointment in appointments:
+    for i, appointment in enumerate(appointments):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            # Plain CPU work on the event loop: let requests (which may hold the write
+            # lock meanwhile) take their turn.
+            await asyncio.sleep(0)
         wanted = {w.key: w for w in wanted_deliveries(appointment, [rule], people, now, [])}
         for row in stored[appointment.id]:
             reason = _void_reason(
@@ -240,23 +270,56 @@ async def reconcile_rule_page(
             )
             if reason is None:
                 wanted.pop(row.dedupe_key, None)
-                keep.append(row.id)
+                plan.keep[appointment.id].append(row.id)
             elif row.status == DeliveryStatus.SCHEDULED:
-                cancel[reason].append(row.id)
+                plan.cancel[appointment.id].append((reason, row.id))
             else:
                 wanted.pop(row.dedupe_key, None)  # in flight: never a second one
         if wanted:
             pairs.append((appointment, list(wanted.values())))
+    existing = {} if fresh else await _existing(session, pairs)
+    for i, (appointment, wanted_rows) in enumerate(pairs):
+        if i % YIELD_EVERY == YIELD_EVERY - 1:
+            await asyncio.sleep(0)
+        rows_, revive = _delivery_rows(appointment, wanted_rows, existing, people, now)
+        plan.rows[appointment.id] = rows_
+        plan.revive[appointment.id] = revive
+    return plan
+
+
+async def write_rule_page(
+    session: AsyncSession, plan: PagePlan, rule: Notification, now: datetime
+) -> None:
+    cancel: dict[str, list[str]] = defaultdict(list)
+    for items in plan.cancel.values():
+        for reason, delivery_id in items:
+            cancel[reason].append(delivery_id)
     for reason, ids in cancel.items():
         await lifecycle.cancel(session, reason, now, Delivery.id.in_(ids))
+    keep = [delivery_id for items in plan.keep.values() for delivery_id in items]
     if keep:
         await session.execute(
             update(Delivery)
             .where(Delivery.id.in_(keep))
             .values(notification_version=rule.version, updated_at=now)
         )
-    if pairs:
-        await insert_many(session, pairs, people, now, fresh=fresh)
+    rows = [row for items in plan.rows.values() for row in items]
+    revive = [item for items in plan.revive.values() for item in items]
+    await _write_rows(session, rows, revive)
+
+
+async def reconcile_rule_page(
+    session: AsyncSession,
+    appointments: Sequence[Appointment],
+    rule: Notification,
+    people: People,
+    now: datetime,
+    *,
+    fresh: bool = False,
+) -> None:
+    """Plan and write one page in the same transaction."""
+    plan = await plan_rule_page(session, appointments, rule, people, now, fresh=fresh)
+    await write_rule_page(session, plan, rule, now)
 
 
 def _void_reason(
@@ -379,67 +442,99 @@ async def insert_many(
 
     ``fresh``: nothing of them can exist yet (a new appointment, a new rule), so nothing
     is looked up first."""
-    existing: dict[str, Delivery] = {}
-    keys = [w.key for _, wanted in pairs for w in wanted]
-    if not fresh and keys:
-        found = await session.scalars(select(Delivery).where(Delivery.dedupe_key.in_(keys)))
-        existing = {row.dedupe_key: row for row in found}
+    existing = {} if fresh else await _existing(session, pairs)
     rows: list[dict[str, Any]] = []
-    wake = False
+    revive: list[tuple[str, dict[str, Any]]] = []
     for appointment, wanted in pairs:
-        for w in wanted:
-            resolved = resolve(w.recipient, w.notification.channel, appointment, people)
-            skip = resolved.skip
-            if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
-                skip = Reason.LATE
-            values: dict[str, Any] = {
-                **lifecycle.planned(skip),
-                "recipient": resolved.address,
-                "due_at": w.due_at,
-                "run_at": w.due_at,
-                "deadline_at": w.deadline_at,
-                "appointment_version": appointment.version,
-                "notification_version": w.notification.version,
-                "updated_at": now,
+        more, back = _delivery_rows(appointment, wanted, existing, people, now)
+        rows += more
+        revive += back
+    await _write_rows(session, rows, revive)
+
+
+async def _existing(
+    session: AsyncSession, pairs: Sequence[tuple[Appointment, Sequence[Wanted]]]
+) -> dict[str, Delivery]:
+    keys = [w.key for _, wanted in pairs for w in wanted]
+    if not keys:
+        return {}
+    found = await session.scalars(select(Delivery).where(Delivery.dedupe_key.in_(keys)))
+    return {row.dedupe_key: row for row in found}
+
+
+def _delivery_rows(
+    appointment: Appointment,
+    wanted: Sequence[Wanted],
+    existing: dict[str, Delivery],
+    people: People,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[tuple[str, dict[str, Any]]]]:
+    """New rows for the wanted deliveries, and the cancelled ones to plan anew (never a
+    second message for one key; only a cancelled one comes back)."""
+    rows: list[dict[str, Any]] = []
+    revive: list[tuple[str, dict[str, Any]]] = []
+    for w in wanted:
+        resolved = resolve(w.recipient, w.notification.channel, appointment, people)
+        skip = resolved.skip
+        if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
+            skip = Reason.LATE
+        values: dict[str, Any] = {
+            **lifecycle.planned(skip),
+            "recipient": resolved.address,
+            "due_at": w.due_at,
+            "run_at": w.due_at,
+            "deadline_at": w.deadline_at,
+            "appointment_version": appointment.version,
+            "notification_version": w.notification.version,
+            "updated_at": now,
+        }
+        row = existing.get(w.key)
+        if row is not None:
+            if row.status == DeliveryStatus.CANCELLED:
+                revive.append((row.id, values))
+            continue
+        rows.append(
+            {
+                **values,
+                "id": new_id(),
+                "location_id": appointment.location_id,
+                "calendar_id": appointment.calendar_id,
+                "appointment_id": appointment.id,
+                "instance_id": _instance_id(appointment),
+                "master_event_id": appointment.master_id or "",
+                "notification_id": w.notification.id,
+                "notification_type": w.notification.notification_type,
+                "channel": w.notification.channel,
+                "receiver_type": w.notification.receiver_type,
+                "trigger": w.trigger,
+                "recipient_kind": w.recipient.kind,
+                "recipient_ref": w.recipient.ref,
+                "dedupe_key": w.key,
+                "sent_at": None,
+                "provider": "",
+                "provider_message_id": "",
+                "subject": "",
+                "body": "",
+                "created_at": now,
             }
-            wake = wake or skip is None
-            row = existing.get(w.key)
-            if row is not None:
-                # Never a second message for one key; only a cancelled one comes back.
-                if row.status == DeliveryStatus.CANCELLED:
-                    await lifecycle.replan(session, row.id, values)
-                continue
-            rows.append(
-                {
-                    **values,
-                    "id": new_id(),
-                    "location_id": appointment.location_id,
-                    "calendar_id": appointment.calendar_id,
-                    "appointment_id": appointment.id,
-                    "instance_id": _instance_id(appointment),
-                    "master_event_id": appointment.master_id or "",
-                    "notification_id": w.notification.id,
-                    "notification_type": w.notification.notification_type,
-                    "channel": w.notification.channel,
-                    "receiver_type": w.notification.receiver_type,
-                    "trigger": w.trigger,
-                    "recipient_kind": w.recipient.kind,
-                    "recipient_ref": w.recipient.ref,
-                    "dedupe_key": w.key,
-                    "sent_at": None,
-                    "provider": "",
-                    "provider_message_id": "",
-                    "subject": "",
-                    "body": "",
-                    "created_at": now,
-                }
-            )
+        )
+    return rows, revive
+
+
+async def _write_rows(
+    session: AsyncSession,
+    rows: Sequence[dict[str, Any]],
+    revive: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    for delivery_id, values in revive:
+        await lifecycle.replan(session, delivery_id, values)
     if rows:
         dialect = session.bind.dialect.name if session.bind else "sqlite"
         await session.execute(
-            insert_ignoring_conflicts(Delivery.__table__, dialect, "dedupe_key"), rows
+            insert_ignoring_conflicts(Delivery.__table__, dialect, "dedupe_key"), list(rows)
         )
-    if wake:
+    due = [r for r in rows if r["status"] == DeliveryStatus.SCHEDULED]
+    if due or any(v["status"] == DeliveryStatus.SCHEDULED for _, v in revive):
         wake_dispatchers(session)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             await session.execute(text(f"NOTIFY {WAKE_CHANNEL}"))
