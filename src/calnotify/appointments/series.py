@@ -226,7 +226,9 @@ async def _replan(
     rules = await _rules(session, master.calendar_id)
     contacts = {master.contact_id, *(r.contact_id for r in rows.values())}
     people = await _people(session, master.location_id, contacts)
-    for row in created:
+    # New rows have nothing stored yet; changed ones are reconciled with what they have.
+    work = [(row, True) for row in created] + [(row, False) for row in rows.values()]
+    for row, fresh in work:
         await _reconcile(
             session,
             row,
@@ -237,19 +239,7 @@ async def _replan(
             superseding_reschedule=False,
             stamp="appointment",
             all_rules_of_calendar=True,
-            fresh=True,
-        )
-    for row in rows.values():
-        await _reconcile(
-            session,
-            row,
-            rules,
-            people,
-            now,
-            immediate=[],
-            superseding_reschedule=False,
-            stamp="appointment",
-            all_rules_of_calendar=True,
+            fresh=fresh,
         )
 
 
