@@ -429,7 +429,7 @@ async def test_a_slow_location_does_not_hold_back_another(
 ) -> None:
     """One location's messages each take longer than the render budget (a hostile
     template); another location's booking, made while both loops are busy with the first
-    location's batches, goes out within a second or so; the hostile ones end failed."""
+    location's batches, goes out within seconds (3 at most); the hostile ones end failed."""
     import calnotify.dispatch.dispatcher as dispatch_module
 
     hostile = scenario.tenant.location_id
@@ -471,7 +471,7 @@ async def test_a_slow_location_does_not_hold_back_another(
             await asyncio.wait_for(arrived.wait(), timeout=10)
         waited = time.monotonic() - booked_at
         assert arrived.is_set(), "the other location's message never went out"
-        assert waited < 2.0, f"the other location waited {waited:.1f} s"
+        assert waited < 3.0, f"the other location waited {waited:.1f} s"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             states = {(d["status"], d["reason"]) for d in await scenario.deliveries()}

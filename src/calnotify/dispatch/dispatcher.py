@@ -15,7 +15,7 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import formataddr
@@ -299,7 +299,12 @@ class Dispatcher:
                     await self._record_patiently([lifecycle.released(d) for d in rest], lease)
                     break
                 if chunk:
-                    outcomes = await self.process(chunk, lease)
+                    # Sent messages are recorded as soon as their provider answered, not
+                    # when the chunk's slowest one did: a crash meanwhile leaves fewer
+                    # messages whose fate is unknown.
+                    outcomes = await self.process(
+                        chunk, lease, record=lambda sent: self._record_patiently(sent, lease)
+                    )
                     await self._record_patiently(outcomes, lease)
                 lease.release(d.id for d in batch[start : start + size])
 
@@ -359,9 +364,15 @@ class Dispatcher:
     # --- one batch ---------------------------------------------------------------------
 
     async def process(
-        self, batch: Sequence[Delivery], lease: _Heartbeat | None = None
+        self,
+        batch: Sequence[Delivery],
+        lease: _Heartbeat | None = None,
+        *,
+        record: Callable[[list[Outcome]], Awaitable[None]] | None = None,
     ) -> list[Outcome]:
-        """Fence, render and send one chunk of a claim; every delivery gets its own outcome.
+        """Fence, render and send one chunk of a claim; every delivery gets its own outcome
+        (``record``: the outcomes of each group of sent messages are handed to it as soon as
+        they are known, and left out of the list returned).
 
         Each message is rendered on its own (off the event loop, within its budget) and
         handed over as soon as it is ready, together with whatever else became ready at the
@@ -397,11 +408,16 @@ class Dispatcher:
                 if ready:
                     sending.append(asyncio.create_task(self._send(ready, token, now, lease)))
                 self._give_back_slow(pending, rendering)
-            for sent in await asyncio.gather(*sending, return_exceptions=True):
-                if isinstance(sent, BaseException):
+            for next_sent in asyncio.as_completed(sending):
+                try:
+                    sent = await next_sent
+                except Exception:
                     # _send turns every failure into outcomes; this is a bug. What it held
                     # is taken back when the lease runs out (attempts recorded as unknown).
-                    log.error("dispatch: sending failed", exc_info=sent)
+                    log.exception("dispatch: sending failed")
+                    continue
+                if record is not None and sent:
+                    await record(sent)
                 else:
                     outcomes.extend(sent)
         finally:
