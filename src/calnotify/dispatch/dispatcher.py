@@ -99,8 +99,10 @@ class DispatchSettings:
     twilio_whatsapp_from: str = ""
     # Rendering one message: its wall-clock budget, and the threads it runs in.
     render_budget_seconds: float = 2.0
-    render_threads: int = 4
-    render_threads_per_location: int = 2
+    # Rendering is CPU work under the interpreter lock: more threads add no throughput,
+    # only contention with the event loop. One location never has more than one.
+    render_threads: int = 2
+    render_threads_per_location: int = 1
     # Recurring series: deliveries exist as rows when due within this long.
     planning_horizon: timedelta = DEFAULT_HORIZON
     # How long stop() waits for the batches in flight before abandoning them to the lease.
