@@ -100,9 +100,9 @@ class DispatchSettings:
     # Rendering one message: its wall-clock budget, and the threads it runs in.
     render_budget_seconds: float = 2.0
     # Rendering is CPU work under the interpreter lock: more threads add no throughput,
-    # only contention with the event loop. One location never has more than one.
+    # only contention with the event loop. A location found slow renders in one thread.
     render_threads: int = 2
-    render_threads_per_location: int = 1
+    render_threads_per_location: int = 2
     # Recurring series: deliveries exist as rows when due within this long.
     planning_horizon: timedelta = DEFAULT_HORIZON
     # How long stop() waits for the batches in flight before abandoning them to the lease.
@@ -279,7 +279,7 @@ class Dispatcher:
             self.settings.lease,
             skip_locations=self.busy_locations(slow_ones=True),
             capped_locations=self.slow_locations(),
-            cap=self.settings.render_threads_per_location,
+            cap=1,
         )
         self.metrics.claims += 1
         self.metrics.claimed += len(batch)
@@ -433,7 +433,7 @@ class Dispatcher:
         """Split off what this chunk should not start: everything when stopping, and of a
         location found slow meanwhile, all but the few rows its claims are capped to."""
         slow = set(self.slow_locations())
-        cap = self.settings.render_threads_per_location
+        cap = 1  # a slow location renders in one thread: one row of it at a time
         taken: Counter[str] = Counter()
         given_back: list[Outcome] = []
         kept: list[Delivery] = []
@@ -490,6 +490,7 @@ class Dispatcher:
 
     def _mark_slow(self, location_id: str) -> None:
         self._slow_until[location_id] = time.monotonic() + SLOW_MEMORY_SECONDS
+        self.render_pool.cap(location_id, 1)
 
     async def _send(
         self,
@@ -584,6 +585,7 @@ class Dispatcher:
         now = time.monotonic()
         for loc in [loc for loc, until in self._slow_until.items() if until <= now]:
             del self._slow_until[loc]
+            self.render_pool.cap(loc, None)
         return sorted(self._slow_until)
 
     def _prepare(self, delivery: Delivery, data: _BatchData, now: datetime) -> Outcome | Message:

@@ -126,7 +126,10 @@ class RenderPool:
         self.per_location = per_location
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
-        self._slots: dict[str, _Slot] = {}
+        # By location and the number of threads it may use (a location whose cap changes
+        # gets a new slot; the old one drains by itself).
+        self._slots: dict[tuple[str, int], _Slot] = {}
+        self._caps: dict[str, int] = {}
         self._closed = False
 
     async def run(
@@ -136,18 +139,19 @@ class RenderPool:
         if self._closed:
             raise RuntimeError("the render pool is closed")
         loop = asyncio.get_running_loop()
-        slot = self._slots.get(location_id)
+        key = (location_id, self._caps.get(location_id, self.per_location))
+        slot = self._slots.get(key)
         if slot is None:
-            slot = self._slots[location_id] = _Slot(asyncio.Semaphore(self.per_location))
+            slot = self._slots[key] = _Slot(asyncio.Semaphore(key[1]))
         slot.users += 1
         try:
             await slot.semaphore.acquire()
         except BaseException:
-            self._leave(location_id, slot)
+            self._leave(key, slot)
             raise
         if self._closed:  # closed while this job waited for its location's turn
             slot.semaphore.release()
-            self._leave(location_id, slot)
+            self._leave(key, slot)
             raise RuntimeError("the render pool is closed")
 
         budget = self.budget_seconds
@@ -162,7 +166,7 @@ class RenderPool:
 
         future: Future[T] = Future()
         future.add_done_callback(
-            lambda done: _call_soon(loop, self._finished, location_id, slot, done, outcome)
+            lambda done: _call_soon(loop, self._finished, key, slot, done, outcome)
         )
         self._start_workers()
         self._jobs.put(_Job(future, call))
@@ -225,11 +229,11 @@ class RenderPool:
             del job
 
     def _finished(
-        self, location_id: str, slot: _Slot, done: Future[T], outcome: asyncio.Future[T]
+        self, key: tuple[str, int], slot: _Slot, done: Future[T], outcome: asyncio.Future[T]
     ) -> None:
         """On the loop, once a job's thread is done with it (or it was cancelled)."""
         slot.semaphore.release()
-        self._leave(location_id, slot)
+        self._leave(key, slot)
         if outcome.done():  # the caller gave up on it
             return
         if done.cancelled():
@@ -243,10 +247,18 @@ class RenderPool:
         else:
             outcome.set_exception(error)
 
-    def _leave(self, location_id: str, slot: _Slot) -> None:
+    def cap(self, location_id: str, threads: int | None) -> None:
+        """Let ``location_id`` use at most ``threads`` threads from now on (None: the
+        pool's ``per_location``)."""
+        if threads is None:
+            self._caps.pop(location_id, None)
+        else:
+            self._caps[location_id] = max(1, min(threads, self.per_location))
+
+    def _leave(self, key: tuple[str, int], slot: _Slot) -> None:
         slot.users -= 1
-        if slot.users == 0 and self._slots.get(location_id) is slot:
-            del self._slots[location_id]
+        if slot.users == 0 and self._slots.get(key) is slot:
+            del self._slots[key]
 
 
 def _with_deadline(
