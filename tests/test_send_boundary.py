@@ -304,11 +304,11 @@ async def test_no_message_goes_out_when_its_attempt_cannot_be_counted(
     """The database fails at the hand-over: nothing is sent, nothing is lost."""
     await book_many(scenario, 2)
     real = lifecycle.hand_over
-    failures = [OperationalError("UPDATE deliveries", {}, Exception("database is locked"))]
+    broken = [True]
 
     async def flaky(*args: Any, **kwargs: Any) -> set[str]:
-        if failures:
-            raise failures.pop()
+        if broken[0]:
+            raise OperationalError("UPDATE deliveries", {}, Exception("database is locked"))
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(lifecycle, "hand_over", flaky)
@@ -317,6 +317,7 @@ async def test_no_message_goes_out_when_its_attempt_cannot_be_counted(
     assert await worker.run_once() == 2
     assert provider.calls == Counter()
     assert {(d["status"], d["attempts"]) for d in await scenario.deliveries()} == {("scheduled", 0)}
+    broken[0] = False  # the database is back
     await worker.drain()
     assert sorted(provider.calls.values()) == [1, 1]
     assert {(d["status"], d["attempts"]) for d in await scenario.deliveries()} == {("sent", 1)}
