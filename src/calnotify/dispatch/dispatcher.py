@@ -128,6 +128,8 @@ class Dispatcher:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._batches: set[asyncio.Task[None]] = set()
+        # Batches in the works here, by location they carry rows of.
+        self._batches_of: Counter[str] = Counter()
         self._slots = asyncio.Semaphore(self.settings.concurrency * BATCHES_PER_LOOP)
         self._last_rescue: datetime | None = None
         self._last_horizon: datetime | None = None
@@ -287,6 +289,17 @@ class Dispatcher:
 
     async def work(self, batch: Sequence[Delivery]) -> None:
         """Fence, render, send and record a claimed batch, chunk by chunk."""
+        locations = {d.location_id for d in batch}
+        self._batches_of.update(locations)
+        try:
+            await self._work(batch)
+        finally:
+            self._batches_of.subtract(locations)
+            for location in locations:
+                if self._batches_of[location] <= 0:
+                    del self._batches_of[location]
+
+    async def _work(self, batch: Sequence[Delivery]) -> None:
         size = self.settings.chunk_size
         async with _Heartbeat(self, batch) as lease:
             for start in range(0, len(batch), size):
@@ -569,12 +582,18 @@ class Dispatcher:
 
     def busy_locations(self, *, slow_ones: bool = False) -> list[str]:
         """Locations with a message in the works here for longer than a second (a slow
-        provider answer, a render near its budget): left out of this process's next claims
-        while that lasts, so they cannot occupy every batch slot. With ``slow_ones``, also
-        the slow locations (:meth:`slow_locations`) with anything in the works at all: at
-        most one batch at a time carries their few rows."""
+        provider answer, a render near its budget) that already ride half of this
+        process's batch slots: left out of its next claims while that lasts, so they cannot
+        occupy every slot (and a location alone on the machine keeps the other half). With
+        ``slow_ones``, also the slow locations (:meth:`slow_locations`) with anything in
+        the works at all: at most one batch at a time carries their few rows."""
         cutoff = time.monotonic() - SLOW_AFTER_SECONDS
-        busy = {loc for loc, work in self._inflight.items() if min(work.values()) < cutoff}
+        half = max(1, self.settings.concurrency * BATCHES_PER_LOOP // 2)
+        busy = {
+            loc
+            for loc, work in self._inflight.items()
+            if min(work.values()) < cutoff and self._batches_of[loc] >= half
+        }
         if slow_ones:
             busy.update(loc for loc in self.slow_locations() if self._inflight.get(loc))
         return sorted(busy)
