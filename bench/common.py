@@ -334,6 +334,19 @@ def _smtp_sink(port: int, queue: Any) -> None:
         controller.stop()
 
 
+def wait_for_port(port: int, what: str, seconds: float = 10) -> None:
+    """Until something accepts connections on 127.0.0.1:``port``; RuntimeError after
+    ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start")
+
+
 class SmtpSink:
     """An SMTP server in a process of its own, counting what arrives, by Message-ID."""
 
@@ -349,14 +362,8 @@ class SmtpSink:
 
     def __enter__(self) -> SmtpSink:
         self.process.start()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the SMTP sink did not start")
+        wait_for_port(self.port, "the SMTP sink")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()

@@ -51,7 +51,6 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -76,6 +75,7 @@ from bench.common import (
     percentile,
     report,
     seed_tenant,
+    wait_for_port,
     wait_healthy,
 )
 
@@ -251,15 +251,12 @@ class SmtpRecorder:
 
     def __enter__(self) -> SmtpRecorder:
         self.process.start()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        self.process.terminate()
-        raise RuntimeError("the SMTP server did not start")
+        try:
+            wait_for_port(self.port, "the SMTP server", seconds=15)
+        except RuntimeError:
+            self.process.terminate()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.collect()

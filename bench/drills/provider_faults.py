@@ -46,7 +46,6 @@ import os
 import queue as queue_module
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from bench.common import (
     percentile,
     report,
     seed_tenant,
+    wait_for_port,
     wait_healthy,
 )
 from calnotify.models import Delivery, DeliveryAttempt, Notification
@@ -376,14 +376,8 @@ class Providers:
         kind = self.events.get(timeout=30)[0]
         if kind != "ready":
             raise RuntimeError("the providers did not start")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.smtp_port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("the SMTP server did not start")
+        wait_for_port(self.smtp_port, "the SMTP server")
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()
