@@ -72,14 +72,18 @@ def check_wheel_contents(wheel: Path) -> None:
     sources = ROOT / "src"
     expected = [
         path.relative_to(sources).as_posix()
-        for pattern in ("calnotify/db/migrations/**/*", "calnotify/**/static/**/*")
+        for pattern in (
+            "calnotify/db/migrations/**/*",
+            "calnotify/**/static/**/*",
+            "calnotify/console/templates/*",
+        )
         for path in sources.glob(pattern)
         if path.is_file() and "__pycache__" not in path.parts
     ]
     missing = [name for name in expected if name not in names]
     if missing:
         raise SystemExit(f"smoke: the wheel lacks {len(missing)} files, e.g. {missing[:5]}")
-    step(f"wheel holds the {len(expected)} migration and static files")
+    step(f"wheel holds the {len(expected)} migration, template and static files")
 
 
 def install(wheel: Path, target: Path) -> Path:
@@ -184,6 +188,14 @@ def serve_and_book(bin_dir: Path, work: Path) -> None:
                 raise SystemExit(f"smoke: no booked email in the outbox after 20 s: {outbox}")
             time.sleep(0.2)
         step("the booked email is in the outbox")
+        for path, marker in (
+            ("/console/sign-in", b"Access token"),
+            ("/console/static/htmx-2.0.11.min.js", b"htmx"),
+        ):
+            with urllib.request.urlopen(api.base + path, timeout=10) as page:  # noqa: S310
+                if marker not in page.read():
+                    raise SystemExit(f"smoke: {path} does not show {marker!r}")
+        step("the console's sign-in page and its script are served")
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -1,24 +1,46 @@
-"""API benchmark: calnotify serve against a minimal Starlette app on the same database.
+"""API benchmark: calnotify serve against the bare minimum a Python service can do.
 
-    python bench/api.py [--database sqlite|postgresql] [--clients 16,64] [--seconds 10]
+    python bench/api.py [--database sqlite|postgresql] [--connections 16,32] [--seconds 8]
+                        [--ops create,list,get,update,book,reschedule] [--no-soak]
+                        [--big-rows 10000000]
 
-A separate load-generating process drives each operation for --seconds with N concurrent
-clients (httpx, keep-alive): create a notification, list notifications, update one, book an
-appointment; the reference does a single-row insert and a single-row select. SQLite runs one
-API process; PostgreSQL two (``--workers 2``), the reference the same. Reports requests/s,
-p50/p99 latency and the ratio of each calnotify operation to the reference operation of the
-same kind (writes to the insert, reads to the select).
+Load comes from ``wrk`` (a compiled generator, Debian package ``wrk``), in a process of
+its own, two threads, keep-alive, for --seconds per operation and connection count. The
+requests of each operation are built by a Lua script written to a temporary folder: it
+varies the rule subject, the booking's start time and the appointment rescheduled per
+request (a per-thread counter), so that no two bookings share a slot.
+
+calnotify runs as ``calnotify serve --no-worker``: one process on SQLite, two
+(``--workers 2``) on PostgreSQL. The reference (bench/reference_app.py: Starlette and one
+aiosqlite connection, or a few psycopg connections per process, the same process count)
+runs in the same invocation and does the single-row work of each operation: an insert
+(create, book), a ten-row select (list), a one-row select (get), a one-row update (update,
+reschedule). Each calnotify operation is reported with req/s, p50, p99, errors and the
+ratio to its reference.
+
+Then the soak (unless --no-soak): ``calnotify serve`` with its dispatcher, bookings written
+at --booking-rate per second (open loop, from another process) while --reminders
+reminders come due over the same --soak-seconds; reports the reminders' lateness
+(sent_at - due_at), the booking answers and the server's resident memory (RSS, sampled
+every half second). With --big-rows N, N far-future deliveries are then added and the
+soak runs again: memory must not grow with the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,9 +51,11 @@ import httpx
 from sqlalchemy import text
 
 from bench.common import (
+    Tenant,
     engine_for,
     free_port,
     fresh_database,
+    insert_deliveries,
     log,
     report,
     seed_tenant,
@@ -39,121 +63,275 @@ from bench.common import (
     wait_healthy,
 )
 
-
-def load(
-    base_url: str,
-    headers: dict[str, str],
-    operation: str,
-    context: dict[str, Any],
-    clients: int,
-    seconds: float,
-    out: Any,
-) -> None:
-    """Run in a separate process: drive one operation, put (count, errors, latencies)."""
-
-    async def run() -> tuple[int, int, list[float]]:
-        latencies: list[float] = []
-        errors = 0
-        stop = time.monotonic() + seconds
-        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(
-            base_url=base_url, headers=headers, limits=limits, timeout=30
-        ) as client:
-
-            async def worker(n: int) -> None:
-                nonlocal errors
-                i = 0
-                while time.monotonic() < stop:
-                    i += 1
-                    request = _request(operation, context, n, i)
-                    started = time.perf_counter()
-                    try:
-                        response = await client.request(**request)
-                    except httpx.TransportError:
-                        # A keep-alive connection the server closed as it was reused.
-                        errors += 1
-                        continue
-                    latencies.append(time.perf_counter() - started)
-                    if response.status_code >= 400:
-                        errors += 1
-
-            await asyncio.gather(*(worker(n) for n in range(clients)))
-        return len(latencies), errors, latencies
-
-    out.put(asyncio.run(run()))
+OPERATIONS = ("create", "list", "get", "update", "book", "reschedule")
+REFERENCE_OF = {
+    "create": "insert",
+    "list": "select10",
+    "get": "select1",
+    "update": "update",
+    "book": "insert",
+    "reschedule": "update",
+}
+REFERENCE_CALENDAR = "refcal00000000000000"
+LIST_LIMIT = 10
+SLOT_SECONDS = 1800
+# Each wrk thread books and reschedules in a range of slots of its own.
+SLOTS_PER_THREAD = 200_000
 
 
-def _request(operation: str, context: dict[str, Any], n: int, i: int) -> dict[str, Any]:
-    calendar = context.get("calendar", "")
-    if operation == "create notification":
-        return {
-            "method": "POST",
-            "url": f"/calendars/{calendar}/notifications",
-            "json": [
-                {
-                    "receiverType": "contact",
-                    "channel": "email",
-                    "notificationType": "booked",
-                    "subject": f"Hi {{{{contact.name}}}} {i}",
-                }
-            ],
-        }
-    if operation == "list notifications":
-        return {
-            "method": "GET",
-            "url": f"/calendars/{calendar}/notifications",
-            "params": {"limit": 20},
-        }
-    if operation == "update notification":
-        rule = context["rules"][n % len(context["rules"])]
-        return {
-            "method": "PUT",
-            "url": f"/calendars/{calendar}/notifications/{rule}",
-            "json": {"subject": f"Subject {n}-{i}"},
-        }
-    if operation == "book appointment":
-        start = context["start"] + timedelta(minutes=(n * 100_000 + i) % 500_000)
-        return {
-            "method": "POST",
-            "url": "/calendars/events/appointments",
-            "json": {
-                "calendarId": context["booking_calendar"],
-                "locationId": context["location"],
-                "contactId": context["contact"],
-                "startTime": start.isoformat(),
-            },
-        }
-    if operation == "reference insert":
-        return {"method": "POST", "url": "/rows", "json": {"n": n, "i": i}}
-    if operation == "reference select":
-        return {"method": "GET", "url": f"/rows/{context['row']}"}
+def find_wrk() -> str:
+    """The wrk binary; installed with apt-get when missing (root), else a clear error."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk not found: installing the Debian package")
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False)
+        found = shutil.which("wrk")
+        if found:
+            return found
+    raise SystemExit("bench/api.py needs wrk: `apt-get install wrk` (Debian/Ubuntu)")
+
+
+# ---------------------------------------------------------------------------- Lua scripts
+
+LUA_COMMON = """
+local counter = 0
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+{headers}
+local function iso(seconds)
+  return os.date("!%Y-%m-%dT%H:%M:%SZ", seconds)
+end
+{make}
+request = function()
+  counter = counter + 1
+  local method, path, body = make(tid or 0, counter)
+  return wrk.format(method, path, nil, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_us\\": %d, "
+    .. "\\"p99_us\\": %d, \\"max_us\\": %d, \\"status_errors\\": %d, "
+    .. "\\"socket_errors\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    latency.max, e.status, e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def lua_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid Lua string literal here (ASCII)
+
+
+def lua_list(values: list[str]) -> str:
+    return "{" + ", ".join(lua_string(v) for v in values) + "}"
+
+
+def lua_script(make: str, headers: dict[str, str]) -> str:
+    lines = [f"wrk.headers[{lua_string(k)}] = {lua_string(v)}" for k, v in headers.items()]
+    return LUA_COMMON.format(headers="\n".join(lines), make=make)
+
+
+def calnotify_make(operation: str, context: dict[str, Any]) -> str:
+    """The Lua ``make(tid, n)`` of one calnotify operation: method, path, body."""
+    rules = f"/calendars/{context['list_calendar']}/notifications"
+    if operation == "create":
+        path = f"/calendars/{context['scratch_calendar']}/notifications"
+        return f"""
+function make(tid, n)
+  return "POST", {lua_string(path)}, string.format(
+    '[{{"receiverType":"contact","channel":"email","notificationType":"booked",'
+    .. '"subject":"Hi {{{{contact.name}}}} %d-%d"}}]', tid, n)
+end"""
+    if operation == "list":
+        return f"""
+function make(tid, n)
+  return "GET", {lua_string(f"{rules}?limit={LIST_LIMIT}")}, nil
+end"""
+    if operation == "get":
+        return f"""
+local ids = {lua_list(context["rules"])}
+function make(tid, n)
+  return "GET", {lua_string(rules + "/")} .. ids[(n % #ids) + 1], nil
+end"""
+    if operation == "update":
+        return f"""
+local ids = {lua_list(context["rules"])}
+function make(tid, n)
+  return "PUT", {lua_string(rules + "/")} .. ids[((tid * 7 + n) % #ids) + 1],
+    string.format('{{"subject":"Subject %d-%d"}}', tid, n)
+end"""
+    slot_base = f"{context['slot_base']} + (tid * {SLOTS_PER_THREAD} + n) * {SLOT_SECONDS}"
+    if operation == "book":
+        return f"""
+local calendar = {lua_string(context["booking_calendar"])}
+local location = {lua_string(context["location"])}
+local contact = {lua_string(context["contact"])}
+function make(tid, n)
+  return "POST", "/calendars/events/appointments", string.format(
+    '{{"calendarId":"%s","locationId":"%s","contactId":"%s","startTime":"%s"}}',
+    calendar, location, contact, iso({slot_base}))
+end"""
+    if operation == "reschedule":
+        return f"""
+local ids = {lua_list(context["appointments"])}
+function make(tid, n)
+  return "PUT", "/calendars/events/appointments/" .. ids[((tid * 97 + n) % #ids) + 1],
+    string.format('{{"startTime":"%s"}}', iso({slot_base} + {SLOT_SECONDS // 2}))
+end"""
     raise ValueError(operation)
 
 
-def measure(
-    base_url: str,
-    headers: dict[str, str],
-    operation: str,
-    context: dict[str, Any],
-    clients: int,
-    seconds: float,
+def reference_make(kind: str, context: dict[str, Any]) -> str:
+    base = f"/rows/{REFERENCE_CALENDAR}"
+    if kind == "insert":
+        return f"""
+function make(tid, n)
+  return "POST", {lua_string(base)}, string.format('{{"subject":"Hi %d-%d"}}', tid, n)
+end"""
+    if kind == "select10":
+        return f"""
+function make(tid, n)
+  return "GET", {lua_string(f"{base}?limit={LIST_LIMIT}")}, nil
+end"""
+    ids = lua_list(context["reference_rows"])
+    if kind == "select1":
+        return f"""
+local ids = {ids}
+function make(tid, n)
+  return "GET", {lua_string(base + "/")} .. ids[(n % #ids) + 1], nil
+end"""
+    if kind == "update":
+        return f"""
+local ids = {ids}
+function make(tid, n)
+  return "PUT", {lua_string(base + "/")} .. ids[((tid * 7 + n) % #ids) + 1],
+    string.format('{{"subject":"Subject %d-%d"}}', tid, n)
+end"""
+    raise ValueError(kind)
+
+
+def run_wrk(
+    wrk: str, folder: Path, name: str, script: str, url: str, connections: int, seconds: float
 ) -> dict[str, Any]:
-    queue: Any = multiprocessing.Queue()
-    process = multiprocessing.Process(
-        target=load, args=(base_url, headers, operation, context, clients, seconds, queue)
-    )
-    process.start()
-    count, errors, latencies = queue.get()
-    process.join()
-    stats = summary(latencies)
+    path = folder / f"{name.replace(' ', '_')}.lua"
+    path.write_text(script)
+    command = [
+        wrk,
+        f"-t{min(2, connections)}",
+        f"-c{connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(path),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result for {name}: {out.stdout}\n{out.stderr}")
+    raw = json.loads(line.removeprefix("WRKJSON "))
     result = {
-        "rps": round(count / seconds),
-        "p50_ms": round(stats["p50"] * 1000, 1),
-        "p99_ms": round(stats["p99"] * 1000, 1),
-        "errors": errors,
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6)),
+        "p50_ms": round(raw["p50_us"] / 1000, 1),
+        "p99_ms": round(raw["p99_us"] / 1000, 1),
+        "errors": raw["status_errors"] + raw["socket_errors"],
     }
-    log(f"{operation} x{clients}: {result}")
+    log(f"{name} x{connections}: {result}")
     return result
+
+
+# ------------------------------------------------------------------------------- profile
+
+AREAS = (
+    ("sqlalchemy", "SQLAlchemy"),
+    ("aiosqlite", "aiosqlite"),
+    ("psycopg", "psycopg"),
+    ("fastapi", "FastAPI"),
+    ("starlette", "Starlette"),
+    ("pydantic", "pydantic"),
+    ("uvicorn", "uvicorn"),
+    ("h11", "h11"),
+    ("httptools", "httptools"),
+    ("calnotify", "calnotify"),
+    ("asyncio", "asyncio"),
+    ("greenlet", "greenlet"),
+)
+
+
+#: Where the raw samples are kept (py-spy's collapsed stacks, one line per stack).
+PROFILES = Path(__file__).resolve().parent
+
+
+def start_profile(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread of ``pid`` (and its workers) holding the GIL."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: `.venv/bin/pip install py-spy`")
+    return subprocess.Popen(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--format",
+            "raw",
+            "--nolineno",
+            "--gil",
+            "--subprocesses",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def summarise_profile(raw: Path, top: int = 25) -> dict[str, Any]:
+    """Top functions by own and by inclusive samples, and the share of each library."""
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    areas: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+        where = next((name for key, name in AREAS if key in leaf), "other")
+        areas[where] = areas.get(where, 0) + count
+
+    def share(table: dict[str, int]) -> list[tuple[str, float]]:
+        ranked = sorted(table.items(), key=lambda kv: -kv[1])[:top]
+        return [(name, round(100 * n / max(total, 1), 1)) for name, n in ranked]
+
+    return {
+        "samples": total,
+        "own_percent_by_library": dict(share(areas)),
+        "own_percent_top": share(own),
+        "inclusive_percent_top": share(inclusive),
+    }
+
+
+# ------------------------------------------------------------------------------ processes
 
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -162,102 +340,375 @@ def start(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def main(args: argparse.Namespace) -> None:
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def serve(url: str, port: int, processes: int, *, dispatch: bool) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "calnotify", "serve", "--port", str(port)]
+    command += ["--workers", str(processes)]
+    if not dispatch:
+        command.append("--no-worker")
+    return start(command, {"CALNOTIFY_DATABASE_URL": url, "CALNOTIFY_LOG_LEVEL": "warning"})
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def largest_rss_mb(pid: int) -> float:
+    """The resident memory of the largest process serving requests (MB)."""
+    return round(max(rss_mb(p) for p in family(pid)), 1)
+
+
+@contextmanager
+def rss_sampler(pid: int) -> Iterator[Callable[[], float]]:
+    """Samples the server's largest process every half second; yields the peak so far."""
+    peak = [0.0]
+    stopping = threading.Event()
+
+    def sample() -> None:
+        while not stopping.wait(0.5):
+            peak[0] = max(peak[0], largest_rss_mb(pid))
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield lambda: round(max(peak[0], largest_rss_mb(pid)), 1)
+    finally:
+        stopping.set()
+        thread.join()
+
+
+# ---------------------------------------------------------------------------------- setup
+
+API_HEADERS = {"Version": "2021-04-15", "Content-Type": "application/json"}
+
+
+def prepare_reference(url: str) -> list[str]:
+    """The reference's table: REFERENCE_CALENDAR with 20 rows; their ids."""
+    engine = engine_for(url)
+    ids = [f"ref{i:017d}" for i in range(20)]
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE bench_rows (id VARCHAR(20) PRIMARY KEY,"
+                " calendar_id VARCHAR(20) NOT NULL, payload VARCHAR(255) NOT NULL,"
+                " created_at VARCHAR(40) NOT NULL)"
+            )
+        )
+        conn.execute(text("CREATE INDEX ix_bench_rows ON bench_rows (calendar_id, created_at, id)"))
+        now = datetime.now(UTC)
+        for i, row_id in enumerate(ids):
+            conn.execute(
+                text("INSERT INTO bench_rows VALUES (:id, :calendar, :payload, :created)"),
+                {
+                    "id": row_id,
+                    "calendar": REFERENCE_CALENDAR,
+                    "payload": "{'subject': 'Hi'}",
+                    "created": (now + timedelta(microseconds=i)).isoformat(),
+                },
+            )
+    engine.dispose()
+    return ids
+
+
+def prepare_calnotify(base: str, tenant: Tenant, appointments: int) -> dict[str, Any]:
+    """Calendars and rules through the API; what the Lua scripts need."""
+    headers = {"Authorization": f"Bearer {tenant.token}", **API_HEADERS}
+    booked = {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
+    with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+
+        def calendar(name: str) -> str:
+            answer = client.post("/calendars/", json={"locationId": tenant.location, "name": name})
+            answer.raise_for_status()
+            return str(answer.json()["calendar"]["id"])
+
+        # Rules are created on a calendar of their own, listed, read and edited on another
+        # (20 rules, so the list always answers 10); appointments are booked on the
+        # tenant's calendar, whose rules are a realistic set: a booked email to the contact
+        # and an SMS reminder to the assigned user an hour before.
+        scratch, listed = calendar("Scratch"), calendar("Listed")
+        answer = client.post(f"/calendars/{listed}/notifications", json=[booked] * 20)
+        answer.raise_for_status()
+        rules = [r["_id"] for r in answer.json()]
+        client.post(
+            f"/calendars/{tenant.calendar}/notifications",
+            json=[
+                booked,
+                {
+                    "receiverType": "assignedUser",
+                    "channel": "sms",
+                    "notificationType": "reminder",
+                    "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
+                },
+            ],
+        ).raise_for_status()
+        # Appointments to reschedule, in slots of their own (before the booking range).
+        slot_base = int(
+            (datetime.now(UTC) + timedelta(days=60)).replace(minute=0, second=0).timestamp()
+        )
+        ids = []
+        for i in range(appointments):
+            start = datetime.fromtimestamp(slot_base - (i + 1) * SLOT_SECONDS * 2, UTC)
+            answer = client.post(
+                "/calendars/events/appointments",
+                json={
+                    "calendarId": tenant.calendar,
+                    "locationId": tenant.location,
+                    "contactId": tenant.contact,
+                    "startTime": start.isoformat(),
+                },
+            )
+            answer.raise_for_status()
+            ids.append(answer.json()["id"])
+    return {
+        "scratch_calendar": scratch,
+        "list_calendar": listed,
+        "rules": rules,
+        "booking_calendar": tenant.calendar,
+        "location": tenant.location,
+        "contact": tenant.contact,
+        "appointments": ids,
+        "slot_base": slot_base,
+    }
+
+
+# ----------------------------------------------------------------------------------- soak
+
+
+def book_at_rate(
+    base: str, token: str, context: dict[str, Any], rate: float, seconds: float, out: Any
+) -> None:
+    """Run in another process: book ``rate`` appointments a second."""
+
+    async def run() -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {token}", **API_HEADERS}
+        latencies: list[float] = []
+        errors = 0
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=base, headers=headers, limits=limits, timeout=30
+        ) as client:
+
+            async def book(i: int) -> None:
+                nonlocal errors
+                start = datetime.fromtimestamp(context["soak_slot_base"] + i * SLOT_SECONDS, UTC)
+                started = time.perf_counter()
+                try:
+                    answer = await client.post(
+                        "/calendars/events/appointments",
+                        json={
+                            "calendarId": context["booking_calendar"],
+                            "locationId": context["location"],
+                            "contactId": context["contact"],
+                            "startTime": start.isoformat(),
+                        },
+                    )
+                    if answer.status_code >= 400:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+            # Open loop with at most 32 bookings in flight: when the server falls behind,
+            # the rate reached is lower, and reported.
+            total = int(rate * seconds)
+            turns = iter(range(total))
+            began = time.monotonic()
+
+            async def booker() -> None:
+                for i in turns:
+                    delay = began + i / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await book(i)
+
+            await asyncio.gather(*(booker() for _ in range(32)))
+            elapsed = time.monotonic() - began
+        stats = summary(latencies)
+        return {
+            "booked_per_s": round(len(latencies) / elapsed, 1),
+            "p50_ms": round(stats["p50"] * 1000, 1),
+            "p99_ms": round(stats["p99"] * 1000, 1),
+            "errors": errors,
+        }
+
+    out.put(asyncio.run(run()))
+
+
+def lateness(url: str, prefix: str) -> dict[str, Any]:
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT due_at, sent_at, status FROM deliveries WHERE dedupe_key LIKE :p"
+                " AND notification_type = 'reminder'"
+            ),
+            {"p": prefix + "%"},
+        ).all()
+    engine.dispose()
+
+    def instant(value: Any) -> datetime:
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    values = [
+        (instant(sent) - instant(due)).total_seconds() for due, sent, _ in rows if sent is not None
+    ]
+    stats = summary(values)
+    return {
+        "reminders": len(rows),
+        "sent": len(values),
+        "p50_s": round(stats["p50"], 3),
+        "p99_s": round(stats["p99"], 3),
+        "max_s": round(stats["max"], 3),
+    }
+
+
+def soak(
+    url: str, tenant: Tenant, context: dict[str, Any], args: argparse.Namespace, label: str
+) -> dict[str, Any]:
+    """serve with its dispatcher; bookings at a fixed rate while reminders come due."""
+    prefix = f"soak{label}"
+    due_from = datetime.now(UTC) + timedelta(seconds=8)
+    spread = args.soak_seconds - 2
+    due = [due_from + timedelta(seconds=spread * i / args.reminders) for i in range(args.reminders)]
+    insert_deliveries(url, tenant, due, prefix=prefix)
     processes = 2 if args.database == "postgresql" else 1
-    clients_list = [int(c) for c in args.clients.split(",")]
+    port = free_port()
+    server = serve(url, port, processes, dispatch=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base)
+        idle = largest_rss_mb(server.pid)
+        wait = (due_from - datetime.now(UTC)).total_seconds() - 1
+        if wait > 0:
+            time.sleep(wait)
+        context = {
+            **context,
+            "soak_slot_base": context["slot_base"]
+            + (2 + ord(label) - ord("a")) * SLOTS_PER_THREAD * SLOT_SECONDS,
+        }
+        queue: Any = multiprocessing.Queue()
+        booker = multiprocessing.Process(
+            target=book_at_rate,
+            args=(base, tenant.token, context, args.booking_rate, args.soak_seconds, queue),
+        )
+        with rss_sampler(server.pid) as peak:
+            booker.start()
+            bookings = queue.get()
+            booker.join()
+            time.sleep(2)  # the last reminders' sends
+            peak_rss = peak()
+    finally:
+        stop(server)
+    result = {
+        "bookings": bookings,
+        "reminder_lateness": lateness(url, prefix),
+        "rss_mb_idle": idle,
+        "rss_mb_peak": peak_rss,
+    }
+    log(f"soak {label}: {result}")
+    return result
+
+
+def count_deliveries(url: str) -> int:
+    engine = engine_for(url)
+    with engine.connect() as conn:
+        count = int(conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one())
+    engine.dispose()
+    return count
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def main(args: argparse.Namespace) -> None:
+    wrk = find_wrk()
+    processes = 2 if args.database == "postgresql" else 1
+    connections_list = [int(c) for c in args.connections.split(",")]
+    operations = [o for o in args.ops.split(",") if o]
+    unknown = set(operations) - set(OPERATIONS)
+    if unknown:
+        raise SystemExit(f"unknown operations: {', '.join(sorted(unknown))}")
     results: dict[str, Any] = {
         "database": args.database,
         "api_processes": processes,
         "seconds_per_run": args.seconds,
+        "load": "wrk, 2 threads, keep-alive",
     }
-    with fresh_database(args.database) as url:
+    with fresh_database(args.database) as url, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
         tenant = seed_tenant(url)
-        engine = engine_for(url)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "CREATE TABLE bench_rows (id VARCHAR(20) PRIMARY KEY,"
-                    " payload VARCHAR(255) NOT NULL)"
-                )
-            )
-            conn.execute(text("INSERT INTO bench_rows (id, payload) VALUES ('r1', 'x')"))
-        engine.dispose()
-        env = {"CALNOTIFY_DATABASE_URL": url, "CALNOTIFY_LOG_LEVEL": "warning"}
+        reference_rows = prepare_reference(url)
 
         port = free_port()
-        api = start(
-            [
-                sys.executable,
-                "-m",
-                "calnotify",
-                "serve",
-                "--port",
-                str(port),
-                "--no-worker",
-                "--workers",
-                str(processes),
-            ],
-            env,
-        )
+        api = serve(url, port, processes, dispatch=False)
         base = f"http://127.0.0.1:{port}"
-        headers = {"Authorization": f"Bearer {tenant.token}", "Version": "2021-04-15"}
+        headers = {"Authorization": f"Bearer {tenant.token}", **API_HEADERS}
         try:
             wait_healthy(base)
-            with httpx.Client(base_url=base, headers=headers) as client:
-                # Rules are created and edited on a calendar of their own; appointments are
-                # booked on the tenant's calendar, whose rules are a realistic set: a booked
-                # email and reminders by email and SMS (3 deliveries per booking).
-                scratch = client.post(
-                    "/calendars/", json={"locationId": tenant.location, "name": "Scratch"}
-                ).json()["calendar"]["id"]
-                rules = client.post(
-                    f"/calendars/{scratch}/notifications",
-                    json=[
-                        {
-                            "receiverType": "contact",
-                            "channel": "email",
-                            "notificationType": "booked",
-                        }
-                        for _ in range(20)
-                    ],
-                ).json()
-                client.post(
-                    f"/calendars/{tenant.calendar}/notifications",
-                    json=[
-                        {
-                            "receiverType": "contact",
-                            "channel": "email",
-                            "notificationType": "booked",
-                        },
-                        {
-                            "receiverType": "assignedUser",
-                            "channel": "sms",
-                            "notificationType": "reminder",
-                            "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
-                        },
-                    ],
-                )
-            context = {
-                "calendar": scratch,
-                "booking_calendar": tenant.calendar,
-                "location": tenant.location,
-                "contact": tenant.contact,
-                "rules": [r["_id"] for r in rules],
-                "start": datetime.now(UTC) + timedelta(days=60),
-            }
-            for clients in clients_list:
-                for operation in (
-                    "create notification",
-                    "list notifications",
-                    "update notification",
-                    "book appointment",
-                ):
-                    results[f"{operation} x{clients}"] = measure(
-                        base, headers, operation, context, clients, args.seconds
+            context = prepare_calnotify(base, tenant, args.appointments)
+            # Warm up: the first requests of a process import and build what they need.
+            run_wrk(
+                wrk,
+                folder,
+                "warm-up",
+                lua_script(calnotify_make("list", context), headers),
+                base,
+                4,
+                2,
+            )
+            for connections in connections_list:
+                for operation in operations:
+                    script = lua_script(calnotify_make(operation, context), headers)
+                    spy = None
+                    if operation in args.profile.split(",") and connections == connections_list[0]:
+                        raw = PROFILES / f"profile-{args.database}-{operation}.raw"
+                        spy = start_profile(api.pid, args.seconds, raw)
+                    results[f"{operation} x{connections}"] = run_wrk(
+                        wrk, folder, operation, script, base, connections, args.seconds
                     )
+                    if spy is not None:
+                        spy.wait()
+                        profile = summarise_profile(raw)
+                        results[f"profile {operation} x{connections}"] = profile
+                        log(f"profile of {operation}: {json.dumps(profile, indent=1)}")
+            results["rss_mb_after_load"] = largest_rss_mb(api.pid)
         finally:
-            api.terminate()
-            api.wait(timeout=30)
+            stop(api)
 
         port = free_port()
         reference = start(
@@ -274,46 +725,86 @@ def main(args: argparse.Namespace) -> None:
                 "--log-level",
                 "warning",
             ],
-            env,
+            {"CALNOTIFY_DATABASE_URL": url},
         )
         base = f"http://127.0.0.1:{port}"
+        context["reference_rows"] = reference_rows
+        kinds = list(dict.fromkeys(REFERENCE_OF[o] for o in operations))
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 try:
-                    if httpx.get(f"{base}/rows/r1", timeout=1).status_code == 200:
+                    if httpx.get(f"{base}/rows/{REFERENCE_CALENDAR}", timeout=1).is_success:
                         break
                 except httpx.TransportError:
                     time.sleep(0.1)
-            for clients in clients_list:
-                for operation in ("reference insert", "reference select"):
-                    results[f"{operation} x{clients}"] = measure(
-                        base, {}, operation, {"row": "r1"}, clients, args.seconds
+            run_wrk(
+                wrk,
+                folder,
+                "warm-up",
+                lua_script(reference_make("select10", context), {}),
+                base,
+                4,
+                2,
+            )
+            for connections in connections_list:
+                for kind in kinds:
+                    script = lua_script(
+                        reference_make(kind, context), {"Content-Type": "application/json"}
+                    )
+                    results[f"reference {kind} x{connections}"] = run_wrk(
+                        wrk, folder, f"reference {kind}", script, base, connections, args.seconds
                     )
         finally:
-            reference.terminate()
-            reference.wait(timeout=30)
+            stop(reference)
 
-    ratios = {}
-    for clients in clients_list:
-        insert = results[f"reference insert x{clients}"]["rps"] or 1
-        select = results[f"reference select x{clients}"]["rps"] or 1
-        for operation, base_rps in (
-            ("create notification", insert),
-            ("list notifications", select),
-            ("update notification", insert),
-            ("book appointment", insert),
-        ):
-            ratios[f"{operation} x{clients}"] = round(
-                results[f"{operation} x{clients}"]["rps"] / base_rps, 2
+        ratios = {}
+        for connections in connections_list:
+            for operation in operations:
+                ref = results[f"reference {REFERENCE_OF[operation]} x{connections}"]["rps"] or 1
+                ratios[f"{operation} x{connections}"] = round(
+                    results[f"{operation} x{connections}"]["rps"] / ref, 2
+                )
+        results["ratio_to_reference"] = ratios
+        log(f"ratios: {ratios}")
+
+        if not args.no_soak:
+            results[f"soak at {count_deliveries(url):,} deliveries"] = soak(
+                url, tenant, context, args, "a"
             )
-    results["ratio_to_reference"] = ratios
+            if args.big_rows:
+                far = datetime.now(UTC) + timedelta(days=400)
+                insert_deliveries(
+                    url,
+                    tenant,
+                    [far + timedelta(seconds=i) for i in range(args.big_rows)],
+                    prefix="far",
+                    progress="far-future rows",
+                )
+                results[f"soak at {count_deliveries(url):,} deliveries"] = soak(
+                    url, tenant, context, args, "b"
+                )
     report(f"api ({args.database})", results)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
-    parser.add_argument("--clients", default="16,64")
-    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--connections", default="16,32")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--ops", default=",".join(OPERATIONS))
+    parser.add_argument("--appointments", type=int, default=200, help="to reschedule")
+    parser.add_argument("--no-soak", action="store_true", help="skip the dispatcher soak")
+    parser.add_argument("--soak-seconds", type=float, default=20.0)
+    parser.add_argument("--booking-rate", type=float, default=100.0, help="bookings/s in the soak")
+    parser.add_argument("--reminders", type=int, default=2000, help="coming due in the soak")
+    parser.add_argument(
+        "--profile",
+        default="",
+        metavar="OPS",
+        help="sample the server with py-spy during these operations (first connection count)",
+    )
+    parser.add_argument(
+        "--big-rows", type=int, default=0, help="far-future deliveries added for a second soak"
+    )
     main(parser.parse_args())

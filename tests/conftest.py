@@ -123,3 +123,6 @@ def server(database_url: str) -> Iterator[Server]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if not os.environ.get(PG_ENV):
         terminalreporter.write_sep("!", PG_SKIP_REASON, yellow=True, bold=True)
+    if terminalreporter.stats.get("skipped") and not shutil.which("chromium"):
+        reason = "console browser tests skipped: no Chromium found (apt-get install chromium)"
+        terminalreporter.write_sep("!", reason, yellow=True, bold=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from calnotify import __version__
@@ -23,6 +24,9 @@ from calnotify.auth.deps import API_VERSIONS
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
 from calnotify.config import Settings, get_settings
+from calnotify.console.router import router as console_router
+from calnotify.console.web import PREFIX as CONSOLE_PREFIX
+from calnotify.console.web import STATIC_DIR as CONSOLE_STATIC
 from calnotify.contacts.router import router as contacts_router
 from calnotify.db.engine import Database
 from calnotify.deliveries.router import router as deliveries_router
@@ -32,6 +36,7 @@ from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
+from calnotify.templates.budget import RenderPool
 from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
@@ -66,6 +71,9 @@ def create_app(
     clock = clock or SystemClock()
     metrics = DispatchMetrics()
     hub = InboxHub()
+    # Plan previews render in threads of their own (a request must never render on the
+    # event loop), a location at a time in each, so previews cannot take over the process.
+    preview_renderer = RenderPool(settings.render_budget_seconds, threads=2, per_location=1)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +96,7 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()  # drains the batches in flight
+            await preview_renderer.close()
             if owns_database:
                 await db.dispose()
 
@@ -107,6 +116,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.inbox_hub = hub
     app.state.settings = settings
+    app.state.preview_renderer = preview_renderer
     errors.install(app)
     # /calendars/events… before /calendars/{calendarId}, which would match "events".
     app.include_router(appointments_router)
@@ -121,6 +131,8 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(ops_router)
     app.include_router(home_router)
+    app.include_router(console_router)
+    app.mount(f"{CONSOLE_PREFIX}/static", StaticFiles(directory=CONSOLE_STATIC), name="console")
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)

@@ -3,16 +3,20 @@
 A request has at most two units of work, never open at the same time:
 
 * the *read* unit (:data:`ReadSessionDep`): never takes SQLite's write lock nor waits for
-  a writer (WAL). The caller's token is resolved in it (auth/deps.py), so a bad, missing
-  or revoked token is refused without queueing behind writers. A read request (GET, HEAD,
-  OPTIONS) uses it for everything.
-* the *write* unit of a write request (:data:`SessionDep` on POST, PUT, DELETE, …): opened
-  after the read unit has ended, and only then takes the write lock (SQLite).
+  a writer (WAL). A read request (GET, HEAD, OPTIONS) uses it for everything.
+* the *write* unit of a write request (:data:`SessionDep` on POST, PUT, DELETE, …): the
+  only one that takes the write lock (SQLite).
 
-FastAPI resolves a route's parameters in the order they are declared, so a route declares
-its principal (``principal: EventsWrite``) *before* ``session: SessionDep``; a webhook
+The caller's token is resolved first (auth/deps.py), from the principals the database
+remembers or in a read unit of its own that has ended before the request's opens, so a
+bad, missing or revoked token is refused without queueing behind writers. FastAPI
+resolves a route's parameters in the order they are declared, so a route declares its
+principal (``principal: EventsWrite``) *before* ``session: SessionDep``; a webhook
 declares its signature check before it too. tests/test_auth_before_lock.py holds every
 route to this.
+
+Dependencies here are coroutines: FastAPI runs a plain function in a worker thread, a
+round trip to the thread pool on every request.
 """
 
 from __future__ import annotations
@@ -36,16 +40,21 @@ def get_database(request: Request) -> Database:
     return db
 
 
+async def _database(request: Request) -> Database:
+    return get_database(request)
+
+
+#: The database itself, for reads that need no unit of work (:meth:`Database.fetch`).
+DatabaseDep = Annotated[Database, Depends(_database)]
+
+
 def is_read_request(request: Request) -> bool:
     return request.method in _READ_METHODS
 
 
 async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A read-only unit of work: the token lookup's, and the whole request's for reads.
-
-    The session connects on its first statement, so a request that never reads through
-    it costs nothing.
-    """
+    """A read-only unit of work. The session connects on its first statement, so a
+    request that never reads through it costs nothing."""
     async with get_database(request).session(write=False) as session:
         yield session
 
@@ -53,17 +62,17 @@ async def get_read_session(request: Request) -> AsyncIterator[AsyncSession]:
 ReadSessionDep = Annotated[AsyncSession, Depends(get_read_session, scope="function")]
 
 
-async def get_session(request: Request, reader: ReadSessionDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: committed before the response is sent, or rolled back.
 
-    A read request gets the read unit itself. A write request ends the read unit first
-    (its connection goes back to the pool) and then opens the write unit.
+    A read request gets a read unit; a write request the write unit.
     """
+    db = get_database(request)
     if is_read_request(request):
-        yield reader
+        async with db.session(write=False) as reader:
+            yield reader
         return
-    await reader.close()
-    async with get_database(request).session(write=True) as session:
+    async with db.session(write=True) as session:
         settings = getattr(request.app.state, "settings", None)
         if settings is not None:
             session.info[PLANNING_HORIZON] = timedelta(days=settings.planning_horizon_days)
@@ -80,4 +89,8 @@ def get_clock(request: Request) -> Clock:
     return clock
 
 
-ClockDep = Annotated[Clock, Depends(get_clock)]
+async def _clock(request: Request) -> Clock:
+    return get_clock(request)
+
+
+ClockDep = Annotated[Clock, Depends(_clock)]

@@ -23,6 +23,7 @@ LINKS = (
     ("redoc", "/redoc", "API reference (ReDoc)"),
     ("openapi", "/openapi.json", "OpenAPI document"),
     ("health", "/healthz", "Health check"),
+    ("console", "/console", "Operator console"),
 )
 
 

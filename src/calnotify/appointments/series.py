@@ -290,6 +290,24 @@ async def unplanned_occurrences(
     ]
 
 
+async def occurrences_between(
+    session: AsyncSession, master: Appointment, after: datetime, before: datetime
+) -> list[Appointment]:
+    """The series' occurrences overlapping ``[after, before)``, by start: its rows (a moved
+    one at its own time) and the rest computed from the rule (not stored)."""
+    rows = await session.scalars(
+        select(Appointment).where(
+            Appointment.master_id == master.id,
+            Appointment.deleted.is_(False),
+            Appointment.start_at < before,
+            Appointment.end_at > after,
+        )
+    )
+    found = [*rows, *await unplanned_occurrences(session, master, after, before)]
+    found.sort(key=lambda a: (a.start_at, wire_id(a)))
+    return found
+
+
 async def materialize_one(
     session: AsyncSession, master: Appointment, start: datetime, now: datetime
 ) -> Appointment | None:

@@ -170,7 +170,7 @@ async def create_appointment(
     if start is None:
         errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
     end = _end_time(body, start, calendar, where, errors)
-    guests = _guests(body.guests or [], errors)
+    guests = checked_guests(body.guests or [], errors)
     _check_rrule((body.rrule or "").strip(), start, where, errors)
     if errors:
         raise BadRequest(errors)
@@ -276,8 +276,8 @@ async def update_appointment(
             errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
         else:
             end = parsed
-    _check_span(start, end, errors)
-    guests = _guests(body.guests, errors) if body.guests is not None else appointment.guests
+    check_span(start, end, errors)
+    guests = checked_guests(body.guests, errors) if body.guests is not None else appointment.guests
     new_rule = str(given.get("rrule", appointment.rrule) or "").strip()
     if was_series and not new_rule:
         errors.append(
@@ -435,10 +435,15 @@ async def _assigned_user(
         return await _existing_user(session, principal, body.assigned_user_id, errors)
     if calendar is None:
         return None
-    # Without an explicit user, the calendar's primary team member (else its first one).
+    return await calendar_default_user(session, calendar)
+
+
+async def calendar_default_user(session: AsyncSession, calendar: Calendar) -> str | None:
+    """Who an appointment of ``calendar`` is assigned to when the booking names no one: its
+    primary team member, else its first one (that is still a user of the location)."""
     members = sorted(calendar.team_members or [], key=lambda m: not m.get("isPrimary", False))
     for member in members:
-        user = await find_in_location(session, User, member.get("userId"), principal.location_id)
+        user = await find_in_location(session, User, member.get("userId"), calendar.location_id)
         if user is not None:
             return user.id
     return None
@@ -473,7 +478,7 @@ def _end_time(
     else:
         return None
     if start is not None:
-        _check_span(start, end, errors)
+        check_span(start, end, errors)
     return end
 
 
@@ -484,14 +489,16 @@ def _slot(calendar: Calendar | None) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def _check_span(start: datetime, end: datetime, errors: list[FieldError]) -> None:
+def check_span(start: datetime, end: datetime, errors: list[FieldError]) -> None:
+    """An appointment's ``endTime`` must be after its start, and at most 31 days later."""
     if end <= start:
         errors.append(FieldError("endTime", "must be after startTime"))
     elif end - start > MAX_DURATION:
         errors.append(FieldError("endTime", "must be at most 31 days after startTime"))
 
 
-def _guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[dict[str, Any]]:
+def checked_guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[dict[str, Any]]:
+    """The guests as stored, each problem added to ``errors`` (naming ``guests[i]``)."""
     stored: list[dict[str, Any]] = []
     for i, guest in enumerate(guests):
         email, phone = guest.email or "", guest.phone or ""

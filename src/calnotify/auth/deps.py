@@ -3,9 +3,10 @@
 Routes declare what they need with the annotated types at the bottom, e.g.
 ``principal: EventsWrite``. Order of checks: token (401), scope (401), ``Version`` (400).
 
-The token is resolved in the request's read-only unit of work (:data:`ReadSessionDep`), so
-a refused caller never takes SQLite's write lock nor waits behind a writer; a route
-declares its principal before ``session: SessionDep`` (see calnotify/deps.py).
+A token resolved in the last second is not looked up again; otherwise it is resolved in a
+read-only unit of work of its own (:func:`resolve_token_cached`), so a refused caller
+never takes SQLite's write lock nor waits behind a writer; a route declares its principal
+before ``session: SessionDep`` (see calnotify/deps.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from calnotify.auth.scopes import Scope
-from calnotify.auth.tokens import Principal, resolve_token
-from calnotify.deps import ReadSessionDep
+from calnotify.auth.tokens import Principal, resolve_token_cached
+from calnotify.deps import get_database
 from calnotify.errors import BadRequest, FieldError, Forbidden, InvalidToken, MissingScope
 
 # HighLevel's documented versions, the official Node SDK's default (2023-02-21) and the
@@ -29,12 +30,12 @@ _bearer = HTTPBearer(auto_error=False, description="A location access token issu
 
 
 async def current_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    reader: ReadSessionDep,
 ) -> Principal:
     if credentials is None or not credentials.credentials or len(credentials.credentials) > 512:
         raise InvalidToken()
-    principal = await resolve_token(reader, credentials.credentials)
+    principal = await resolve_token_cached(get_database(request), credentials.credentials)
     if principal is None:
         raise InvalidToken()
     return principal

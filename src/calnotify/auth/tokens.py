@@ -2,6 +2,11 @@
 
 A token is shown once, when it is created; only its SHA-256 is stored. The secret has
 256 bits of entropy, so a plain (unsalted) hash is enough to make a stolen table useless.
+
+The API remembers who a token is, by its hash, for at most
+:data:`~calnotify.db.engine.PRINCIPAL_SECONDS` (:func:`resolve_token_cached`): a revocation
+committed through the same :class:`~calnotify.db.engine.Database` takes effect at once, one
+made by another process within that second.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.scopes import ALL_SCOPES, grants
 from calnotify.db.base import utcnow
+from calnotify.db.engine import PRINCIPALS_CHANGED, Database
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import ApiToken, Location
 
@@ -72,6 +78,7 @@ async def revoke_token(session: AsyncSession, token_id: str) -> None:
         raise NotFound(f"Token {token_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
+        session.info[PRINCIPALS_CHANGED] = True
 
 
 async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]:
@@ -95,3 +102,16 @@ async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     if row is None:
         return None
     return Principal(token_id=row.id, location_id=row.location_id, scopes=frozenset(row.scopes))
+
+
+async def resolve_token_cached(db: Database, token: str) -> Principal | None:
+    """:func:`resolve_token`, remembered for a second (an unknown token is not); looked
+    up in a read-only unit of work of its own."""
+    digest = hash_token(token)
+    principal: Principal | None = db.principals.get(digest)
+    if principal is None:
+        async with db.session(write=False) as reader:
+            principal = await resolve_token(reader, token)
+        if principal is not None:
+            db.principals.put(digest, principal)
+    return principal

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.types import json_problem
@@ -21,6 +21,7 @@ from calnotify.calendars.schemas import (
     TeamMemberOut,
 )
 from calnotify.db.base import utcnow
+from calnotify.db.reads import Query
 from calnotify.db.scoped import get_in_location
 from calnotify.errors import BadRequest, FieldError
 from calnotify.ids import looks_like_id
@@ -37,6 +38,17 @@ async def get_calendar(session: AsyncSession, principal: Principal, calendar_id:
     return await get_in_location(
         session, Calendar, calendar_id, principal.location_id, what="Calendar"
     )
+
+
+#: The id of a calendar, if it exists in the location (what :func:`get_calendar` checks):
+#: parameters ``calendar_id``, ``location_id``.
+CALENDAR_IN_LOCATION = Query(
+    select(Calendar.id).where(
+        Calendar.id == bindparam("calendar_id"),
+        Calendar.location_id == bindparam("location_id"),
+        Calendar.deleted.is_(False),
+    )
+)
 
 
 async def list_calendars(

@@ -33,6 +33,20 @@ _PLAIN_FIELDS = (
 )
 
 
+# Text columns a new contact starts with empty; set here rather than left to the insert, so
+# an unsaved contact (a preview's) reads like a stored one.
+_TEXT_DEFAULTS = (
+    "company_name",
+    "address1",
+    "city",
+    "state",
+    "country",
+    "postal_code",
+    "website",
+    "source",
+)
+
+
 async def get_contact(session: AsyncSession, principal: Principal, contact_id: str) -> Contact:
     return await get_in_location(
         session, Contact, contact_id, principal.location_id, what="Contact"
@@ -43,8 +57,17 @@ async def create_contact(
     session: AsyncSession, principal: Principal, body: ContactCreate
 ) -> Contact:
     ensure_location(principal, body.location_id)
+    contact = build_contact(body.location_id, body)
+    session.add(contact)
+    await session.flush()
+    return contact
+
+
+def build_contact(location_id: str, body: ContactFieldsIn) -> Contact:
+    """A contact of ``location_id`` made from ``body``, checked as a create checks it (400
+    naming the field), and not added to any session."""
     contact = Contact(
-        location_id=body.location_id,
+        location_id=location_id,
         first_name="",
         last_name="",
         email="",
@@ -54,10 +77,10 @@ async def create_contact(
         dnd_settings={},
         tags=[],
         extra={},
+        deleted=False,
+        **{name: "" for name in _TEXT_DEFAULTS},
     )
     _apply(contact, body)
-    session.add(contact)
-    await session.flush()
     return contact
 
 

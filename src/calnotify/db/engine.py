@@ -7,6 +7,9 @@ SQLite has one writer. Write transactions start with ``BEGIN IMMEDIATE`` so that
 writers queue on the busy timeout instead of one failing with "database is locked" when
 it upgrades a read lock; reads use a separate engine with deferred transactions so they
 never wait for a writer (WAL).
+
+A request's hot reads skip the session: :meth:`Database.fetch` runs prepared selects
+(:mod:`calnotify.db.reads`) straight on a connection, with no unit of work to open and end.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
@@ -28,6 +32,9 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+
+from calnotify.db import sqlite_driver
+from calnotify.db.reads import Query
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 _ALIASES = {"postgres": "postgresql"}
@@ -193,8 +200,8 @@ class Database:
         self.url = async_url(raw_url)
         self.dialect = self.url.get_backend_name()
         if self.dialect == "sqlite":
-            self.engine = _sqlite_engine(self.url, busy_timeout_ms, immediate=True)
-            self.read_engine = _sqlite_engine(self.url, busy_timeout_ms, immediate=False)
+            self.engine = _sqlite_engine(self.url, busy_timeout_ms, begin="BEGIN IMMEDIATE")
+            self.read_engine = _sqlite_engine(self.url, busy_timeout_ms, begin="BEGIN")
         else:
             timeout = {} if connect_timeout is None else connect_args(self.url, connect_timeout)
             self.engine = create_async_engine(
@@ -205,7 +212,13 @@ class Database:
                 connect_args=timeout,
             )
             self.read_engine = self.engine
+            self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._busy_timeout_ms = busy_timeout_ms
+        self._reader: sqlite_driver.OneTripConnection | None = None
+        self._reader_lock = asyncio.Lock()
         self.on_wake: list[Callable[[], None]] = []
+        #: Who the callers' tokens are (see calnotify.auth.tokens), for a second at most.
+        self.principals: ShortLived[Any] = ShortLived(PRINCIPAL_SECONDS)
         # SQLite has one writer: writers of this process queue here, in order, instead of
         # polling the file lock (SQLite's busy handler sleeps up to 100 ms per retry).
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
@@ -226,6 +239,33 @@ class Database:
         async with self._unit(write=write) as session:
             yield session
 
+    async def fetch(self, *reads: tuple[Query, Mapping[str, Any]]) -> list[list[Any]]:
+        """The rows of each (query, parameters), outside any unit of work: for the reads of
+        a request that a statement or two answer. Never waits for a writer.
+
+        SQLite reads them on a connection kept for this, in one trip to its thread (in one
+        transaction when there are several); PostgreSQL, on a pooled connection in
+        autocommit mode.
+        """
+        if self.is_sqlite:
+            reader = self._reader or await self._open_reader()
+            dialect = self.read_engine.dialect
+            raw = await reader.fetch([q.parameters(dialect, p) for q, p in reads])
+            return [q.rows(dialect, r) for (q, _), r in zip(reads, raw, strict=True)]
+        async with self._autocommit_engine.connect() as connection:
+            return [list((await connection.execute(q.statement, p)).all()) for q, p in reads]
+
+    async def _open_reader(self) -> sqlite_driver.OneTripConnection:
+        async with self._reader_lock:
+            if self._reader is None:
+                database = self.url.database or ":memory:"
+                reader = await sqlite_driver.connect(
+                    database, busy_timeout=self._busy_timeout_ms / 1000, isolation_level=None
+                )
+                await reader.fetch([("PRAGMA query_only=ON", ())])
+                self._reader = reader
+            return self._reader
+
     @asynccontextmanager
     async def _unit(self, *, write: bool) -> AsyncIterator[AsyncSession]:
         maker = self._write if write else self._read
@@ -234,6 +274,8 @@ class Database:
                 yield session
                 if write:
                     await session.commit()
+                    if session.info.pop(PRINCIPALS_CHANGED, False):
+                        self.principals.clear()
                     if session.info.pop("wake", False):
                         for callback in self.on_wake:
                             callback()
@@ -247,11 +289,55 @@ class Database:
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
 
 
-def _sqlite_engine(url: URL, busy_timeout_ms: int, *, immediate: bool) -> AsyncEngine:
-    engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000})
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+#: Seconds a resolved token is trusted without asking the database again: a token revoked
+#: by another process (``calnotify tokens revoke``, another API process) stops working
+#: within this time; one revoked through this process's :class:`Database`, at once.
+PRINCIPAL_SECONDS = 1.0
+#: ``session.info`` key: this unit of work changed tokens; forget the resolved ones.
+PRINCIPALS_CHANGED = "principals_changed"
+
+V = TypeVar("V")
+
+
+class ShortLived(Generic[V]):
+    """A map whose entries are forgotten ``seconds`` after they were put (and all at once
+    when it holds ``limit``)."""
+
+    def __init__(self, seconds: float, limit: int = 10_000) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._entries: dict[str, tuple[float, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.seconds, value)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def _sqlite_engine(url: URL, busy_timeout_ms: int, *, begin: str) -> AsyncEngine:
+    database = url.database or ":memory:"
+
+    async def connect() -> Any:
+        return await sqlite_driver.connect(database, busy_timeout=busy_timeout_ms / 1000)
+
+    engine = create_async_engine(url, async_creator=connect)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:

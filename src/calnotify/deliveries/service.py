@@ -69,6 +69,8 @@ async def list_outbox(
     filters: dict[str, str | None],
     limit: int,
     skip: int,
+    *,
+    newest_first: bool = False,
 ) -> tuple[Sequence[OutboxMessage], int]:
     columns = {
         "appointment_id": OutboxMessage.appointment_id,
@@ -82,7 +84,13 @@ async def list_outbox(
     rows = await session.scalars(
         select(OutboxMessage)
         .where(*conditions)
-        .order_by(OutboxMessage.created_at, OutboxMessage.id)
+        .order_by(
+            *(
+                (OutboxMessage.created_at.desc(), OutboxMessage.id.desc())
+                if newest_first
+                else (OutboxMessage.created_at, OutboxMessage.id)
+            )
+        )
         .limit(limit)
         .offset(skip)
     )

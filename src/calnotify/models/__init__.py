@@ -2,6 +2,7 @@
 
 from calnotify.models.appointment import Appointment, AppointmentEvent
 from calnotify.models.calendar import Calendar
+from calnotify.models.console_session import ConsoleSession
 from calnotify.models.contact import Contact
 from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, OutboxMessage
 from calnotify.models.location import Location
@@ -18,6 +19,7 @@ __all__ = [
     "Appointment",
     "AppointmentEvent",
     "Calendar",
+    "ConsoleSession",
     "Contact",
     "Delivery",
     "DeliveryAttempt",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 from pydantic import TypeAdapter
 
 from calnotify.api.types import JSONAnswer, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import ClockDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.errors import BadRequest, FieldError
 from calnotify.models import Notification
 from calnotify.notifications import service
+from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
     MessageOut,
     NotificationCreate,
@@ -20,6 +21,8 @@ from calnotify.notifications.schemas import (
     NotificationUpdate,
     PlanningJobOut,
     PlanningOut,
+    PreviewOut,
+    PreviewRequest,
     schedule_to_wire,
 )
 from calnotify.planning.jobs import jobs_of_rule
@@ -37,7 +40,7 @@ MAX_SKIP = 1_000_000_000
 async def get_notifications(
     calendarId: str,
     principal: EventsRead,
-    session: SessionDep,
+    db: DatabaseDep,
     is_active: Annotated[QueryBool, Query(alias="isActive")] = None,
     deleted: Annotated[QueryBool, Query(alias="deleted")] = None,
     limit: Annotated[
@@ -46,8 +49,8 @@ async def get_notifications(
     skip: Annotated[float, Query(description="Number of records to skip")] = 0,
 ) -> JSONAnswer:
     """Notifications of the calendar in creation order; soft-deleted ones only with deleted=true."""
-    rows = await service.list_notifications(
-        session,
+    rows = await service.list_notification_columns(
+        db,
         principal,
         calendarId,
         is_active=is_active,
@@ -71,13 +74,36 @@ async def create_notifications(
     return JSONAnswer(MANY, [to_out(r) for r in rows])
 
 
+@router.post(
+    "/preview",
+    response_model=PreviewOut,
+    operation_id="preview-event-notifications",
+    tags=["calnotify"],
+)
+async def preview_notifications(
+    calendarId: str,
+    body: PreviewRequest,
+    principal: EventsRead,
+    session: ReadSessionDep,
+    clock: ClockDep,
+    request: Request,
+) -> PreviewOut:
+    """The deliveries an appointment would get (a calnotify extension): a hypothetical
+    appointment (``startTime``, ``endTime``, …) or a stored one (``appointmentId``), under the
+    calendar's active rules or draft ``notifications``, each message rendered. Nothing is
+    stored and nothing is sent; the token needs ``calendars/events.readonly``."""
+    return await preview_plan(
+        session, principal, calendarId, body, clock.now(), PreviewOptions.of(request.app)
+    )
+
+
 @router.get(
     "/{notificationId}", response_model=NotificationOut, operation_id="find-event-notification"
 )
 async def find_notification(
-    calendarId: str, notificationId: str, principal: EventsRead, session: SessionDep
+    calendarId: str, notificationId: str, principal: EventsRead, db: DatabaseDep
 ) -> JSONAnswer:
-    row = await service.get_notification(session, principal, calendarId, notificationId)
+    row = await service.get_notification_columns(db, principal, calendarId, notificationId)
     return JSONAnswer(ONE, to_out(row))
 
 
@@ -142,7 +168,8 @@ def _whole(name: str, value: float, low: int, high: int) -> int:
     return int(value)
 
 
-def to_out(row: Notification) -> NotificationOut:
+def to_out(row: Notification | Any) -> NotificationOut:
+    """The wire form of a rule, from its entity or a row of its columns."""
     return NotificationOut.model_validate(
         {
             "_id": row.id,

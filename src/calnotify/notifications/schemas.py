@@ -1,9 +1,10 @@
 """Wire shapes of HighLevel's CreateCalendarNotificationDTO, UpdateCalendarNotificationsDTO
-and CalendarNotificationResponseDTO."""
+and CalendarNotificationResponseDTO, and of calnotify's extensions (planning progress, plan
+preview)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,6 +18,8 @@ from calnotify.api.types import (
     Text,
     Timestamp,
 )
+from calnotify.appointments.schemas import MAX_GUESTS, GuestIn, Status
+from calnotify.contacts.schemas import ContactFieldsIn
 from calnotify.models.notification import Channel, NotificationType, ReceiverType
 
 TextList = Annotated[list[Text], Field(max_length=MAX_LIST)]
@@ -136,3 +139,90 @@ class PlanningOut(OutputModel):
     version: int
     planned_version: int
     jobs: list[PlanningJobOut] = Field(description="the latest planning jobs, newest first")
+
+
+# --- plan preview (a calnotify extension) ---------------------------------------------------
+
+MAX_PREVIEW_RULES = 50
+
+PreviewEvent = Literal["booked", "rescheduled", "cancelled", "confirmed"]
+
+
+class PreviewContactIn(ContactFieldsIn):
+    """A contact described inline (any field of a contact create, none required)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class PreviewRequest(InputModel):
+    """What to preview: a hypothetical appointment of the calendar (``startTime``,
+    ``endTime`` and the rest) or a stored one (``appointmentId``), under the calendar's
+    active rules or under draft ``notifications``."""
+
+    start_time: Text | None = Field(
+        default=None, description="ISO 8601 (any offset); required without appointmentId"
+    )
+    end_time: Text | None = Field(
+        default=None, description="ISO 8601, after startTime; required without appointmentId"
+    )
+    contact_id: Text | None = Field(default=None, description="A contact of this location")
+    contact: PreviewContactIn | None = Field(
+        default=None, description="A contact described inline, instead of contactId"
+    )
+    assigned_user_id: Text | None = Field(
+        default=None, description="A user of this location; default the calendar's primary one"
+    )
+    appointment_status: Status | None = Field(default=None, description="Default new")
+    title: Text | None = None
+    address: Text | None = None
+    notes: LongText | None = Field(default=None, max_length=64 * 1024)
+    guests: Annotated[list[GuestIn], Field(max_length=MAX_GUESTS)] | None = None
+    rrule: Text | None = Field(default=None, description="RRULE: a recurring series")
+    appointment_id: Text | None = Field(
+        default=None,
+        description="A stored appointment of this calendar (an id, a master or instance id), "
+        "instead of the fields that describe one",
+    )
+    event: PreviewEvent | None = Field(
+        default=None, description="What happens to the appointment (default booked)"
+    )
+    notifications: (
+        Annotated[list[NotificationCreate], Field(max_length=MAX_PREVIEW_RULES)] | None
+    ) = Field(
+        default=None,
+        description="Draft rules (as a create takes them) to preview instead of the "
+        "calendar's active rules",
+    )
+
+
+class PreviewRecipientOut(OutputModel):
+    kind: str = Field(
+        description="contact, guest, user, additional (an address the rule lists) or location"
+    )
+    id: str | None = Field(description="The contact's, user's or location's id")
+    name: str
+    address: str = Field(description="Email address, phone number, or user id for inApp")
+
+
+class PreviewDeliveryOut(OutputModel):
+    notification_id: str = Field(description='The rule\'s id; "draft-<i>" for draft rule i')
+    notification_type: NotificationType
+    channel: Channel
+    receiver_type: ReceiverType
+    recipient: PreviewRecipientOut
+    due_at: Timestamp
+    due_at_local: str = Field(description="The due time in the zone the message is shown in")
+    status: Literal["planned", "skipped"]
+    skip_reason: str | None = Field(description="late, dnd or no_address when skipped")
+    subject: str | None = Field(description="Email subject or inApp title")
+    text: str | None
+    html: str | None = Field(description="Email only")
+    render_error: str | None = Field(description="Why the message could not be rendered")
+    instance_id: str | None = Field(description="The occurrence of a recurring series")
+
+
+class PreviewOut(OutputModel):
+    """The deliveries an appointment would get, by due time (nothing is stored or sent)."""
+
+    deliveries: list[PreviewDeliveryOut]
+    truncated: bool = Field(description="More deliveries would be planned than are shown")

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.tokens import Principal
-from calnotify.calendars.service import get_calendar
+from calnotify.calendars.service import CALENDAR_IN_LOCATION, get_calendar
 from calnotify.db.base import utcnow
+from calnotify.db.engine import Database
+from calnotify.db.reads import Query
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
 from calnotify.models import Notification
@@ -42,7 +45,7 @@ async def create_many(
 ) -> list[Notification]:
     """Create every rule of the array, or none of them."""
     calendar = await get_calendar(session, principal, calendar_id)
-    drafts = [_changes_to_draft(item) for item in items]
+    drafts = [draft_of(item) for item in items]
     prefixes = [f"[{i}]." for i in range(len(drafts))]
     await _validate(session, principal, drafts, prefixes)
 
@@ -81,6 +84,53 @@ async def list_notifications(
     return await repository.list_for_calendar(
         session, calendar.id, is_active=is_active, deleted=bool(deleted), limit=limit, skip=skip
     )
+
+
+async def list_notification_columns(
+    db: Database,
+    principal: Principal,
+    calendar_id: str,
+    *,
+    is_active: bool | None,
+    deleted: bool | None,
+    limit: int,
+    skip: int,
+) -> list[Any]:
+    """:func:`list_notifications` as column rows, for an answer: the calendar check and the
+    page read together outside any unit of work, with no ORM entity built."""
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    page = {"calendar_id": calendar_id, "deleted": bool(deleted), "limit": limit, "skip": skip}
+    if is_active is not None:
+        page["is_active"] = is_active
+    calendar, rows = await db.fetch(
+        (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": principal.location_id}),
+        (repository.PAGE if is_active is None else repository.PAGE_BY_ACTIVE, page),
+    )
+    if not calendar:
+        raise NotFound("Calendar not found")
+    return rows
+
+
+async def get_notification_columns(
+    db: Database, principal: Principal, calendar_id: str, notification_id: str
+) -> Any:
+    """:func:`get_notification` as a column row, read the same way."""
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    reads: list[tuple[Query, dict[str, Any]]] = [
+        (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": principal.location_id})
+    ]
+    if looks_like_id(notification_id):
+        reads.append(
+            (repository.ONE, {"calendar_id": calendar_id, "notification_id": notification_id})
+        )
+    calendar, *found = await db.fetch(*reads)
+    if not calendar:
+        raise NotFound("Calendar not found")
+    if not found or not found[0]:
+        raise NotFound("Notification not found")
+    return found[0][0]
 
 
 async def get_notification(
@@ -167,7 +217,8 @@ def _wire_changes(item: NotificationFieldsIn) -> dict[str, object]:
     return changes
 
 
-def _changes_to_draft(item: NotificationCreate) -> NotificationDraft:
+def draft_of(item: NotificationCreate) -> NotificationDraft:
+    """The rule a create item describes, as it would be stored (not yet validated)."""
     return NotificationDraft(
         receiver_type=item.receiver_type,
         channel=item.channel,
@@ -181,6 +232,24 @@ async def _validate(
     drafts: Sequence[NotificationDraft],
     prefixes: Sequence[str],
 ) -> None:
+    errors = await draft_errors(session, principal, drafts, prefixes)
+    if errors:
+        raise BadRequest(errors)
+
+
+async def draft_errors(
+    session: AsyncSession,
+    principal: Principal,
+    drafts: Sequence[NotificationDraft],
+    prefixes: Sequence[str],
+    *,
+    saving: bool = True,
+) -> list[FieldError]:
+    """Every problem of the drafts (semantics §2), each field named with its prefix.
+
+    ``saving``: the drafts are about to be stored, so the templates they use are locked
+    against a concurrent delete or change of type (PostgreSQL); a preview only reads.
+    """
     errors: list[FieldError] = []
     for draft, prefix in zip(drafts, prefixes, strict=True):
         errors.extend(draft_problems(draft, prefix))
@@ -190,7 +259,9 @@ async def _validate(
     }
     users = await repository.existing_user_ids(session, principal.location_id, wanted_users)
     wanted_templates = {d.template_id for d in drafts if looks_like_id(d.template_id)}
-    templates = await repository.template_types(session, principal.location_id, wanted_templates)
+    templates = await repository.template_types(
+        session, principal.location_id, wanted_templates, lock=saving
+    )
 
     for draft, prefix in zip(drafts, prefixes, strict=True):
         for i, user_id in enumerate(draft.selected_users):
@@ -216,5 +287,4 @@ async def _validate(
                         f"a {expected} template",
                     )
                 )
-    if errors:
-        raise BadRequest(errors)
+    return errors

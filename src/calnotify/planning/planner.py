@@ -53,7 +53,7 @@ from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
 from calnotify.models.delivery import Trigger
 from calnotify.models.notification import NotificationType
 from calnotify.notifications.rules import offset_seconds
-from calnotify.planning.recipients import People, RecipientRef, recipients, resolve
+from calnotify.planning.recipients import People, RecipientRef, Resolved, recipients, resolve
 
 DEADLINE = timedelta(hours=24)
 # Appointments a planning page works out between two turns of the event loop.
@@ -68,6 +68,8 @@ SCHEDULED_TYPES = (NotificationType.REMINDER, NotificationType.FOLLOWUP)
 
 @dataclass(frozen=True, slots=True)
 class Wanted:
+    """One delivery the planner wants for an appointment (not yet a row)."""
+
     notification: Notification
     trigger: Trigger
     due_at: datetime
@@ -128,19 +130,22 @@ def wake_dispatchers(session: AsyncSession) -> None:
 
 
 def _immediate_types(event: AppointmentEvent) -> list[NotificationType]:
-    after = event.after or {}
-    status = after.get("appointmentStatus")
-    if event.kind == AppointmentEventKind.CREATED:
+    return immediate_types(event.kind, (event.after or {}).get("appointmentStatus"))
+
+
+def immediate_types(kind: str, status: str | None) -> list[NotificationType]:
+    """What an appointment event sends at once (semantics §3), given the status after it."""
+    if kind == AppointmentEventKind.CREATED:
         if status == AppointmentStatus.NEW:
             return [NotificationType.BOOKED]
         if status == AppointmentStatus.CONFIRMED:
             return [NotificationType.CONFIRMATION]
-    elif event.kind == AppointmentEventKind.STATUS_CHANGED:
+    elif kind == AppointmentEventKind.STATUS_CHANGED:
         if status == AppointmentStatus.CONFIRMED:
             return [NotificationType.CONFIRMATION]
         if status in ENDED:
             return [NotificationType.CANCELLATION]
-    elif event.kind == AppointmentEventKind.RESCHEDULED and status in LIVE:
+    elif kind == AppointmentEventKind.RESCHEDULED and status in LIVE:
         return [NotificationType.RESCHEDULE]
     return []
 
@@ -371,6 +376,9 @@ def wanted_deliveries(
     now: datetime,
     immediate: Sequence[tuple[int, NotificationType]],
 ) -> list[Wanted]:
+    """Every delivery ``rules`` want for ``appointment``: those sent at once for the
+    ``immediate`` (event id, notification type) pairs, and its reminders and follow-ups.
+    Pure: reads only what it is given."""
     if appointment.deleted:
         return []
     out: list[Wanted] = []
@@ -474,10 +482,7 @@ def _delivery_rows(
     rows: list[dict[str, Any]] = []
     revive: list[tuple[str, dict[str, Any]]] = []
     for w in wanted:
-        resolved = resolve(w.recipient, w.notification.channel, appointment, people)
-        skip = resolved.skip
-        if skip is None and w.trigger == Trigger.SCHEDULE and w.due_at < now:
-            skip = Reason.LATE
+        resolved, skip = planned_state(w, appointment, people, now)
         values: dict[str, Any] = {
             **lifecycle.planned(skip),
             "recipient": resolved.address,
@@ -519,6 +524,18 @@ def _delivery_rows(
             }
         )
     return rows, revive
+
+
+def planned_state(
+    wanted: Wanted, appointment: Appointment, people: People, now: datetime
+) -> tuple[Resolved, Reason | None]:
+    """The recipient's address a wanted delivery is planned with, and why it is skipped at
+    once (``None``: it is scheduled)."""
+    resolved = resolve(wanted.recipient, wanted.notification.channel, appointment, people)
+    skip = resolved.skip
+    if skip is None and wanted.trigger == Trigger.SCHEDULE and wanted.due_at < now:
+        skip = Reason.LATE
+    return resolved, skip
 
 
 async def _write_rows(

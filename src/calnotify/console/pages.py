@@ -1,0 +1,273 @@
+"""Read-only pages: appointments and their notification timeline, outbox, inbox, health."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from calnotify.appointments import series
+from calnotify.appointments.service import get_appointment
+from calnotify.auth.scopes import Scope
+from calnotify.console import charts, queries, words
+from calnotify.console.sessions import Operator
+from calnotify.console.web import (
+    ConsoleRoute,
+    OperatorDep,
+    PageError,
+    local,
+    need,
+    now_utc,
+    page_number,
+    pages,
+    read_form,
+    render,
+)
+from calnotify.deliveries import service as deliveries
+from calnotify.deps import SessionDep
+from calnotify.ids import parse_instance_id
+from calnotify.models import Calendar, Contact, InboxItem, User
+from calnotify.ops.checks import run_checks
+from calnotify.timefmt import parse_instant, zone
+
+router = APIRouter(route_class=ConsoleRoute)
+
+Text = Annotated[str, Query(max_length=200)]
+
+
+@router.get("/appointments")
+async def appointments(
+    request: Request,
+    operator: OperatorDep,
+    session: SessionDep,
+    q: Text = "",
+    start: Annotated[str, Query(alias="from", max_length=40)] = "",
+    end: Annotated[str, Query(alias="to", max_length=40)] = "",
+    page: Annotated[str, Query(max_length=12)] = "1",
+) -> Response:
+    need(operator, Scope.EVENTS_READ)
+    where = zone(operator.location_zone)
+    errors: dict[str, str] = {}
+    since = _day(start, where, errors, "from")
+    until = _day(end, where, errors, "to")
+    if until is not None:
+        until += timedelta(days=1)  # the whole last day
+    if since and until and until <= since:
+        errors["to"] = "must be on or after the first day"
+    number = page_number(page)
+    rows: list[Any] = []
+    total = 0
+    if not errors:
+        rows, total = await queries.search_appointments(
+            session, operator.principal, text=q.strip(), start=since, end=until, page=number
+        )
+    return render(
+        request,
+        "appointments.html",
+        {
+            "rows": rows,
+            "total": total,
+            "q": q,
+            "start": start,
+            "end": end,
+            "errors": errors,
+            "page": number,
+            "pages": pages(total, queries.PAGE),
+            "zone": where,
+            "wire_id": series.wire_id,
+        },
+        status=400 if errors else 200,
+        operator=operator,
+    )
+
+
+def _day(text: str, where: object, errors: dict[str, str], name: str) -> datetime | None:
+    if not text:
+        return None
+    moment = parse_instant(text.strip(), where)  # type: ignore[arg-type]
+    if moment is None:
+        errors[name] = "must be a date like 2030-01-31"
+    return moment
+
+
+@router.get("/appointments/{appointment_id}")
+async def appointment_page(
+    request: Request, appointment_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_READ)
+    if len(appointment_id) > 48:
+        raise PageError(404, "Not found", "Appointment not found")
+    appointment = await get_appointment(session, operator.principal, appointment_id)
+    where = zone(operator.location_zone)
+    shown_id = series.wire_id(appointment)
+    contact = await session.get(Contact, appointment.contact_id)
+    calendar = await session.get(Calendar, appointment.calendar_id)
+    user = (
+        await session.get(User, appointment.assigned_user_id)
+        if appointment.assigned_user_id
+        else None
+    )
+    master = None
+    nearby: list[object] = []
+    if appointment.master_id:
+        master = await get_appointment(session, operator.principal, appointment.master_id)
+        nearby = list(await queries.occurrences(session, master, appointment.start_at, 6))
+    elif series.is_master(appointment):
+        master = appointment
+        nearby = list(await queries.occurrences(session, appointment, now_utc(request), 12))
+    timeline_id = shown_id if parse_instance_id(shown_id) else appointment.id
+    rows, attempts = await queries.timeline(session, operator.principal, timeline_id)
+    return render(
+        request,
+        "appointment.html",
+        {
+            "appointment": appointment,
+            "shown_id": shown_id,
+            "contact": contact,
+            "calendar": calendar,
+            "user": user,
+            "master": master,
+            "nearby": nearby,
+            "rows": rows,
+            "attempts": attempts,
+            "zone": where,
+            "words": words,
+            "wire_id": series.wire_id,
+        },
+        operator=operator,
+    )
+
+
+@router.get("/outbox")
+async def outbox(
+    request: Request,
+    operator: OperatorDep,
+    session: SessionDep,
+    page: Annotated[str, Query(max_length=12)] = "1",
+    channel: Annotated[str, Query(max_length=16)] = "",
+) -> Response:
+    need(operator, Scope.EVENTS_READ)
+    number = page_number(page)
+    chosen = channel if channel in words.CHANNELS else ""
+    filters: dict[str, str | None] = {"channel": chosen or None}
+    rows, total = await deliveries.list_outbox(
+        session,
+        operator.principal,
+        filters,
+        queries.PAGE,
+        (number - 1) * queries.PAGE,
+        newest_first=True,
+    )
+    return render(
+        request,
+        "outbox.html",
+        {
+            "rows": rows,
+            "total": total,
+            "page": number,
+            "pages": pages(total, queries.PAGE),
+            "channel": chosen,
+            "zone": zone(operator.location_zone),
+            "words": words,
+        },
+        operator=operator,
+    )
+
+
+@router.get("/inbox")
+async def inbox(
+    request: Request,
+    operator: OperatorDep,
+    session: SessionDep,
+    user: Annotated[str, Query(max_length=20)] = "",
+    page: Annotated[str, Query(max_length=12)] = "1",
+) -> Response:
+    need(operator, Scope.EVENTS_READ)
+    users = await queries.users_of(session, operator.principal)
+    chosen = next((u for u in users if u.id == user), None)
+    if user and chosen is None:
+        raise PageError(404, "Not found", "User not found")
+    if chosen is None and users:
+        chosen = users[0]
+    number = page_number(page)
+    items: Sequence[InboxItem] = []
+    total = 0
+    if chosen is not None:
+        items, total = await queries.inbox_of(session, operator.principal, chosen.id, number)
+    return render(
+        request,
+        "inbox.html",
+        {
+            "users": users,
+            "chosen": chosen,
+            "items": items,
+            "total": total,
+            "page": number,
+            "pages": pages(total, queries.PAGE),
+            "zone": zone(operator.location_zone),
+        },
+        operator=operator,
+    )
+
+
+@router.get("/health")
+async def health(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+    need(operator, Scope.EVENTS_READ)
+    return await _health_page(request, operator, session)
+
+
+@router.post("/health/checks")
+async def health_checks(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+    """Run the provider checks of ``calnotify check`` and show them on the Health page."""
+    need(operator, Scope.EVENTS_READ)
+    await read_form(request, operator.csrf)
+    results = await run_checks(request.app.state.settings, timeout=5)
+    request.app.state.console_checks = (now_utc(request), results)
+    return await _health_page(request, operator, session)
+
+
+async def _health_page(request: Request, operator: Operator, session: AsyncSession) -> Response:
+    now = now_utc(request)
+    where = zone(operator.location_zone)
+    found = await queries.health(session, operator.principal, now)
+    labels = [local(m, where)[-9:-4] for m in found.minutes]
+    series_by_channel = [
+        (words.CHANNELS.get(c, c), values)  # type: ignore[call-overload]
+        for c, values in sorted(found.per_channel.items())
+    ]
+    sends = charts.bar_chart(
+        "sends-chart",
+        "Sends per minute, last hour",
+        "Messages sent each minute over the last hour, by channel.",
+        labels,
+        series_by_channel or [("Sent", [0] * len(labels))],
+        tick_every=10,
+    )
+    lateness = charts.bar_chart(
+        "lateness-chart",
+        "Lateness of sends, last hour",
+        "How long after its due time each message of the last hour was sent.",
+        found.lateness_buckets,
+        [("Messages", found.lateness_counts)],
+    )
+    checks = getattr(request.app.state, "console_checks", None)
+    return render(
+        request,
+        "health.html",
+        {
+            "health": found,
+            "now": now,
+            "zone": where,
+            "sends_chart": sends,
+            "lateness_chart": lateness,
+            "labels": labels,
+            "series": series_by_channel,
+            "oldest_age": (now - found.oldest_due).total_seconds() if found.oldest_due else None,
+            "checks": checks,
+        },
+        operator=operator,
+    )

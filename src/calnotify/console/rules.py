@@ -1,0 +1,292 @@
+"""Calendars and their notification rules: list, create, edit, deactivate, delete, preview."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import RedirectResponse, Response
+
+from calnotify.auth.scopes import Scope
+from calnotify.calendars.service import get_calendar
+from calnotify.console import queries, words
+from calnotify.console.forms import (
+    RuleForm,
+    empty_rule,
+    parse_rule,
+    rule_body,
+    rule_from_fields,
+    rule_from_row,
+)
+from calnotify.console.sessions import Operator
+from calnotify.console.web import (
+    PREFIX,
+    ConsoleRoute,
+    OperatorDep,
+    first,
+    need,
+    now_utc,
+    read_form,
+    render,
+)
+from calnotify.deps import ReadSessionDep, SessionDep
+from calnotify.errors import BadRequest
+from calnotify.models import Appointment, Calendar, Notification, Template
+from calnotify.notifications import service
+from calnotify.notifications.preview import PreviewOptions, preview_plan
+from calnotify.notifications.schemas import (
+    NotificationCreate,
+    NotificationUpdate,
+    PreviewRequest,
+)
+
+router = APIRouter(route_class=ConsoleRoute)
+
+# What the page says after a change (``?done=``): fixed wording, never text from the URL.
+DONE = {
+    "created": "Rule created.",
+    "saved": "Rule saved.",
+    "activated": "Rule activated.",
+    "deactivated": "Rule deactivated.",
+    "deleted": "Rule deleted.",
+}
+
+
+@router.get("/calendars")
+async def calendars(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+    need(operator, Scope.CALENDARS_READ)
+    rows = await queries.calendars_with_counts(session, operator.principal)
+    return render(request, "calendars.html", {"rows": rows}, operator=operator)
+
+
+@router.get("/calendars/{calendar_id}")
+async def calendar_page(
+    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.CALENDARS_READ)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    rules = await queries.rules_of(session, calendar.id)
+    templates = await _templates(session, operator)
+    return render(
+        request,
+        "calendar.html",
+        {
+            "calendar": calendar,
+            "rules": rules,
+            "words": words,
+            "template_names": {t.id: t.name for t in templates},
+            "flash": DONE.get(request.query_params.get("done", ""), ""),
+        },
+        operator=operator,
+    )
+
+
+@router.get("/calendars/{calendar_id}/rules/new")
+async def new_rule(
+    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    return await _form_page(request, session, operator, calendar, None, empty_rule())
+
+
+@router.post("/calendars/{calendar_id}/rules")
+async def create_rule(
+    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    fields = await read_form(request, operator.csrf)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    form = rule_from_fields(fields)
+    item = parse_rule(form, NotificationCreate)
+    if item is not None and not form.failed:
+        try:
+            await service.create_many(
+                session, operator.principal, calendar.id, [item], now_utc(request)
+            )
+        except BadRequest as exc:
+            await session.rollback()  # and what was loaded is read again
+            form.add(exc.errors)
+    if form.failed:
+        calendar = await get_calendar(session, operator.principal, calendar_id)
+        return await _form_page(request, session, operator, calendar, None, form, status=400)
+    return _back(calendar, "created")
+
+
+@router.get("/calendars/{calendar_id}/rules/{rule_id}/edit")
+async def edit_rule(
+    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+    return await _form_page(request, session, operator, calendar, row, rule_from_row(row))
+
+
+@router.post("/calendars/{calendar_id}/rules/{rule_id}")
+async def update_rule(
+    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    fields = await read_form(request, operator.csrf)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+    form = rule_from_fields(fields)
+    changes = parse_rule(form, NotificationUpdate)
+    if changes is not None and not form.failed:
+        try:
+            await service.update_notification(
+                session, operator.principal, calendar.id, row.id, changes, now_utc(request)
+            )
+        except BadRequest as exc:
+            await session.rollback()
+            form.add(exc.errors)
+    if form.failed:
+        calendar = await get_calendar(session, operator.principal, calendar_id)
+        row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+        return await _form_page(request, session, operator, calendar, row, form, status=400)
+    return _back(calendar, "saved")
+
+
+@router.post("/calendars/{calendar_id}/rules/{rule_id}/active")
+async def set_active(
+    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    fields = await read_form(request, operator.csrf)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    active = first(fields, "active") == "true"
+    await service.update_notification(
+        session,
+        operator.principal,
+        calendar.id,
+        rule_id,
+        NotificationUpdate.model_validate({"isActive": active}),
+        now_utc(request),
+    )
+    return _back(calendar, "activated" if active else "deactivated")
+
+
+@router.post("/calendars/{calendar_id}/rules/{rule_id}/delete")
+async def delete_rule(
+    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.EVENTS_WRITE)
+    await read_form(request, operator.csrf)
+    calendar = await get_calendar(session, operator.principal, calendar_id)
+    await service.delete_notification(
+        session, operator.principal, calendar.id, rule_id, now_utc(request)
+    )
+    return _back(calendar, "deleted")
+
+
+@router.post("/calendars/{calendar_id}/preview")
+async def preview(
+    request: Request, calendar_id: str, operator: OperatorDep, reader: ReadSessionDep
+) -> Response:
+    """The rule form's preview (an htmx partial): nothing is stored, nothing is sent."""
+    need(operator, Scope.EVENTS_READ)
+    fields = await read_form(request, operator.csrf)
+    calendar = await get_calendar(reader, operator.principal, calendar_id)
+    form = rule_from_fields(fields)
+    body = rule_body(form)
+    result, problems = await run_preview(
+        reader, operator, calendar, body, first(fields, "previewAppointment"), request
+    )
+    return render(
+        request,
+        "_preview.html",
+        {"result": result, "problems": problems + form.general, "words": words},
+        operator=operator,
+    )
+
+
+async def run_preview(
+    session: AsyncSession,
+    operator: Operator,
+    calendar: Calendar,
+    rule: dict[str, Any],
+    appointment_id: str,
+    request: Request,
+) -> tuple[Any, list[str]]:
+    """What ``rule`` would send for a sample appointment (tomorrow) or a chosen real one."""
+    now = now_utc(request)
+    body: dict[str, Any] = {"notifications": [rule]}
+    if appointment_id:
+        body["appointmentId"] = appointment_id
+    else:
+        start = (now + timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+        body["startTime"] = start.isoformat()
+        body["endTime"] = (start + timedelta(minutes=30)).isoformat()
+    try:
+        wanted = PreviewRequest.model_validate(body)
+        result = await preview_plan(
+            session, operator.principal, calendar.id, wanted, now, PreviewOptions.of(request.app)
+        )
+    except BadRequest as exc:
+        return None, [str(e).removeprefix("notifications[0].") for e in exc.errors]
+    except ValueError as exc:
+        return None, [str(exc)]
+    return result, []
+
+
+async def _form_page(
+    request: Request,
+    session: AsyncSession,
+    operator: Operator,
+    calendar: Calendar,
+    row: Notification | None,
+    form: RuleForm,
+    *,
+    status: int = 200,
+) -> Response:
+    users = await queries.users_of(session, operator.principal)
+    templates = await _templates(session, operator)
+    upcoming = await session.scalars(
+        select(Appointment)
+        .where(
+            Appointment.calendar_id == calendar.id,
+            Appointment.deleted.is_(False),
+            Appointment.start_at >= now_utc(request),
+            Appointment.rrule == "",
+        )
+        .order_by(Appointment.start_at)
+        .limit(20)
+    )
+    return render(
+        request,
+        "rule_form.html",
+        {
+            "calendar": calendar,
+            "row": row,
+            "form": form,
+            "users": users,
+            "templates": templates,
+            "upcoming": upcoming.all(),
+            "words": words,
+            "action": (
+                f"{PREFIX}/calendars/{calendar.id}/rules/{row.id}"
+                if row
+                else f"{PREFIX}/calendars/{calendar.id}/rules"
+            ),
+        },
+        status=status,
+        operator=operator,
+    )
+
+
+async def _templates(session: AsyncSession, operator: Operator) -> list[Template]:
+    rows = await session.scalars(
+        select(Template)
+        .where(Template.location_id == operator.principal.location_id, Template.deleted.is_(False))
+        .order_by(Template.name, Template.id)
+        .limit(500)
+    )
+    return list(rows)
+
+
+def _back(calendar: Calendar, done: str) -> Response:
+    return RedirectResponse(f"{PREFIX}/calendars/{calendar.id}?done={done}", status_code=303)

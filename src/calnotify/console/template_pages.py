@@ -1,0 +1,215 @@
+"""Stored message templates: list, create, edit, with a preview of the rendered message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import RedirectResponse, Response
+
+from calnotify.auth.scopes import Scope
+from calnotify.console import words
+from calnotify.console.forms import RuleForm, validation_problems
+from calnotify.console.rules import run_preview
+from calnotify.console.sessions import Operator
+from calnotify.console.web import (
+    PREFIX,
+    ConsoleRoute,
+    OperatorDep,
+    first,
+    need,
+    page_number,
+    pages,
+    read_form,
+    render,
+)
+from calnotify.deps import ReadSessionDep, SessionDep
+from calnotify.errors import BadRequest
+from calnotify.models import Calendar, Template
+from calnotify.templates import service
+from calnotify.templates.schemas import TemplateFieldsIn
+
+router = APIRouter(route_class=ConsoleRoute)
+PAGE = 50
+DONE = {"created": "Template created.", "saved": "Template saved."}
+TYPES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
+
+
+@router.get("/templates")
+async def templates(
+    request: Request, operator: OperatorDep, session: SessionDep, page: str = "1"
+) -> Response:
+    need(operator, Scope.TEMPLATES_READ)
+    number = page_number(page[:12])
+    rows, total = await service.list_templates(
+        session,
+        operator.principal,
+        operator.principal.location_id,
+        template_type=None,
+        deleted=False,
+        limit=PAGE,
+        skip=(number - 1) * PAGE,
+    )
+    return render(
+        request,
+        "templates.html",
+        {
+            "rows": rows,
+            "total": total,
+            "page": number,
+            "pages": pages(total, PAGE),
+            "types": TYPES,
+            "flash": DONE.get(request.query_params.get("done", ""), ""),
+        },
+        operator=operator,
+    )
+
+
+@router.get("/templates/new")
+async def new_template(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+    need(operator, Scope.TEMPLATES_WRITE)
+    form = RuleForm(values={"name": "", "type": "email", "subject": "", "html": "", "body": ""})
+    return await _form(request, session, operator, None, form)
+
+
+@router.post("/templates")
+async def create_template(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+    need(operator, Scope.TEMPLATES_WRITE)
+    fields = await read_form(request, operator.csrf)
+    form = _typed(fields)
+    body = _body(form)
+    if body is not None:
+        try:
+            await service.create_template(
+                session, operator.principal, operator.principal.location_id, body
+            )
+        except BadRequest as exc:
+            await session.rollback()
+            form.add(exc.errors)
+    if form.failed:
+        return await _form(request, session, operator, None, form, status=400)
+    return RedirectResponse(f"{PREFIX}/templates?done=created", status_code=303)
+
+
+@router.get("/templates/{template_id}")
+async def edit_template(
+    request: Request, template_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.TEMPLATES_READ)
+    row = await service.get_template(
+        session, operator.principal, operator.principal.location_id, template_id
+    )
+    form = RuleForm(
+        values={
+            "name": row.name,
+            "type": row.type,
+            "subject": row.subject,
+            "html": row.html,
+            "body": row.body,
+        }
+    )
+    return await _form(request, session, operator, row, form)
+
+
+@router.post("/templates/{template_id}")
+async def update_template(
+    request: Request, template_id: str, operator: OperatorDep, session: SessionDep
+) -> Response:
+    need(operator, Scope.TEMPLATES_WRITE)
+    fields = await read_form(request, operator.csrf)
+    form = _typed(fields)
+    body = _body(form)
+    if body is not None:
+        try:
+            await service.update_template(
+                session, operator.principal, operator.principal.location_id, template_id, body
+            )
+        except BadRequest as exc:
+            await session.rollback()
+            form.add(exc.errors)
+    if form.failed:
+        row = await service.get_template(
+            session, operator.principal, operator.principal.location_id, template_id
+        )
+        return await _form(request, session, operator, row, form, status=400)
+    return RedirectResponse(f"{PREFIX}/templates?done=saved", status_code=303)
+
+
+@router.post("/templates-preview")
+async def preview(request: Request, operator: OperatorDep, reader: ReadSessionDep) -> Response:
+    """The template form's preview: the template as a booked email or text to a sample."""
+    need(operator, Scope.TEMPLATES_READ)
+    fields = await read_form(request, operator.csrf)
+    form = _typed(fields)
+    calendar = await reader.scalar(
+        select(Calendar)
+        .where(Calendar.location_id == operator.principal.location_id, Calendar.deleted.is_(False))
+        .order_by(Calendar.date_added)
+        .limit(1)
+    )
+    result, problems = None, ["Create a calendar to preview templates."]
+    if calendar is not None:
+        kind = form.values["type"] if form.values["type"] in TYPES else "email"
+        rule = {
+            "channel": kind,
+            "receiverType": "contact",
+            "notificationType": "booked",
+            "subject": form.values["subject"],
+            "body": form.values["html"] if kind == "email" else form.values["body"],
+        }
+        result, problems = await run_preview(reader, operator, calendar, rule, "", request)
+    return render(
+        request,
+        "_preview.html",
+        {"result": result, "problems": problems, "words": words},
+        operator=operator,
+    )
+
+
+async def _form(
+    request: Request,
+    session: AsyncSession,
+    operator: Operator,
+    row: Template | None,
+    form: RuleForm,
+    *,
+    status: int = 200,
+) -> Response:
+    del session
+    return render(
+        request,
+        "template_form.html",
+        {
+            "row": row,
+            "form": form,
+            "types": TYPES,
+            "words": words,
+            "action": f"{PREFIX}/templates/{row.id}" if row else f"{PREFIX}/templates",
+        },
+        status=status,
+        operator=operator,
+    )
+
+
+def _typed(fields: Mapping[str, list[str]]) -> RuleForm:
+    return RuleForm(
+        values={name: first(fields, name) for name in ("name", "type", "subject", "html", "body")}
+    )
+
+
+def _body(form: RuleForm) -> TemplateFieldsIn | None:
+    v = form.values
+    content: dict[str, Any] = {"subject": v["subject"], "html": v["html"]}
+    if v["type"] != "email":
+        content = {"body": v["body"]}
+    try:
+        return TemplateFieldsIn.model_validate(
+            {"name": v["name"], "type": v["type"] or None, "template": content}
+        )
+    except ValidationError as exc:
+        form.add(validation_problems(exc))
+        return None
