@@ -28,7 +28,7 @@ from calnotify.console.web import (
     render,
 )
 from calnotify.deliveries import service as deliveries
-from calnotify.deps import SessionDep
+from calnotify.deps import ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
 from calnotify.ops.checks import run_checks
@@ -187,6 +187,7 @@ async def inbox(
     page: Annotated[str, Query(max_length=12)] = "1",
 ) -> Response:
     need(operator, Scope.EVENTS_READ)
+    need(operator, Scope.USERS_READ)
     users = await queries.users_of(session, operator.principal)
     chosen = next((u for u in users if u.id == user), None)
     if user and chosen is None:
@@ -221,16 +222,25 @@ async def health(request: Request, operator: OperatorDep, session: SessionDep) -
 
 
 @router.post("/health/checks")
-async def health_checks(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+async def health_checks(
+    request: Request, operator: OperatorDep, session: ReadSessionDep
+) -> Response:
     """Run the provider checks of ``calnotify check`` and show them on the Health page."""
     need(operator, Scope.EVENTS_READ)
     await read_form(request, operator.csrf)
+    # Read unit only: the network checks must never hold the write lock. A location sees
+    # whether each shared provider works, not the deployment's addresses and accounts.
     results = await run_checks(request.app.state.settings, timeout=5)
-    request.app.state.console_checks = (now_utc(request), results)
-    return await _health_page(request, operator, session)
+    shown = [(r.name, r.ok) for r in results]
+    return await _health_page(request, operator, session, (now_utc(request), shown))
 
 
-async def _health_page(request: Request, operator: Operator, session: AsyncSession) -> Response:
+async def _health_page(
+    request: Request,
+    operator: Operator,
+    session: AsyncSession,
+    checks: tuple[datetime, list[tuple[str, bool]]] | None = None,
+) -> Response:
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
@@ -254,7 +264,6 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
         found.lateness_buckets,
         [("Messages", found.lateness_counts)],
     )
-    checks = getattr(request.app.state, "console_checks", None)
     return render(
         request,
         "health.html",
