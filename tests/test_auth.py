@@ -213,22 +213,38 @@ async def test_foreign_location_id_is_403(
     assert [c["name"] for c in theirs.json()["calendars"]] == ["Globex Clinic calendar"]
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        notification(),  # plans nothing: the database's one-trip writer
+        notification(  # plans reminders: a unit of work
+            notificationType="reminder", beforeTime=[{"timeOffset": 1, "unit": "hours"}]
+        ),
+    ],
+    ids=["writer", "unit-of-work"],
+)
 async def test_a_success_means_the_change_was_committed(
-    settings: Settings, db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    settings: Settings,
+    db: Database,
+    tenant: Tenant,
+    monkeypatch: pytest.MonkeyPatch,
+    rule: dict[str, object],
 ) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    real_commit = AsyncSession.commit
+    from calnotify.db import engine
 
-    async def failing_commit(self: AsyncSession) -> None:
+    async def failing_commit(self: object) -> None:
         raise RuntimeError("disk full")
 
     transport = httpx.ASGITransport(app=create_app(settings, db), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        monkeypatch.setattr(AsyncSession, "commit", failing_commit)
-        response = await client.post(
-            notifications_url(tenant), json=[notification()], headers=tenant.headers()
-        )
+        with monkeypatch.context() as patched:
+            for unit in (AsyncSession, engine._SQLiteWriter, engine._PostgresWriter):
+                patched.setattr(unit, "commit", failing_commit)
+            response = await client.post(
+                notifications_url(tenant), json=[rule], headers=tenant.headers()
+            )
         # The commit happens before the answer: a failed commit is never reported as a 200.
         assert response.status_code == 500
         assert response.json() == {
@@ -236,6 +252,5 @@ async def test_a_success_means_the_change_was_committed(
             "message": "Internal server error",
             "error": "Internal Server Error",
         }
-        monkeypatch.setattr(AsyncSession, "commit", real_commit)
         listed = await client.get(notifications_url(tenant), headers=tenant.headers())
         assert listed.json() == []

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
@@ -20,7 +22,7 @@ from calnotify.api.home import router as home_router
 from calnotify.api.middleware import BodyLimit, CatchAll, TrailingSlash
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
-from calnotify.auth.deps import API_VERSIONS
+from calnotify.auth.deps import API_VERSIONS, VERSION_DESCRIPTION, TokenWith
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
 from calnotify.config import Settings, get_settings
@@ -110,6 +112,9 @@ def create_app(
         redirect_slashes=False,
         static_url=DOCS_ASSETS_URL,
         swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
+        # FastAPI's OpenTelemetry hooks look for a configured provider on every request;
+        # calnotify configures none (its measures are /metrics).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.db = db
     app.state.clock = clock
@@ -118,20 +123,8 @@ def create_app(
     app.state.settings = settings
     app.state.preview_renderer = preview_renderer
     errors.install(app)
-    # /calendars/events… before /calendars/{calendarId}, which would match "events".
-    app.include_router(appointments_router)
-    app.include_router(calendars_router)
-    app.include_router(notifications_router)
-    app.include_router(contacts_router)
-    app.include_router(users_router)
-    app.include_router(locations_router)
-    app.include_router(deliveries_router)
-    app.include_router(inbox_router)
-    app.include_router(templates_router)
-    app.include_router(webhooks_router)
-    app.include_router(ops_router)
-    app.include_router(home_router)
-    app.include_router(console_router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount(f"{CONSOLE_PREFIX}/static", StaticFiles(directory=CONSOLE_STATIC), name="console")
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -140,6 +133,25 @@ def create_app(
     app.add_middleware(TrailingSlash)
     return app
 
+
+#: In the order requests are matched against them: a request is compared with every route
+#: before its own, so the busiest come first; /calendars/events… before
+#: /calendars/{calendarId}, which would match "events".
+ROUTERS: tuple[APIRouter, ...] = (
+    notifications_router,
+    appointments_router,
+    calendars_router,
+    contacts_router,
+    users_router,
+    locations_router,
+    deliveries_router,
+    inbox_router,
+    templates_router,
+    webhooks_router,
+    ops_router,
+    home_router,
+    console_router,
+)
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 _AUTH_ERRORS = {
@@ -159,19 +171,45 @@ def app_from_environment() -> FastAPI:
     return create_app(run_dispatcher=os.environ.get(SERVE_DISPATCH_ENV, "1") == "1")
 
 
+def _versioned_operations() -> set[str]:
+    """The operation ids of the routes whose token check reads the ``Version`` header."""
+
+    def reads_version(dependant: Dependant) -> bool:
+        return any(
+            (isinstance(d.call, TokenWith) and d.call.versioned) or reads_version(d)
+            for d in dependant.dependencies
+        )
+
+    found = set()
+    for router in ROUTERS:
+        for route in router.routes:
+            if isinstance(route, APIRoute) and reads_version(route.dependant):
+                if route.operation_id is None:
+                    raise RuntimeError(f"{route.path}: a versioned route needs an operation_id")
+                found.add(route.operation_id)
+    return found
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with the ``Version`` header marked required where it is."""
+    """FastAPI's schema, with the ``Version`` header where the token check reads it."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
     )
+    versioned = _versioned_operations()
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            for parameter in operation.get("parameters", []):
-                if parameter.get("in") == "header" and parameter.get("name") == "Version":
-                    parameter["required"] = True
-                    parameter["schema"] = {"type": "string", "enum": list(API_VERSIONS)}
+            if operation.get("operationId") in versioned:
+                operation.setdefault("parameters", []).append(
+                    {
+                        "name": "Version",
+                        "in": "header",
+                        "required": True,
+                        "schema": {"type": "string", "enum": list(API_VERSIONS)},
+                        "description": VERSION_DESCRIPTION,
+                    }
+                )
             # Validation errors are answered with 400 in HighLevel's envelope, never 422.
             responses = operation.get("responses", {})
             if responses.pop("422", None) is not None:

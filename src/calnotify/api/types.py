@@ -88,8 +88,7 @@ class OutputModel(BaseModel):
 
 def format_timestamp(value: datetime) -> str:
     """ISO 8601 in UTC with milliseconds: ``2026-11-24T10:50:03.123Z``."""
-    utc = value.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return value.astimezone(UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 Timestamp = Annotated[
@@ -136,3 +135,10 @@ class JSONAnswer(Response):
 
     def __init__(self, adapter: TypeAdapter[Any], value: Any, status_code: int = 200) -> None:
         super().__init__(adapter.dump_json(value, by_alias=True), status_code=status_code)
+
+
+class JSONBytes(Response):
+    """An answer already written as JSON (the route keeps its ``response_model`` for the
+    documentation)."""
+
+    media_type = "application/json"

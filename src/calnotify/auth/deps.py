@@ -3,19 +3,19 @@
 Routes declare what they need with the annotated types at the bottom, e.g.
 ``principal: EventsWrite``. Order of checks: token (401), scope (401), ``Version`` (400).
 
-A token resolved in the last second is not looked up again; otherwise it is resolved in a
-read-only unit of work of its own (:func:`resolve_token_cached`), so a refused caller
-never takes SQLite's write lock nor waits behind a writer; a route declares its principal
-before ``session: SessionDep`` (see calnotify/deps.py).
+A token resolved in the last second is not looked up again; otherwise it is read outside
+any unit of work (:func:`resolve_token_cached`), so a refused caller never takes SQLite's
+write lock nor waits behind a writer; a route declares its principal before
+``session: SessionDep`` (see calnotify/deps.py). Each check is one dependency
+(:class:`TokenWith`) that reads its headers itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
 
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal, resolve_token_cached
@@ -26,19 +26,39 @@ from calnotify.errors import BadRequest, FieldError, Forbidden, InvalidToken, Mi
 # official Python SDK's (v3): each SDK works with nothing configured but token and base URL.
 API_VERSIONS = ("2021-04-15", "2021-07-28", "2023-02-21", "v3")
 
-_bearer = HTTPBearer(auto_error=False, description="A location access token issued by calnotify.")
+BEARER_DESCRIPTION = "A location access token issued by calnotify."
+VERSION_DESCRIPTION = f"API version: one of {', '.join(API_VERSIONS)}."
+MAX_TOKEN_LENGTH = 512
 
 
-async def current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    if credentials is None or not credentials.credentials or len(credentials.credentials) > 512:
-        raise InvalidToken()
-    principal = await resolve_token_cached(get_database(request), credentials.credentials)
-    if principal is None:
-        raise InvalidToken()
-    return principal
+class TokenWith(HTTPBearer):
+    """The dependency admitting a token that holds ``scope`` (and, on HighLevel's routes, a
+    valid ``Version`` header), as a single step: FastAPI solves each nested dependency and
+    header parameter anew on every request, and this is on every request.
+
+    It is FastAPI's ``HTTPBearer`` to the OpenAPI document (the same security scheme); the
+    ``Version`` header it reads is added to the document by calnotify.app.
+    """
+
+    def __init__(self, scope: Scope, *, versioned: bool) -> None:
+        super().__init__(auto_error=False, scheme_name="HTTPBearer", description=BEARER_DESCRIPTION)
+        self.scope = scope
+        self.versioned = versioned
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        headers = request.headers
+        scheme, _, token = (headers.get("authorization") or "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise InvalidToken()
+        principal = await resolve_token_cached(get_database(request), token)
+        if principal is None:
+            raise InvalidToken()
+        if not principal.can(self.scope):
+            raise MissingScope()
+        if self.versioned:
+            check_version(headers.get("version"))
+        return principal
 
 
 def check_version(version: str | None) -> None:
@@ -48,36 +68,14 @@ def check_version(version: str | None) -> None:
         raise BadRequest([FieldError("Version", f"must be one of {', '.join(API_VERSIONS)}")])
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+def require(scope: Scope) -> TokenWith:
     """A dependency that admits a token holding ``scope`` and a valid ``Version`` header."""
-
-    async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
-        version: Annotated[
-            str | None,
-            Header(
-                alias="Version",
-                description=f"API version: one of {', '.join(API_VERSIONS)}.",
-            ),
-        ] = None,
-    ) -> Principal:
-        if not principal.can(scope):
-            raise MissingScope()
-        check_version(version)
-        return principal
-
-    return dependency
+    return TokenWith(scope, versioned=True)
 
 
-def require_unversioned(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+def require_unversioned(scope: Scope) -> TokenWith:
     """The same for calnotify's own routes, which take no ``Version`` header."""
-
-    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not principal.can(scope):
-            raise MissingScope()
-        return principal
-
-    return dependency
+    return TokenWith(scope, versioned=False)
 
 
 def ensure_location(principal: Principal, location_id: str) -> None:

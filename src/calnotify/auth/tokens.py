@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.scopes import ALL_SCOPES, grants
 from calnotify.db.base import utcnow
 from calnotify.db.engine import PRINCIPALS_CHANGED, Database
+from calnotify.db.reads import Query
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import ApiToken, Location
 
@@ -91,27 +94,34 @@ async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]
     return list(rows)
 
 
-async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
-    row = (
-        await session.execute(
-            select(ApiToken.id, ApiToken.location_id, ApiToken.scopes).where(
-                ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-            )
-        )
-    ).one_or_none()
-    if row is None:
+#: The holder of a token that is not revoked: parameter ``token_hash``.
+TOKEN_HOLDER = Query(
+    select(ApiToken.id, ApiToken.location_id, ApiToken.scopes).where(
+        ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
+    )
+)
+
+
+def _principal(rows: Sequence[Any]) -> Principal | None:
+    if not rows:
         return None
+    row = rows[0]
     return Principal(token_id=row.id, location_id=row.location_id, scopes=frozenset(row.scopes))
 
 
+async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
+    found = await session.execute(TOKEN_HOLDER.statement, {"token_hash": hash_token(token)})
+    return _principal(found.all())
+
+
 async def resolve_token_cached(db: Database, token: str) -> Principal | None:
-    """:func:`resolve_token`, remembered for a second (an unknown token is not); looked
-    up in a read-only unit of work of its own."""
+    """:func:`resolve_token`, remembered for a second (an unknown token is not); read
+    outside any unit of work (:meth:`~calnotify.db.engine.Database.fetch`)."""
     digest = hash_token(token)
     principal: Principal | None = db.principals.get(digest)
     if principal is None:
-        async with db.session(write=False) as reader:
-            principal = await resolve_token(reader, token)
+        [rows] = await db.fetch((TOKEN_HOLDER, {"token_hash": digest}))
+        principal = _principal(rows)
         if principal is not None:
             db.principals.put(digest, principal)
     return principal

@@ -104,7 +104,7 @@ async def create_rule(
     item = parse_rule(form, NotificationCreate)
     if item is not None and not form.failed:
         try:
-            await service.create_many(
+            await service.create_in_session(
                 session, operator.principal, calendar.id, [item], now_utc(request)
             )
         except BadRequest as exc:

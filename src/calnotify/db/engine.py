@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -34,7 +36,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from calnotify.db import sqlite_driver
-from calnotify.db.reads import Query
+from calnotify.db.reads import Change, Query
 
 _DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+psycopg"}
 _ALIASES = {"postgres": "postgresql"}
@@ -215,6 +217,8 @@ class Database:
             self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._busy_timeout_ms = busy_timeout_ms
         self._reader: sqlite_driver.OneTripConnection | None = None
+        self._inline: sqlite3.Connection | None = None
+        self._writer: sqlite_driver.OneTripConnection | None = None
         self._reader_lock = asyncio.Lock()
         self.on_wake: list[Callable[[], None]] = []
         #: Who the callers' tokens are (see calnotify.auth.tokens), for a second at most.
@@ -241,19 +245,67 @@ class Database:
 
     async def fetch(self, *reads: tuple[Query, Mapping[str, Any]]) -> list[list[Any]]:
         """The rows of each (query, parameters), outside any unit of work: for the reads of
-        a request that a statement or two answer. Never waits for a writer.
+        a request that a statement or two answer, each a bounded page of an index. Never
+        waits for a writer.
 
-        SQLite reads them on a connection kept for this, in one trip to its thread (in one
-        transaction when there are several); PostgreSQL, on a pooled connection in
-        autocommit mode.
+        SQLite reads them right here, on the event loop's thread (in one transaction when
+        there are several): a read of a few indexed rows takes less time than handing it
+        to another thread and back. That connection never waits for a lock; in the rare
+        moment SQLite answers busy, the read goes to a connection on a thread of its own
+        that waits. PostgreSQL reads on a pooled connection in autocommit mode.
         """
         if self.is_sqlite:
-            reader = self._reader or await self._open_reader()
             dialect = self.read_engine.dialect
-            raw = await reader.fetch([q.parameters(dialect, p) for q, p in reads])
+            statements = [q.parameters(dialect, p) for q, p in reads]
+            try:
+                raw = sqlite_driver.read_now(self._inline or self._open_inline(), statements)
+            except sqlite3.OperationalError as exc:
+                if not sqlite_driver.is_busy(exc):
+                    raise
+                reader = self._reader or await self._open_reader()
+                raw = await reader.fetch(statements)
             return [q.rows(dialect, r) for (q, _), r in zip(reads, raw, strict=True)]
         async with self._autocommit_engine.connect() as connection:
             return [list((await connection.execute(q.statement, p)).all()) for q, p in reads]
+
+    def _open_inline(self) -> sqlite3.Connection:
+        self._inline = sqlite_driver.connect_inline(self.url.database or ":memory:")
+        return self._inline
+
+    def writer(self) -> AbstractAsyncContextManager[Writer]:
+        """A write transaction of prepared statements (:class:`~calnotify.db.reads.Query`,
+        :class:`~calnotify.db.reads.Change`), with no session: for a change of a row or
+        two that plans nothing. Commits when the block ends cleanly, rolls back otherwise.
+
+        On SQLite it queues for the process's write lock like a write unit of work and runs
+        on a connection kept for it: ``BEGIN IMMEDIATE`` goes to its thread with the first
+        statements, and what is checked and written last with ``COMMIT``, so that checking
+        a row or two and writing one is one trip. On PostgreSQL, on a pooled connection.
+        """
+        if self._write_lock is None:
+            return self._postgres_writer()
+        return _SQLiteWriter(self)
+
+    @asynccontextmanager
+    async def _postgres_writer(self) -> AsyncIterator[Writer]:
+        async with self.engine.connect() as connection:
+            await connection.begin()
+            writer = _PostgresWriter(connection)
+            try:
+                yield writer
+                await writer.commit()
+            except BaseException:
+                await connection.rollback()
+                raise
+
+    async def _open_writer(self) -> sqlite_driver.OneTripConnection:
+        database = self.url.database or ":memory:"
+        writer = await sqlite_driver.connect(
+            database, busy_timeout=self._busy_timeout_ms / 1000, isolation_level=None
+        )
+        await writer.run([sqlite_driver.Step(f"PRAGMA {p}") for p in SQLITE_PRAGMAS])
+        self._writer = writer
+        return writer
 
     async def _open_reader(self) -> sqlite_driver.OneTripConnection:
         async with self._reader_lock:
@@ -292,6 +344,12 @@ class Database:
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+        if self._writer is not None:
+            await self._writer.close()
+            self._writer = None
 
 
 #: Seconds a resolved token is trusted without asking the database again: a token revoked
@@ -331,6 +389,114 @@ class ShortLived(Generic[V]):
         self._entries.clear()
 
 
+#: Set on every SQLite connection that writes.
+SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
+
+
+class Writer(Protocol):
+    """The statements of :meth:`Database.writer`."""
+
+    async def fetch(self, *reads: tuple[Query, Mapping[str, Any]]) -> list[list[Any]]:
+        """The rows of each (query, parameters), in this transaction."""
+        ...
+
+    async def expect(self, read: tuple[Query, Mapping[str, Any]], rows: Sequence[Any]) -> None:
+        """In this transaction, ``read`` still reads ``rows`` (what it read before it);
+        :class:`~calnotify.db.sqlite_driver.Changed` is raised when it does not. On SQLite,
+        checked in the same trip as the statements after it or the commit."""
+        ...
+
+    async def write(self, change: Change, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``change`` once per row of values, before anything asked after it (on SQLite,
+        in the same trip as the next statements or the commit)."""
+        ...
+
+
+Changed = sqlite_driver.Changed
+
+
+class _SQLiteWriter:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._dialect = db.engine.dialect
+        self._pending: list[sqlite_driver.Step] = []
+
+    async def __aenter__(self) -> _SQLiteWriter:
+        db = self._db
+        lock = db._write_lock
+        assert lock is not None
+        await lock.acquire()
+        try:
+            self._connection = db._writer or await db._open_writer()
+        except BaseException:
+            lock.release()
+            raise
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        lock = self._db._write_lock
+        assert lock is not None
+        try:
+            if kind is None:
+                try:
+                    await self.commit()
+                except BaseException:
+                    await self.rollback()
+                    raise
+            else:
+                await self.rollback()
+        finally:
+            lock.release()
+
+    async def _run(self, steps: list[sqlite_driver.Step]) -> list[tuple[list[Any], int]]:
+        ahead, self._pending = self._pending, []
+        if not self._connection.in_transaction:
+            ahead = [sqlite_driver.Step("BEGIN IMMEDIATE"), *ahead]
+        return (await self._connection.run([*ahead, *steps]))[len(ahead) :]
+
+    async def fetch(self, *reads: tuple[Query, Mapping[str, Any]]) -> list[list[Any]]:
+        dialect = self._dialect
+        done = await self._run([sqlite_driver.Step(*q.parameters(dialect, p)) for q, p in reads])
+        return [q.rows(dialect, rows) for (q, _), (rows, _) in zip(reads, done, strict=True)]
+
+    async def expect(self, read: tuple[Query, Mapping[str, Any]], rows: Sequence[Any]) -> None:
+        query, parameters = read
+        dialect, expected = self._dialect, list(rows)
+        sql, values = query.parameters(dialect, parameters)
+        check = lambda found: query.rows(dialect, found) == expected  # noqa: E731
+        self._pending.append(sqlite_driver.Step(sql, values, check=check))
+
+    async def write(self, change: Change, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._pending.append(sqlite_driver.Step(*change.parameters(self._dialect, rows), many=True))
+
+    async def commit(self) -> None:
+        if self._pending or self._connection.in_transaction:
+            await self._run([sqlite_driver.Step("COMMIT")])
+
+    async def rollback(self) -> None:
+        self._pending = []
+        await self._connection.rollback()
+
+
+class _PostgresWriter:
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def fetch(self, *reads: tuple[Query, Mapping[str, Any]]) -> list[list[Any]]:
+        return [list((await self._connection.execute(q.statement, p)).all()) for q, p in reads]
+
+    async def expect(self, read: tuple[Query, Mapping[str, Any]], rows: Sequence[Any]) -> None:
+        [found] = await self.fetch(read)
+        if [tuple(r) for r in found] != [tuple(r) for r in rows]:
+            raise Changed(str(read[0].statement))
+
+    async def write(self, change: Change, rows: Sequence[Mapping[str, Any]]) -> None:
+        await self._connection.execute(change.statement, list(rows))
+
+    async def commit(self) -> None:
+        await self._connection.commit()
+
+
 def _sqlite_engine(url: URL, busy_timeout_ms: int, *, begin: str) -> AsyncEngine:
     database = url.database or ":memory:"
 
@@ -345,10 +511,9 @@ def _sqlite_engine(url: URL, busy_timeout_ms: int, *, begin: str) -> AsyncEngine
         # BEGIN would defer the write lock until the first write).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -15,13 +15,29 @@ from __future__ import annotations
 
 import sqlite3
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 
 _Outcome = tuple[Any, int, int | None, list[Any]]
+
+
+class Step(NamedTuple):
+    """One statement of :meth:`OneTripConnection.run`."""
+
+    sql: str
+    parameters: Any = ()
+    #: ``parameters`` is a sequence of parameter rows (``executemany``).
+    many: bool = False
+    #: Whether the rows it read are the ones expected; if not, :class:`Changed` is raised
+    #: and the statements after it are not run.
+    check: Callable[[list[Any]], bool] | None = None
+
+
+class Changed(Exception):
+    """What a statement read is no longer what it was expected to be."""
 
 
 def _run(connection: sqlite3.Connection, sql: str, parameters: Any, *, many: bool) -> _Outcome:
@@ -109,20 +125,38 @@ class OneTripConnection(aiosqlite.Connection):
 
     async def fetch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """The rows of each (sql, parameters), in one trip; several read one snapshot."""
-
-        def call() -> list[list[Any]]:
-            connection = self._conn
-            if len(statements) == 1:
-                sql, parameters = statements[0]
-                return [connection.execute(sql, parameters).fetchall()]
-            connection.execute("BEGIN")
-            try:
-                return [connection.execute(q, p).fetchall() for q, p in statements]
-            finally:
-                connection.execute("ROLLBACK")
-
-        rows: list[list[Any]] = await self._execute(call)  # type: ignore[no-untyped-call]
+        rows: list[list[Any]] = await self._execute(  # type: ignore[no-untyped-call]
+            lambda: read_now(self._conn, statements)
+        )
         return rows
+
+    async def run(self, steps: Sequence[Step]) -> list[tuple[list[Any], int]]:
+        """Statements in one trip: the rows and the row count of each. What they open (a
+        transaction) stays open, also when one raises."""
+
+        def call() -> list[tuple[list[Any], int]]:
+            connection = self._conn
+            out = []
+            try:
+                for sql, parameters, many, check in steps:
+                    if many:
+                        cursor = connection.executemany(sql, parameters)
+                    else:
+                        cursor = connection.execute(sql, parameters)
+                    rows = cursor.fetchall() if cursor.description else []
+                    if check is not None and not check(rows):
+                        raise Changed(sql)
+                    out.append((rows, cursor.rowcount))
+                return out
+            finally:
+                self._in_transaction = connection.in_transaction
+
+        done: list[tuple[list[Any], int]] = await self._execute(call)  # type: ignore[no-untyped-call]
+        return done
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
 
     async def _end(self, how: str) -> None:
         if not self._in_transaction:
@@ -155,3 +189,33 @@ async def connect(database: str, *, busy_timeout: float, **options: Any) -> OneT
     connection._thread.daemon = True
     await connection
     return connection
+
+
+def connect_inline(database: str) -> sqlite3.Connection:
+    """A read-only connection for :func:`read_now`, on the calling thread, that never waits
+    for a lock (it answers busy at once instead)."""
+    connection = sqlite3.connect(
+        database, timeout=0, isolation_level=None, uri=database.startswith("file:")
+    )
+    connection.execute("PRAGMA query_only=ON")
+    return connection
+
+
+def read_now(
+    connection: sqlite3.Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[list[Any]]:
+    """The rows of each (sql, parameters), read on this thread; several read one snapshot."""
+    if len(statements) == 1:
+        sql, parameters = statements[0]
+        return [connection.execute(sql, parameters).fetchall()]
+    connection.execute("BEGIN")
+    try:
+        return [connection.execute(q, p).fetchall() for q, p in statements]
+    finally:
+        connection.execute("ROLLBACK")
+
+
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLite answered "database is locked" or "busy" (another connection holds a lock)."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Collection, Sequence
+from enum import Enum
+from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from calnotify.db.reads import Query
+from calnotify.db.reads import Change, Query
+from calnotify.ids import new_id
 from calnotify.models import Notification, Template, User
 
 
@@ -42,21 +46,66 @@ def _page_query(*, is_active: bool) -> Query:
     return Query(
         query.order_by(Notification.date_added, Notification.batch_index, Notification.id)
         .limit(bindparam("limit"))
-        .offset(bindparam("skip"))
+        .offset(bindparam("skip")),
+        convert=False,
     )
 
 
-#: :func:`page_of_calendar` as columns: parameters ``calendar_id``, ``deleted``, ``limit``,
+#: :func:`page_of_calendar` as driver rows (see :mod:`calnotify.notifications.wire`):
+#: parameters ``calendar_id``, ``deleted``, ``limit``,
 #: ``skip`` (and ``is_active`` for the second).
 PAGE = _page_query(is_active=False)
 PAGE_BY_ACTIVE = _page_query(is_active=True)
-#: One rule of a calendar, as columns: parameters ``calendar_id``, ``notification_id``.
+#: One rule of a calendar, as a driver row: parameters ``calendar_id``, ``notification_id``.
 ONE = Query(
     select(*Notification.__table__.c).where(
         Notification.id == bindparam("notification_id"),
         Notification.calendar_id == bindparam("calendar_id"),
+    ),
+    convert=False,
+)
+
+
+#: A user of the location that is not deleted: parameters ``user_id``, ``location_id``.
+USER_IN_LOCATION = Query(
+    select(User.id).where(
+        User.id == bindparam("user_id"),
+        User.location_id == bindparam("location_id"),
+        User.deleted.is_(False),
     )
 )
+#: A template of the location that is not deleted, and its type, locked against a delete or
+#: a change of type until the rule that uses it is saved (PostgreSQL; SQLite serialises
+#: writers anyway): parameters ``template_id``, ``location_id``.
+TEMPLATE_IN_LOCATION = Query(
+    select(Template.id, Template.type)
+    .where(
+        Template.id == bindparam("template_id"),
+        Template.location_id == bindparam("location_id"),
+        Template.deleted.is_(False),
+    )
+    .with_for_update(read=True)
+)
+
+_COLUMNS = tuple(c.key for c in Notification.__table__.c)
+_ENUM_COLUMNS = ("receiver_type", "channel", "notification_type")
+#: A new rule row, every column given (:func:`new_rule`).
+INSERT = Change(insert(Notification))
+#: A rule as its columns, as :data:`INSERT` wrote it.
+RuleRow = namedtuple("RuleRow", _COLUMNS)  # type: ignore[misc]
+
+
+def new_rule(values: dict[str, Any]) -> dict[str, Any]:
+    """The values of a new rule row: ``values`` (plain values) and, for the columns they
+    leave out, a new id and the first version."""
+    row = {"id": new_id(), "version": 1, "planned_version": 1, **values}
+    for name in _ENUM_COLUMNS:  # as their text: what the driver stores and a read gives
+        if isinstance(member := row.get(name), Enum):
+            row[name] = member.value
+    if len(row) != len(_COLUMNS):
+        missing = sorted(set(_COLUMNS) - set(row))
+        raise ValueError(f"a new rule needs {missing}; unknown: {sorted(set(row) - set(_COLUMNS))}")
+    return row
 
 
 async def list_for_calendar(

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request
-from pydantic import TypeAdapter
+from pydantic import BaseModel, Field
 
-from calnotify.api.types import JSONAnswer, QueryBool
+from calnotify.api.lean import LeanRoute
+from calnotify.api.types import JSONBytes, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import ClockDep, DatabaseDep, ReadSessionDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, ReadSessionDep, SessionDep, WriteUnits
 from calnotify.errors import BadRequest, FieldError
-from calnotify.models import Notification
-from calnotify.notifications import service
+from calnotify.notifications import service, wire
 from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
     MessageOut,
@@ -23,17 +23,30 @@ from calnotify.notifications.schemas import (
     PlanningOut,
     PreviewOut,
     PreviewRequest,
-    schedule_to_wire,
 )
 from calnotify.planning.jobs import jobs_of_rule
 
-router = APIRouter(prefix="/calendars/{calendarId}/notifications", tags=["Calendar Notifications"])
+router = APIRouter(
+    prefix="/calendars/{calendarId}/notifications",
+    tags=["Calendar Notifications"],
+    route_class=LeanRoute,
+)
 
-MANY: TypeAdapter[list[NotificationOut]] = TypeAdapter(list[NotificationOut])
-ONE: TypeAdapter[NotificationOut] = TypeAdapter(NotificationOut)
 MAX_BATCH = 50
 MAX_LIMIT = 100
 MAX_SKIP = 1_000_000_000
+
+
+class RulesPage(BaseModel):
+    """The list's query string, read as one parameter: FastAPI solves each parameter anew
+    on every request, and this is the most requested list."""
+
+    is_active: QueryBool = Field(None, alias="isActive", title="Isactive")
+    deleted: QueryBool = Field(None, title="Deleted")
+    limit: float = Field(
+        MAX_LIMIT, description=f"Number of records to return (1..{MAX_LIMIT})", title="Limit"
+    )
+    skip: float = Field(0, description="Number of records to skip", title="Skip")
 
 
 @router.get("", response_model=list[NotificationOut], operation_id="get-event-notification")
@@ -41,24 +54,19 @@ async def get_notifications(
     calendarId: str,
     principal: EventsRead,
     db: DatabaseDep,
-    is_active: Annotated[QueryBool, Query(alias="isActive")] = None,
-    deleted: Annotated[QueryBool, Query(alias="deleted")] = None,
-    limit: Annotated[
-        float, Query(description=f"Number of records to return (1..{MAX_LIMIT})")
-    ] = MAX_LIMIT,
-    skip: Annotated[float, Query(description="Number of records to skip")] = 0,
-) -> JSONAnswer:
+    page: Annotated[RulesPage, Query()],
+) -> JSONBytes:
     """Notifications of the calendar in creation order; soft-deleted ones only with deleted=true."""
     rows = await service.list_notification_columns(
         db,
         principal,
         calendarId,
-        is_active=is_active,
-        deleted=deleted,
-        limit=_whole("limit", limit, 1, MAX_LIMIT),
-        skip=_whole("skip", skip, 0, MAX_SKIP),
+        is_active=page.is_active,
+        deleted=page.deleted,
+        limit=_whole("limit", page.limit, 1, MAX_LIMIT),
+        skip=_whole("skip", page.skip, 0, MAX_SKIP),
     )
-    return JSONAnswer(MANY, [to_out(r) for r in rows])
+    return JSONBytes(wire.rules_json(rows))
 
 
 @router.post("", response_model=list[NotificationOut], operation_id="create-event-notification")
@@ -66,12 +74,11 @@ async def create_notifications(
     calendarId: str,
     body: Annotated[list[NotificationCreate], Body(min_length=1, max_length=MAX_BATCH)],
     principal: EventsWrite,
-    session: SessionDep,
-    clock: ClockDep,
-) -> JSONAnswer:
+    request: Request,
+) -> JSONBytes:
     """Create 1 to 50 notifications; if any item is invalid, none is created."""
-    rows = await service.create_many(session, principal, calendarId, body, clock.now())
-    return JSONAnswer(MANY, [to_out(r) for r in rows])
+    rows = await service.create_many(WriteUnits(request), principal, calendarId, body)
+    return JSONBytes(wire.rules_json(rows))
 
 
 @router.post(
@@ -102,9 +109,9 @@ async def preview_notifications(
 )
 async def find_notification(
     calendarId: str, notificationId: str, principal: EventsRead, db: DatabaseDep
-) -> JSONAnswer:
+) -> JSONBytes:
     row = await service.get_notification_columns(db, principal, calendarId, notificationId)
-    return JSONAnswer(ONE, to_out(row))
+    return JSONBytes(wire.rule_json(row))
 
 
 @router.get(
@@ -166,35 +173,3 @@ def _whole(name: str, value: float, low: int, high: int) -> int:
     if not float(value).is_integer() or not low <= value <= high:
         raise BadRequest([FieldError(name, f"must be a whole number from {low} to {high}")])
     return int(value)
-
-
-def to_out(row: Notification | Any) -> NotificationOut:
-    """The wire form of a rule, from its entity or a row of its columns."""
-    return NotificationOut.model_validate(
-        {
-            "_id": row.id,
-            "receiverType": row.receiver_type,
-            "additionalEmailIds": row.additional_email_ids,
-            "additionalPhoneNumbers": row.additional_phone_numbers,
-            "channel": row.channel,
-            "notificationType": row.notification_type,
-            "isActive": row.is_active,
-            "additionalWhatsappNumbers": (
-                row.additional_phone_numbers if row.channel == "whatsapp" else []
-            ),
-            "templateId": row.template_id,
-            "body": row.body,
-            "subject": row.subject,
-            "afterTime": schedule_to_wire(row.after_time),
-            "beforeTime": schedule_to_wire(row.before_time),
-            "selectedUsers": row.selected_users,
-            "deleted": row.deleted,
-            "calendarId": row.calendar_id,
-            "locationId": row.location_id,
-            "fromAddress": row.from_address,
-            "fromName": row.from_name,
-            "fromNumber": row.from_number,
-            "dateAdded": row.date_added,
-            "dateUpdated": row.date_updated,
-        }
-    )

@@ -89,11 +89,13 @@ class NotificationDraft:
         return cls(**values)
 
     def merged(self, changes: dict[str, Any]) -> NotificationDraft:
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in changes.items() if k in known})
+        return replace(self, **{k: v for k, v in changes.items() if k in DRAFT_FIELDS})
 
     def as_columns(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in DRAFT_FIELDS}
+
+
+DRAFT_FIELDS = tuple(f.name for f in fields(NotificationDraft))
 
 
 def schedule_entries(entries: Iterable[Any]) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ Services never commit: the request's unit of work does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,13 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.auth.tokens import Principal
 from calnotify.calendars.service import CALENDAR_IN_LOCATION, get_calendar
 from calnotify.db.base import utcnow
-from calnotify.db.engine import Database
+from calnotify.db.engine import Changed, Database
 from calnotify.db.reads import Query
+from calnotify.deps import WriteUnits
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
 from calnotify.models import Notification
 from calnotify.notifications import repository
 from calnotify.notifications.rules import (
+    DRAFT_FIELDS,
     SUB_ACCOUNT_ADMIN,
     TEMPLATE_TYPE_BY_CHANNEL,
     NotificationDraft,
@@ -37,26 +39,48 @@ from calnotify.planning.planner import SCHEDULED_TYPES
 
 
 async def create_many(
+    units: WriteUnits,
+    principal: Principal,
+    calendar_id: str,
+    items: Sequence[NotificationCreate],
+) -> list[Any]:
+    """Create every rule of the array, or none of them.
+
+    Active reminders and follow-ups are planned over the calendar in the same transaction
+    (a write unit of work); any other rule plans nothing and is written in one trip
+    (:meth:`~calnotify.db.engine.Database.writer`).
+    """
+    drafts = [draft_of(item) for item in items]
+    if any(d.is_active and d.notification_type in SCHEDULED_TYPES for d in drafts):
+        async with units.session() as session:
+            return await create_in_session(
+                session, principal, calendar_id, items, units.clock.now()
+            )
+    prefixes = [f"[{i}]." for i in range(len(drafts))]
+    return await _create_unplanned(units.db, principal, calendar_id, drafts, prefixes)
+
+
+async def create_in_session(
     session: AsyncSession,
     principal: Principal,
     calendar_id: str,
     items: Sequence[NotificationCreate],
     now: datetime,
 ) -> list[Notification]:
-    """Create every rule of the array, or none of them."""
+    """:func:`create_many` in a write unit of work the caller holds."""
     calendar = await get_calendar(session, principal, calendar_id)
     drafts = [draft_of(item) for item in items]
     prefixes = [f"[{i}]." for i in range(len(drafts))]
     await _validate(session, principal, drafts, prefixes)
 
-    now = utcnow()
+    stamp = utcnow()
     rows = [
         Notification(
             location_id=calendar.location_id,
             calendar_id=calendar.id,
             batch_index=i,
-            date_added=now,
-            date_updated=now,
+            date_added=stamp,
+            date_updated=stamp,
             **draft.as_columns(),
         )
         for i, draft in enumerate(drafts)
@@ -68,6 +92,68 @@ async def create_many(
             # A new rule has no deliveries yet; only reminders and follow-ups plan ahead.
             await plan_rule_change(session, row, now, new=True)
     return rows
+
+
+async def _create_unplanned(
+    db: Database,
+    principal: Principal,
+    calendar_id: str,
+    drafts: Sequence[NotificationDraft],
+    prefixes: Sequence[str],
+) -> list[Any]:
+    """Rules that plan nothing: what they depend on (their calendar, users and templates)
+    is read outside the write lock, then written in one trip that checks it still holds;
+    read again inside the transaction in the rare case it changed in between."""
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    # What needs no database (templates parsed, among others) before anything is read.
+    problems = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
+    location_id = principal.location_id
+    users, templates = _lookups(drafts)
+    reads: list[tuple[Query, dict[str, Any]]] = [
+        (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": location_id}),
+        *[(repository.USER_IN_LOCATION, {"user_id": u, "location_id": location_id}) for u in users],
+        *[
+            (repository.TEMPLATE_IN_LOCATION, {"template_id": t, "location_id": location_id})
+            for t in templates
+        ],
+    ]
+
+    def new_rows(found: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+        if not found[0]:
+            raise NotFound("Calendar not found")
+        known_users = {u for u, rows in zip(users, found[1:], strict=False) if rows}
+        known_templates = {r[0].id: r[0].type for r in found[1 + len(users) :] if r}
+        errors = problems + _lookup_errors(drafts, prefixes, known_users, known_templates)
+        if errors:
+            raise BadRequest(errors)
+        stamp = utcnow()
+        return [
+            repository.new_rule(
+                {
+                    "location_id": location_id,
+                    "calendar_id": calendar_id,
+                    "batch_index": i,
+                    "date_added": stamp,
+                    "date_updated": stamp,
+                    **draft.as_columns(),
+                }
+            )
+            for i, draft in enumerate(drafts)
+        ]
+
+    found = await db.fetch(*reads)
+    rows = new_rows(found)
+    try:
+        async with db.writer() as writer:
+            for read, seen in zip(reads, found, strict=True):
+                await writer.expect(read, seen)
+            await writer.write(repository.INSERT, rows)
+    except Changed:
+        async with db.writer() as writer:
+            rows = new_rows(await writer.fetch(*reads))
+            await writer.write(repository.INSERT, rows)
+    return [repository.RuleRow(**row) for row in rows]
 
 
 async def list_notifications(
@@ -219,11 +305,8 @@ def _wire_changes(item: NotificationFieldsIn) -> dict[str, object]:
 
 def draft_of(item: NotificationCreate) -> NotificationDraft:
     """The rule a create item describes, as it would be stored (not yet validated)."""
-    return NotificationDraft(
-        receiver_type=item.receiver_type,
-        channel=item.channel,
-        notification_type=item.notification_type,
-    ).merged(_wire_changes(item))
+    changes: dict[str, Any] = _wire_changes(item)
+    return NotificationDraft(**{k: v for k, v in changes.items() if k in DRAFT_FIELDS})
 
 
 async def _validate(
@@ -253,16 +336,32 @@ async def draft_errors(
     errors: list[FieldError] = []
     for draft, prefix in zip(drafts, prefixes, strict=True):
         errors.extend(draft_problems(draft, prefix))
-
-    wanted_users = {
-        u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)
-    }
+    wanted_users, wanted_templates = _lookups(drafts)
     users = await repository.existing_user_ids(session, principal.location_id, wanted_users)
-    wanted_templates = {d.template_id for d in drafts if looks_like_id(d.template_id)}
     templates = await repository.template_types(
         session, principal.location_id, wanted_templates, lock=saving
     )
+    return errors + _lookup_errors(drafts, prefixes, users, templates)
 
+
+def _lookups(drafts: Sequence[NotificationDraft]) -> tuple[list[str], list[str]]:
+    """The user ids and template ids the drafts name (well-formed ones), to look up."""
+    users = {
+        u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)
+    }
+    templates = {d.template_id for d in drafts if looks_like_id(d.template_id)}
+    return sorted(users), sorted(templates)
+
+
+def _lookup_errors(
+    drafts: Sequence[NotificationDraft],
+    prefixes: Sequence[str],
+    users: Collection[str],
+    templates: Mapping[str, str],
+) -> list[FieldError]:
+    """The drafts' users that are not users of the location, and templates that are not
+    its templates or not of the channel's type."""
+    errors: list[FieldError] = []
     for draft, prefix in zip(drafts, prefixes, strict=True):
         for i, user_id in enumerate(draft.selected_users):
             if user_id != SUB_ACCOUNT_ADMIN and user_id not in users:

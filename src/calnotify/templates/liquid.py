@@ -220,7 +220,7 @@ def lexing_hazard(source: str) -> str | None:
 
 def template_errors(field: str, source: str) -> list[FieldError]:
     """Everything wrong with ``source`` as a template, each naming ``field``."""
-    if not source:
+    if not source or _plainly_valid(source):
         return []
     try:
         template = parse(source)
@@ -239,6 +239,31 @@ def template_errors(field: str, source: str) -> list[FieldError]:
     errors.extend(FieldError(field, f"unknown filter {name!r}") for name in unknown_filters)
     # One message per distinct problem, in the order found.
     return list(dict.fromkeys(errors))
+
+
+# ``{{ contact.name }}``: an output of one dotted path and nothing else.
+_PLAIN_OUTPUT = re.compile(r"\{\{ {0,8}([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*) {0,8}\}\}", re.ASCII)
+# Words that are values in Liquid, not variables.
+_LITERALS = frozenset({"true", "false", "nil", "null", "empty", "blank"})
+
+
+def _plainly_valid(source: str) -> bool:
+    """Whether ``source`` is text and ``{{ object.field }}`` outputs only, each a known merge
+    field: what most subjects and bodies are. Such a template parses, and has nothing for
+    :func:`template_errors` to report, so it is not parsed here (a template of any other
+    shape is, and a problem is always reported by the parser's analysis)."""
+    if "{%" in source:
+        return False
+    end = 0
+    for output in _PLAIN_OUTPUT.finditer(source):
+        text = source[end : output.start()]
+        if "{{" in text or text.endswith("{"):
+            return False
+        segments = output.group(1).split(".")
+        if segments[0] in _LITERALS or _segment_problem(segments) is not None:
+            return False
+        end = output.end()
+    return "{{" not in source[end:]
 
 
 def _segment_problem(segments: list[Any]) -> str | None:
