@@ -50,7 +50,11 @@ class LeanRoute(APIRoute):
         self._lean = _lean_handler(self)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._lean is None or scope["method"] not in (self.methods or ()):
+        if (
+            self._lean is None
+            or scope["method"] not in (self.methods or ())
+            or getattr(scope.get("app"), "dependency_overrides", None)  # FastAPI's to apply
+        ):
             await super().handle(scope, receive, send)
             return
         answer = await self._lean(Request(scope, receive, send))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.clock import Clock
@@ -183,7 +183,13 @@ async def jobs_of_rule(session: AsyncSession, rule_id: str, limit: int = 10) -> 
     rows = await session.scalars(
         select(PlanningJob)
         .where(PlanningJob.notification_id == rule_id)
-        .order_by(PlanningJob.created_at.desc(), PlanningJob.id.desc())
+        # Newest first; of jobs made in one instant, the pending one (a rule has at most
+        # one: a newer change supersedes the older) is the newer.
+        .order_by(
+            PlanningJob.created_at.desc(),
+            case((PlanningJob.status == PlanningJobStatus.PENDING, 0), else_=1),
+            PlanningJob.id.desc(),
+        )
         .limit(limit)
     )
     return list(rows)
