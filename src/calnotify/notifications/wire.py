@@ -33,14 +33,7 @@ def _timestamp(value: Any) -> str:
         if len(value) == 26 and value[10] == " " and value[19] == ".":
             return f"{value[:10]}T{value[11:23]}Z"
         value = datetime.fromisoformat(value)
-    if value is _last[0]:  # a new rule's dateAdded and dateUpdated are one value
-        return str(_last[1])
-    text = format_timestamp(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
-    _last[:] = value, text
-    return text
-
-
-_last: list[Any] = [None, ""]
+    return format_timestamp(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
 
 
 def _schedule(value: Any) -> list[dict[str, Any]]:
