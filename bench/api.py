@@ -2,8 +2,7 @@
 
     python bench/api.py [--database sqlite|postgresql] [--connections 16,32] [--seconds 8]
                         [--rounds 2]
-                        [--ops create,list,get,update,book,reschedule] [--no-soak]
-                        [--big-rows 10000000]
+                        [--ops create,list,get,update,book,reschedule]
 
 Load comes from ``wrk`` (a compiled generator, Debian package ``wrk``), in a process of
 its own, two threads, keep-alive, for --seconds per operation and connection count. The
@@ -21,20 +20,13 @@ operation is measured --rounds times in turns with its reference (this machine's
 drifts over minutes): reported are the best round's req/s, p50, p99 and errors, and the
 median of the rounds' ratios to the reference.
 
-Then the soak (unless --no-soak): ``calnotify serve`` with its dispatcher, bookings written
-at --booking-rate per second (open loop, from another process) while --reminders
-reminders come due over the same --soak-seconds; reports the reminders' lateness
-(sent_at - due_at), the booking answers and the server's resident memory (RSS, sampled
-every half second). With --big-rows N, N far-future deliveries are then added and the
-soak runs again: memory must not grow with the table.
+The dispatcher under load (bookings while reminders come due) is bench/soak.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -59,11 +51,9 @@ from bench.common import (
     engine_for,
     free_port,
     fresh_database,
-    insert_deliveries,
     log,
     report,
     seed_tenant,
-    summary,
     wait_healthy,
 )
 
@@ -545,154 +535,6 @@ def prepare_calnotify(base: str, tenant: Tenant, appointments: int) -> dict[str,
     }
 
 
-# ----------------------------------------------------------------------------------- soak
-
-
-def book_at_rate(
-    base: str, token: str, context: dict[str, Any], rate: float, seconds: float, out: Any
-) -> None:
-    """Run in another process: book ``rate`` appointments a second."""
-
-    async def run() -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {token}", **API_HEADERS}
-        latencies: list[float] = []
-        errors = 0
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        async with httpx.AsyncClient(
-            base_url=base, headers=headers, limits=limits, timeout=30
-        ) as client:
-
-            async def book(i: int) -> None:
-                nonlocal errors
-                start = datetime.fromtimestamp(context["soak_slot_base"] + i * SLOT_SECONDS, UTC)
-                started = time.perf_counter()
-                try:
-                    answer = await client.post(
-                        "/calendars/events/appointments",
-                        json={
-                            "calendarId": context["booking_calendar"],
-                            "locationId": context["location"],
-                            "contactId": context["contact"],
-                            "startTime": start.isoformat(),
-                        },
-                    )
-                    if answer.status_code >= 400:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                latencies.append(time.perf_counter() - started)
-
-            # Open loop with at most 32 bookings in flight: when the server falls behind,
-            # the rate reached is lower, and reported.
-            total = int(rate * seconds)
-            turns = iter(range(total))
-            began = time.monotonic()
-
-            async def booker() -> None:
-                for i in turns:
-                    delay = began + i / rate - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    await book(i)
-
-            await asyncio.gather(*(booker() for _ in range(32)))
-            elapsed = time.monotonic() - began
-        stats = summary(latencies)
-        return {
-            "booked_per_s": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(stats["p50"] * 1000, 1),
-            "p99_ms": round(stats["p99"] * 1000, 1),
-            "errors": errors,
-        }
-
-    out.put(asyncio.run(run()))
-
-
-def lateness(url: str, prefix: str) -> dict[str, Any]:
-    engine = engine_for(url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT due_at, sent_at, status FROM deliveries WHERE dedupe_key LIKE :p"
-                " AND notification_type = 'reminder'"
-            ),
-            {"p": prefix + "%"},
-        ).all()
-    engine.dispose()
-
-    def instant(value: Any) -> datetime:
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-    values = [
-        (instant(sent) - instant(due)).total_seconds() for due, sent, _ in rows if sent is not None
-    ]
-    stats = summary(values)
-    return {
-        "reminders": len(rows),
-        "sent": len(values),
-        "p50_s": round(stats["p50"], 3),
-        "p99_s": round(stats["p99"], 3),
-        "max_s": round(stats["max"], 3),
-    }
-
-
-def soak(
-    url: str, tenant: Tenant, context: dict[str, Any], args: argparse.Namespace, label: str
-) -> dict[str, Any]:
-    """serve with its dispatcher; bookings at a fixed rate while reminders come due."""
-    prefix = f"soak{label}"
-    due_from = datetime.now(UTC) + timedelta(seconds=8)
-    spread = args.soak_seconds - 2
-    due = [due_from + timedelta(seconds=spread * i / args.reminders) for i in range(args.reminders)]
-    insert_deliveries(url, tenant, due, prefix=prefix)
-    processes = 2 if args.database == "postgresql" else 1
-    port = free_port()
-    server = serve(url, port, processes, dispatch=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base)
-        idle = largest_rss_mb(server.pid)
-        wait = (due_from - datetime.now(UTC)).total_seconds() - 1
-        if wait > 0:
-            time.sleep(wait)
-        context = {
-            **context,
-            "soak_slot_base": context["slot_base"]
-            + (2 + ord(label) - ord("a")) * SLOTS_PER_THREAD * SLOT_SECONDS,
-        }
-        queue: Any = multiprocessing.Queue()
-        booker = multiprocessing.Process(
-            target=book_at_rate,
-            args=(base, tenant.token, context, args.booking_rate, args.soak_seconds, queue),
-        )
-        with rss_sampler(server.pid) as peak:
-            booker.start()
-            bookings = queue.get()
-            booker.join()
-            time.sleep(2)  # the last reminders' sends
-            peak_rss = peak()
-    finally:
-        stop(server)
-    result = {
-        "bookings": bookings,
-        "reminder_lateness": lateness(url, prefix),
-        "rss_mb_idle": idle,
-        "rss_mb_peak": peak_rss,
-    }
-    log(f"soak {label}: {result}")
-    return result
-
-
-def count_deliveries(url: str) -> int:
-    engine = engine_for(url)
-    with engine.connect() as conn:
-        count = int(conn.execute(text("SELECT count(*) FROM deliveries")).scalar_one())
-    engine.dispose()
-    return count
-
-
 # ----------------------------------------------------------------------------------- main
 
 
@@ -815,23 +657,6 @@ def main(args: argparse.Namespace) -> None:
 
         results["ratio_to_reference"] = ratios
         log(f"ratios: {ratios}")
-
-        if not args.no_soak:
-            results[f"soak at {count_deliveries(url):,} deliveries"] = soak(
-                url, tenant, context, args, "a"
-            )
-            if args.big_rows:
-                far = datetime.now(UTC) + timedelta(days=400)
-                insert_deliveries(
-                    url,
-                    tenant,
-                    [far + timedelta(seconds=i) for i in range(args.big_rows)],
-                    prefix="far",
-                    progress="far-future rows",
-                )
-                results[f"soak at {count_deliveries(url):,} deliveries"] = soak(
-                    url, tenant, context, args, "b"
-                )
     report(f"api ({args.database})", results)
 
 
@@ -845,17 +670,10 @@ if __name__ == "__main__":
     )
     parser.add_argument("--ops", default=",".join(OPERATIONS))
     parser.add_argument("--appointments", type=int, default=200, help="to reschedule")
-    parser.add_argument("--no-soak", action="store_true", help="skip the dispatcher soak")
-    parser.add_argument("--soak-seconds", type=float, default=20.0)
-    parser.add_argument("--booking-rate", type=float, default=100.0, help="bookings/s in the soak")
-    parser.add_argument("--reminders", type=int, default=2000, help="coming due in the soak")
     parser.add_argument(
         "--profile",
         default="",
         metavar="OPS",
         help="sample the server with py-spy during these operations (first connection count)",
-    )
-    parser.add_argument(
-        "--big-rows", type=int, default=0, help="far-future deliveries added for a second soak"
     )
     main(parser.parse_args())

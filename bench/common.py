@@ -26,8 +26,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from calnotify.auth.scopes import ALL_SCOPES
-from calnotify.db.engine import sync_url
 from calnotify.db.migrate import upgrade
+from calnotify.db.urls import sync_url
 from calnotify.models import (
     ApiToken,
     Appointment,
@@ -313,12 +313,17 @@ def report(name: str, results: dict[str, Any]) -> None:
         out.write(json.dumps(record) + "\n")
 
 
-def _smtp_sink(port: int, queue: Any) -> None:
-    """An SMTP server (aiosmtpd) that reports the Message-ID of every message it accepts."""
+def _smtp_sink(port: int, queue: Any, delay: float = 0.0) -> None:
+    """An SMTP server (aiosmtpd) that reports the Message-ID of every message it accepts,
+    each after ``delay`` seconds (a real server's time per message)."""
+    import asyncio
+
     from aiosmtpd.controller import Controller
 
     class Handler:
         async def handle_DATA(self, server: object, session: object, envelope: Any) -> str:
+            if delay:
+                await asyncio.sleep(delay)
             content: bytes = envelope.content
             start = content.find(b"Message-ID: <")
             end = content.find(b">", start)
@@ -350,13 +355,13 @@ def wait_for_port(port: int, what: str, seconds: float = 10) -> None:
 class SmtpSink:
     """An SMTP server in a process of its own, counting what arrives, by Message-ID."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         import multiprocessing
 
         self.port = free_port()
         self.queue: Any = multiprocessing.Queue()
         self.process = multiprocessing.Process(
-            target=_smtp_sink, args=(self.port, self.queue), daemon=True
+            target=_smtp_sink, args=(self.port, self.queue, delay), daemon=True
         )
         self.received: dict[str, int] = {}
 

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from calnotify.db.engine import async_url, sqlite_path
+from calnotify.db.urls import async_url, sqlite_path
 
 POOL_SIZE = 8
 

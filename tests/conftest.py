@@ -19,8 +19,9 @@ from calnotify.app import create_app
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.base import Base
-from calnotify.db.engine import Database, sync_url
+from calnotify.db.engine import Database
 from calnotify.db.migrate import upgrade
+from calnotify.db.urls import sync_url
 from tests.factories import Tenant, make_tenant
 from tests.processes import Server, start_server
 

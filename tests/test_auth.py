@@ -216,7 +216,7 @@ async def test_foreign_location_id_is_403(
 @pytest.mark.parametrize(
     "rule",
     [
-        notification(),  # plans nothing: the database's one-trip writer
+        notification(),  # plans nothing: a transaction of compiled statements
         notification(  # plans reminders: a unit of work
             notificationType="reminder", beforeTime=[{"timeOffset": 1, "unit": "hours"}]
         ),
@@ -232,7 +232,7 @@ async def test_a_success_means_the_change_was_committed(
 ) -> None:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from calnotify.db import engine
+    from calnotify.db import tx
 
     async def failing_commit(self: object) -> None:
         raise RuntimeError("disk full")
@@ -240,7 +240,7 @@ async def test_a_success_means_the_change_was_committed(
     transport = httpx.ASGITransport(app=create_app(settings, db), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         with monkeypatch.context() as patched:
-            for unit in (AsyncSession, engine._SQLiteWriter, engine._PostgresWriter):
+            for unit in (AsyncSession, tx.SQLiteTx, tx.PostgresTx):
                 patched.setattr(unit, "commit", failing_commit)
             response = await client.post(
                 notifications_url(tenant), json=[rule], headers=tenant.headers()

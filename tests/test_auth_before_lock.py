@@ -22,7 +22,8 @@ from calnotify.app import create_app
 from calnotify.auth.tokens import hash_token, revoke_token
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
-from calnotify.db.engine import Database, sqlite_path
+from calnotify.db.engine import Database
+from calnotify.db.urls import sqlite_path
 from calnotify.models import ApiToken
 from tests.factories import Tenant
 

@@ -15,14 +15,14 @@ from sqlalchemy.engine import make_url
 from calnotify import __version__
 from calnotify.cli import build_parser, main
 from calnotify.config import get_settings
-from calnotify.db.engine import (
+from calnotify.db.migrate import current_head, script_directory, upgrade
+from calnotify.db.urls import (
     DatabaseURLError,
     async_url,
     connect_args,
     database_url_without_password,
     sync_url,
 )
-from calnotify.db.migrate import current_head, script_directory, upgrade
 from tests.conftest import PG_ENV, PG_SKIP_REASON
 
 

@@ -11,7 +11,8 @@ import pytest
 
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
-from calnotify.db.engine import Database, DatabaseURLError, async_url
+from calnotify.db.engine import Database
+from calnotify.db.urls import DatabaseURLError, async_url
 from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
 from calnotify.deliveries.lifecycle import renew as renew_lease
 from calnotify.deliveries.lifecycle import rescue

@@ -7,7 +7,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from calnotify.db.base import Base
-from calnotify.db.engine import sync_url
+from calnotify.db.urls import sync_url
 
 
 def test_migrations_match_the_models(database_url: str) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 from sqlalchemy import create_engine, func, insert, select, text
 
-from calnotify.db.engine import sync_url
+from calnotify.db.urls import sync_url
 from calnotify.models import Delivery, OutboxMessage
 from tests.processes import Server, calnotify, start_server
 from tests.providers import smtp_server, twilio_server

@@ -1,41 +1,40 @@
-"""Rendering tenant templates costs bounded time, off the event loop (architecture §11).
+"""Composing tenant messages costs bounded time, off the event loop (architecture §11).
 
 - Everything that reads tenant text (HTML to text, the HTML test, the paragraph split,
   the Liquid lexer's inputs, iCalendar folding) is linear: hostile inputs that took the
   old regular expressions tens of seconds finish in milliseconds.
-- RenderPool runs the work in threads, with a budget counted from when it starts, a cap
-  per location, and a cooperative deadline that stops an abandoned job soon.
+- ComposePool composes in render processes, with a budget counted from when a message
+  starts: a message over budget has its process ended (never waited for), another process
+  takes its place, one location never holds every process, and numbers are bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import threading
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from liquid.exceptions import LiquidError
 
 from calnotify.channels.ics import _fold
+from calnotify.channels.senders import NOTHING_ALLOWED
+from calnotify.compose.compose import compose
+from calnotify.compose.draft import Draft, Recipient, draft
+from calnotify.compose.pool import ComposePool, PoolClosed, RenderBudgetExceeded
+from calnotify.config import Settings
 from calnotify.models import Appointment, Calendar, Contact, Location, Notification
-from calnotify.templates.budget import (
-    RenderBudgetExceeded,
-    RenderPool,
-    check_deadline,
-    render_deadline,
-)
 from calnotify.templates.liquid import MAX_BLANK_RUN, MAX_BRACKETS, parse, template_errors
 from calnotify.templates.render import (
     RenderData,
     RenderError,
     _looks_like_html,
     html_to_text,
-    render_notification,
     text_to_html,
 )
 
@@ -118,11 +117,6 @@ def test_html_to_text_output(markup: str, text: str) -> None:
     assert html_to_text(markup) == text
 
 
-def test_html_to_text_checks_the_deadline() -> None:
-    with render_deadline(0.0), pytest.raises(RenderBudgetExceeded):
-        html_to_text("<b>x</b>" * 10_000)
-
-
 # --- The Liquid lexer's quadratic shapes are refused in linear time -------------------
 
 HOSTILE_SOURCES = {
@@ -180,17 +174,24 @@ def test_filters_refuse_huge_lists_before_building_them(source: str) -> None:
     assert time.monotonic() - began < 0.5
 
 
-def test_the_deadline_reaches_liquid_rendering() -> None:
-    template = parse("{% for i in (1..10000) %}{{ i | append: 'x' | upcase }}{% endfor %}")
-    assert len(template.render()) > 10_000  # no deadline: renders
-    with render_deadline(0.0), pytest.raises(RenderBudgetExceeded):
-        template.render()
-    quiet = parse("{% for i in (1..10000) %}{% capture x %}{{ i }}{% endcapture %}{% endfor %}")
-    with render_deadline(0.0), pytest.raises(RenderBudgetExceeded):
-        quiet.render()
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 10 | times: 100000000000000000000 | times: 100000000000000000000 }}",
+        "{{ 999999999999999999999999999999999999 | plus: 1 }}",
+        "{% assign n = 2 %}{% for i in (1..300) %}{% assign n = n | times: n %}{% endfor %}",
+        "{{ (1..99999999999999999999999999999999) | size }}",
+    ],
+)
+def test_numbers_in_templates_are_bounded(source: str) -> None:
+    """Arithmetic on an integer of thousands of digits is one long C call each."""
+    began = time.monotonic()
+    with pytest.raises((LiquidError, OverflowError, ValueError)):
+        parse(source).render()
+    assert time.monotonic() - began < 0.5
 
 
-# --- RenderPool -----------------------------------------------------------------------
+# --- ComposePool ----------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -220,132 +221,121 @@ async def ticks() -> AsyncIterator[list[float]]:
     gc.unfreeze()
 
 
-def spin(stopped: threading.Event, seconds: float) -> None:
-    """CPU work for ``seconds`` that checks its deadline, like rendering does."""
-    try:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            sum(range(200))
-            check_deadline()
-    finally:
-        stopped.set()
-
-
-async def test_a_slow_job_fails_at_its_budget_and_the_loop_keeps_ticking(
-    ticks: list[float],
-) -> None:
-    async with RenderPool(budget_seconds=0.2) as pool:
-        started = time.perf_counter()
-        with pytest.raises(RenderBudgetExceeded, match=r"longer than 0\.2 s"):
-            await pool.run("loc_a", time.sleep, 5)  # ignores its deadline: abandoned
-        assert time.perf_counter() - started < 0.5
-
-        stopped = threading.Event()
-        started = time.perf_counter()
-        with pytest.raises(RenderBudgetExceeded):
-            await pool.run("loc_b", spin, stopped, 5)
-        assert time.perf_counter() - started < 0.5
-        # The abandoned thread saw its deadline and stopped: its CPU is given back.
-        assert await asyncio.to_thread(stopped.wait, 0.5)
-    assert len(ticks) > 20
-    assert max(ticks) < 0.1
-
-
-async def test_results_and_errors_come_back() -> None:
-    def fails() -> None:
-        raise RenderError("no")
-
-    async with RenderPool(budget_seconds=1) as pool:
-        assert await pool.run("loc", pow, 2, 10) == 1024
-        assert await pool.run("loc", int, "ff", base=16) == 255
-        with pytest.raises(RenderError, match="no"):
-            await pool.run("loc", fails)
-    with pytest.raises(RuntimeError, match="closed"):
-        await pool.run("loc", pow, 2, 10)
-
-
-async def test_one_location_never_holds_more_than_its_threads() -> None:
-    running: dict[str, int] = {"a": 0, "b": 0}
-    most = dict(running)
-    lock = threading.Lock()
-
-    def job(location: str, seconds: float) -> float:
-        with lock:
-            running[location] += 1
-            most[location] = max(most[location], running[location])
-        time.sleep(seconds)
-        with lock:
-            running[location] -= 1
-        return time.perf_counter()
-
-    async with RenderPool(budget_seconds=0.6, threads=4, per_location=1) as pool:
-        started = time.perf_counter()
-        slow_1 = asyncio.create_task(pool.run("a", job, "a", 0.4))
-        slow_2 = asyncio.create_task(pool.run("a", job, "a", 0.4))
-        await asyncio.sleep(0.05)
-        fast = await pool.run("b", job, "b", 0.0)
-        assert fast - started < 0.2  # B does not wait behind A
-        first, second = await slow_1, await slow_2
-    assert most == {"a": 1, "b": 1}
-    # A's second job queued behind its first; its budget (0.6 s) counted from its start,
-    # not from its 0.4 s in the queue.
-    assert second - first >= 0.35
-    assert second - started >= 0.75
-
-
-async def test_a_runaway_keeps_its_location_slot_until_it_stops() -> None:
-    async with RenderPool(budget_seconds=0.1, threads=2, per_location=1) as pool:
-        stopped = threading.Event()
-        with pytest.raises(RenderBudgetExceeded):
-            await pool.run("a", time.sleep, 0.4)
-        # The thread still sleeps: location A waits for it, location B does not.
-        started = time.perf_counter()
-        await pool.run("b", stopped.set)
-        assert time.perf_counter() - started < 0.1
-        await pool.run("a", pow, 2, 2)
-        assert time.perf_counter() - started > 0.2
-
-
-async def test_a_cancelled_caller_frees_its_queued_job() -> None:
-    async with RenderPool(budget_seconds=1, threads=1) as pool:
-        busy = asyncio.create_task(pool.run("a", time.sleep, 0.2))
-        await asyncio.sleep(0.02)
-        ran = threading.Event()
-        queued = asyncio.create_task(pool.run("b", ran.set))
-        await asyncio.sleep(0.02)
-        queued.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await queued
-        await busy
-        await pool.run("c", pow, 1, 1)
-        assert not ran.is_set()
-
-
-# --- A hostile template, end to end ---------------------------------------------------
-
+# Seconds of CPU in Liquid: 10,000 sorts of 9,999 items (each within every limit).
+SLOW = "{% for i in (1..10000) %}{{ (1..9999) | sort | size }}{% endfor %}"
 WHEN = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def data() -> RenderData:
+def message(
+    body: str, *, location: str = "loc", subject: str = "Hi {{contact.first_name}}"
+) -> Draft:
+    return draft(
+        delivery_id="d1",
+        wire_id="appt",
+        notification_type="booked",
+        rule=Notification(
+            notification_type="booked", channel="email", subject=subject, body=body,
+            from_name="", from_address="", from_number="",
+        ),
+        template=None,
+        data=data_for(location),
+        recipient=Recipient("contact", "r@x.io"),
+        allowed=NOTHING_ALLOWED,
+        senders=Settings(),
+        now=WHEN,
+    )  # fmt: skip
+
+
+def data_for(location: str = "loc") -> RenderData:
     return RenderData(
         appointment=Appointment(
-            id="appt", title="Checkup", status="booked", start_at=WHEN,
+            id="appt", title="Checkup", status="booked", start_at=WHEN, version=1,
             end_at=WHEN + timedelta(minutes=30), address="", notes="", description="",
+            master_id=None, rrule="",
         ),
         calendar=Calendar(id="cal", name="Dentist"),
         location=Location(
-            id="loc", name="Acme", email="", phone="", address="", city="", state="",
+            id=location, name="Acme", email="", phone="", address="", city="", state="",
             postal_code="", country="", website="", timezone="UTC",
         ),
-        contact=Contact(id="c", first_name="Rosa", last_name="P", email="r@x.io"),
+        contact=Contact(id="c", first_name="Rosa", last_name="P", email="r@x.io", timezone=""),
         user=None,
     )  # fmt: skip
 
 
-def rule(body: str, subject: str = "Hi {{ contact.first_name }}") -> Notification:
-    return Notification(notification_type="booked", subject=subject, body=body)
+async def test_a_slow_message_fails_at_its_budget_and_the_loop_keeps_ticking(
+    ticks: list[float],
+) -> None:
+    async with ComposePool(budget_seconds=0.3, processes=2) as pool:
+        await pool.start()
+        started = time.perf_counter()
+        with pytest.raises(RenderBudgetExceeded, match=r"longer than 0\.3 s"):
+            await pool.compose("loc_a", message(SLOW, location="loc_a"))
+        assert time.perf_counter() - started < 1.0
+        # Its process was ended and another took its place: the pool goes on.
+        composed = await pool.compose("loc_a", message("Hello {{ contact.first_name }}"))
+        assert composed.message.body == "Hello Rosa"
+    assert len(ticks) > 20
+    assert max(ticks) < 0.1  # the loop never waited for the render
 
+
+async def test_results_and_errors_come_back() -> None:
+    async with ComposePool(budget_seconds=1, processes=1) as pool:
+        composed = await pool.compose("loc", message("<p>Hello {{ contact.first_name }}</p>"))
+        assert (composed.message.subject, composed.message.body) == ("Hi Rosa", "Hello Rosa")
+        assert composed.message.html == "<p>Hello Rosa</p>"
+        assert composed.message.attachments[0].filename == "invite.ics"
+        with pytest.raises(RenderError, match="too many items"):
+            await pool.compose("loc", message("{{ (1..30000000) | sort | size }}"))
+    with pytest.raises(PoolClosed):
+        await pool.compose("loc", message("x"))
+
+
+async def test_one_location_never_holds_every_process() -> None:
+    async with ComposePool(budget_seconds=0.5, processes=2) as pool:
+        await pool.start()
+        slow = [asyncio.create_task(pool.compose("a", message(SLOW))) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        started = time.perf_counter()
+        await pool.compose("b", message("Hello"))
+        assert time.perf_counter() - started < 0.3  # B does not wait behind A
+        for task in slow:
+            with pytest.raises(RenderBudgetExceeded):
+                await task
+
+
+async def test_a_cancelled_caller_frees_its_queued_message() -> None:
+    async with ComposePool(budget_seconds=1, processes=1) as pool:
+        await pool.start()
+        busy = asyncio.create_task(pool.compose("a", message(SLOW)))
+        await asyncio.sleep(0.05)
+        queued = asyncio.create_task(pool.compose("b", message("x")))
+        await asyncio.sleep(0.02)
+        queued.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        with pytest.raises(RenderBudgetExceeded):
+            await busy
+        assert (await pool.compose("c", message("y"))).message.body == "y"
+
+
+async def test_a_render_process_that_dies_is_replaced_and_its_message_tried_again() -> None:
+    """A message never fails because its process stopped under it (a stop, a crash): it is
+    composed again in the process that takes the old one's place."""
+    somewhat_slow = "{% for i in (1..2000) %}{{ (1..9999) | sort | size }}{% endfor %}"
+    async with ComposePool(budget_seconds=10, processes=1) as pool:
+        await pool.start()
+        busy = asyncio.create_task(pool.compose("a", message("x", subject=somewhat_slow)))
+        await asyncio.sleep(0.2)
+        [worker] = pool._workers
+        os.kill(worker.process.pid or 0, signal.SIGKILL)
+        composed = await busy
+        assert composed.message.subject.startswith("99999999")
+        [replacement] = pool._workers
+        assert replacement.process.pid != worker.process.pid
+
+
+# --- A hostile template, end to end ---------------------------------------------------
 
 SCRIPTS = "{% for i in (1..10000) %}<script>{{ contact.first_name }}{% endfor %}"
 UNCLOSED = "<p>Hi</p>{% for i in (1..100) %}{% for j in (1..100) %}<a href={% endfor %}{% endfor %}"
@@ -353,48 +343,31 @@ HEAVY = "<p>{% for i in (1..10000) %}{{ contact.name | append: i | upcase | spli
 
 
 @pytest.mark.parametrize("body", [SCRIPTS, UNCLOSED, HEAVY], ids=["scripts", "unclosed", "heavy"])
-async def test_a_hostile_template_renders_within_budget_or_fails(
-    body: str, data: RenderData, ticks: list[float]
+async def test_a_hostile_template_composes_within_budget_or_fails(
+    body: str, ticks: list[float]
 ) -> None:
-    async with RenderPool(budget_seconds=1.0) as pool:
+    async with ComposePool(budget_seconds=1.0, processes=1) as pool:
+        await pool.start()
         started = time.perf_counter()
         try:
-            rendered = await pool.run(
-                "loc", render_notification, rule(body), None, data, ZoneInfo("UTC"),
-                for_customer=True,
-            )  # fmt: skip
+            composed = await pool.compose("loc", message(body))
         except RenderBudgetExceeded:
             pass
         else:
-            assert "<script" not in rendered.body
+            assert "<script" not in composed.message.body
         assert time.perf_counter() - started < 1.5
-    # Never frozen. (The bound is looser than the 10 ms ticker's 0.1 s above: rendering
-    # shares the interpreter lock with the loop, on a machine that may be busy.)
-    assert max(ticks) < 0.25
+    assert max(ticks) < 0.1  # rendering never shares the loop's interpreter lock
 
 
-async def test_a_template_over_budget_fails_with_render_budget_exceeded(
-    data: RenderData,
-) -> None:
-    async with RenderPool(budget_seconds=0.01) as pool:
-        with pytest.raises(RenderBudgetExceeded):
-            await pool.run(
-                "loc", render_notification, rule(HEAVY), None, data, ZoneInfo("UTC"),
-                for_customer=True,
-            )  # fmt: skip
+def test_hostile_scripts_render_to_an_empty_text() -> None:
+    composed = compose(message(SCRIPTS))
+    assert composed.html.startswith("<script>Rosa<script>")
+    assert composed.body == ""
 
 
-def test_hostile_scripts_render_to_an_empty_text(data: RenderData) -> None:
-    rendered = render_notification(rule(SCRIPTS), None, data, ZoneInfo("UTC"), for_customer=True)
-    assert rendered.html.startswith("<script>Rosa<script>")
-    assert rendered.body == ""
-
-
-def test_a_rendered_subject_is_one_bounded_line(data: RenderData) -> None:
+def test_a_rendered_subject_is_one_bounded_line() -> None:
     looping = "{% for i in (1..5000) %}{{ contact.first_name }}\n{% endfor %}"
-    rendered = render_notification(
-        rule("x", subject=looping), None, data, ZoneInfo("UTC"), for_customer=True
-    )
-    assert "\n" not in rendered.subject
-    assert len(rendered.subject) <= 998
-    assert rendered.subject.startswith("Rosa Rosa")
+    composed = compose(message("x", subject=looping))
+    assert "\n" not in composed.subject
+    assert len(composed.subject) <= 998
+    assert composed.subject.startswith("Rosa Rosa")

@@ -20,8 +20,8 @@ from calnotify.channels.senders import (
     NOTHING_ALLOWED,
     AllowedSenders,
     SenderChoice,
+    allowed_senders,
     choose_sender,
-    load_allowed_senders,
 )
 from calnotify.channels.smtp import SmtpAdapter
 from calnotify.config import Settings
@@ -196,7 +196,7 @@ def test_number_normalisation() -> None:
 # --- loading the allowed senders ----------------------------------------------------------
 
 
-async def test_load_allowed_senders(db: Database, tenant: Tenant, other_tenant: Tenant) -> None:
+async def test_allowed_senders(db: Database, tenant: Tenant, other_tenant: Tenant) -> None:
     async with db.session() as session:
         session.add_all(
             [
@@ -208,10 +208,10 @@ async def test_load_allowed_senders(db: Database, tenant: Tenant, other_tenant: 
             ]
         )
     async with db.session(write=False) as session:
-        loaded = await load_allowed_senders(
+        loaded = await allowed_senders(
             session, {tenant.location_id, other_tenant.location_id, "nowhere"}
         )
-        assert await load_allowed_senders(session, set()) == {}
+        assert await allowed_senders(session, set()) == {}
     assert loaded[tenant.location_id] == AllowedSenders(
         frozenset({"a@x.example"}), frozenset({"+14155551111"})
     )
@@ -228,7 +228,7 @@ async def test_allowed_senders_go_with_their_location(db: Database, tenant: Tena
     async with db.session() as session:
         await session.execute(delete(Location).where(Location.id == tenant.location_id))
     async with db.session(write=False) as session:
-        loaded = await load_allowed_senders(session, {tenant.location_id})
+        loaded = await allowed_senders(session, {tenant.location_id})
     assert loaded[tenant.location_id] == NOTHING_ALLOWED
 
 

@@ -15,29 +15,34 @@ and its Message-ID (the delivery's id). Two locations:
   not used) but that is costly to render. H books --hostile-bookings appointments,
   --hostile-concurrency at a time, round-robin over its calendars: each booking plans one
   hostile delivery, due at once.
+  Meanwhile H also asks for plan previews (`POST …/notifications/preview`) of draft rules
+  made of the same templates, --hostile-concurrency at a time, without pause.
 - B (calm) has a calendar with a plain `booked` email rule. --calm-after seconds after H
-  starts booking (while H's deliveries are being rendered), B books an appointment every
-  --calm-interval seconds for --calm-seconds seconds.
+  starts booking (while H's deliveries are being composed), B books an appointment every
+  --calm-interval seconds for --calm-seconds seconds, and asks for a preview of its own
+  rule each time.
 
 Throughout, a probe in another process polls `GET /healthz` every 100 ms (2 s timeout; a
 timeout or error counts as a failure), and a thread counts H's pending deliveries every
 second (so the report shows that H's work overlapped B's phase). The drill then waits (at
 most --drain-timeout seconds) until none of H's deliveries is scheduled or sending.
 
-With --measure (the default) each template is first rendered once in this process
-(`calnotify.templates.liquid.parse`, then `calnotify.templates.render.html_to_text` for an
-HTML body) under a --budget deadline, reporting the time taken, the outcome and the longest
-stretch another thread of the process could not run (a filter call that holds the
-interpreter lock). The `gil_range` template asks for a list of --gil-range integers
-(about 40 bytes each: 30,000,000 would be 1.2 GB, built in one call holding the lock for
-over a second) and `uniq_runaway` for uniq's quadratic scan of --uniq strings; since
-filters refuse inputs of more than MAX_ITEMS (10,000) items, the first fails at once and
-the second, at 10,000, is the costliest one allowed.
+With --measure (the default) each template is first composed once here, in a render
+process of a pool with the --budget (`calnotify.compose.pool`), reporting the time taken,
+the outcome and the longest stretch this process's event loop could not run meanwhile
+(none: composing happens in another process). The `gil_range` template asks for a list of
+--gil-range integers (about 40 bytes each: 30,000,000 would be 1.2 GB, built in one call)
+and `uniq_runaway` for uniq's quadratic scan of --uniq strings; since filters refuse inputs
+of more than MAX_ITEMS (10,000) items, the first fails at once and the second, at 10,000, is
+the costliest one allowed. `big_integers` and `big_literal` do arithmetic on integers of
+hundreds and thousands of digits (each one long C call): numbers are bounded (30 digits),
+so they fail at once.
 
 PASS when all of these hold:
 - every `/healthz` answered 200 within 1 s (max < 1 s, no failure);
-- every B booking was answered 2xx and its email reached the SMTP server within 3 s of
-  the answer;
+- every B booking and preview was answered 2xx, the slowest of them within 0.5 s, the
+  bookings' p99 within 250 ms;
+- every B booking's email reached the SMTP server within 3 s of the answer;
 - no H delivery is left scheduled or sending (they end `failed`/`render`, or `sent` when
   the template rendered within its budget: counted per template);
 - no message (Message-ID) reached the SMTP server twice;
@@ -80,6 +85,8 @@ from bench.common import (
 )
 
 HEALTH_LIMIT = 1.0  # seconds: the promise for /healthz
+CALM_LIMIT = 0.5  # seconds: B's slowest request (a booking or a preview)
+CALM_BOOKING_P99 = 0.25  # seconds: B's bookings at the 99th percentile
 EMAIL_LIMIT = 3.0  # seconds from B's booking answer to its email at the SMTP server
 HEALTH_EVERY = 0.1
 HEALTH_TIMEOUT = 2.0
@@ -144,6 +151,19 @@ def hostile_templates(uniq: int, gil_range: int) -> list[Hostile]:
             f"{{{{ (1..{gil_range}) | sort | size }}}}",
             f"sort of a {gil_range:,}-integer range: one C call building the list",
         ),
+        Hostile(
+            "big_integers",
+            "{{ contact.first_name }}",
+            "{% assign n = 7 %}{% for i in (1..40) %}{% assign n = n | times: n %}{% endfor %}"
+            "{{ n | divided_by: 3 | modulo: 1000 }}",
+            "an integer squared 40 times (2^40 bits): each times one long C call",
+        ),
+        Hostile(
+            "big_literal",
+            "{{ contact.first_name }}",
+            "{{ " + "9" * 4000 + " | times: " + "9" * 4000 + " | divided_by: 7 }}",
+            "arithmetic on 4,000-digit integer literals",
+        ),
     ]
 
 
@@ -151,58 +171,64 @@ def hostile_templates(uniq: int, gil_range: int) -> list[Hostile]:
 
 
 def measure(templates: list[Hostile], budget: float) -> dict[str, dict[str, Any]]:
-    """Render each template once here, under a deadline of ``budget``."""
-    from calnotify.templates.budget import render_deadline
-    from calnotify.templates.liquid import parse
-    from calnotify.templates.merge_fields import MERGE_FIELDS
-    from calnotify.templates.render import _looks_like_html, html_to_text
+    """Compose each template once here, in a render process, within ``budget``; and the
+    longest this process's event loop could not run meanwhile."""
+    import asyncio
 
-    # Values of the seeded tenant's size (merge fields the templates print).
+    from calnotify.compose.pool import ComposePool
+    from calnotify.templates.merge_fields import MERGE_FIELDS
+
     values: dict[str, Any] = {
         root: dict.fromkeys(names, "x") for root, names in MERGE_FIELDS.items()
     }
     values["contact"].update(first_name="Rosa", name="Rosa Diaz")
     values["appointment"].update(title="Cleaning", start_time="Monday, March 4, 2030 10:00 AM")
-    out: dict[str, dict[str, Any]] = {}
-    for t in templates:
-        gaps: list[float] = []
-        stop = threading.Event()
 
-        def ticker(gaps: list[float] = gaps, stop: threading.Event = stop) -> None:
-            last = time.perf_counter()
-            while not stop.is_set():
-                time.sleep(0.002)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
+    async def run() -> dict[str, dict[str, Any]]:
+        from calnotify.channels.senders import SenderChoice
+        from calnotify.compose.draft import Draft
 
-        thread = threading.Thread(target=ticker, daemon=True)
-        thread.start()
-        time.sleep(0.02)
-        began = time.perf_counter()
-        try:
-            with render_deadline(budget):
-                html = _looks_like_html(t.body)
-                body = str(parse(t.body, html=html).render(**values))
-                if html:
-                    body = html_to_text(body)
-                subject = str(parse(t.subject).render(**values))
-            outcome = f"ok ({len(body):,} + {len(subject):,} chars)"
-        except Exception as exc:  # what the dispatcher would fail the delivery with
-            outcome = f"{type(exc).__name__}: {str(exc).splitlines()[0][:60] if str(exc) else ''}"
-        took = time.perf_counter() - began
-        stop.set()
-        thread.join()
-        out[t.name] = {
-            "render_seconds": round(took, 3),
-            "outcome": outcome,
-            "longest_lock_hold_seconds": round(max(gaps, default=0.0) - 0.002, 3),
-        }
-        log(
-            f"offline render {t.name}: {took:.2f} s, {outcome}, lock held up to"
-            f" {out[t.name]['longest_lock_hold_seconds']:.2f} s"
-        )
-    return out
+        out: dict[str, dict[str, Any]] = {}
+        async with ComposePool(budget, processes=1) as pool:
+            await pool.start()
+            for t in templates:
+                draft = Draft(
+                    delivery_id="measure", location_id="h", appointment_id="a",
+                    calendar_id="c", notification_type="booked", channel="email",
+                    to="rosa@h.example", subject_source=t.subject, body_source=t.body,
+                    values=values, sender=SenderChoice(), appointment_version=1,
+                )  # fmt: skip
+                gaps: list[float] = []
+                stop = asyncio.Event()
+
+                async def tick(gaps: list[float] = gaps, stop: asyncio.Event = stop) -> None:
+                    last = time.perf_counter()
+                    while not stop.is_set():
+                        await asyncio.sleep(0.002)
+                        now = time.perf_counter()
+                        gaps.append(now - last)
+                        last = now
+
+                ticker = asyncio.create_task(tick())
+                began = time.perf_counter()
+                try:
+                    composed = await pool.compose("h", draft)
+                    outcome = f"ok ({len(composed.message.body):,} chars)"
+                except Exception as exc:  # what the dispatcher would fail the delivery with
+                    text = str(exc).splitlines()[0][:60] if str(exc) else ""
+                    outcome = f"{type(exc).__name__}: {text}"
+                took = time.perf_counter() - began
+                stop.set()
+                await ticker
+                out[t.name] = {
+                    "compose_seconds": round(took, 3),
+                    "outcome": outcome,
+                    "longest_loop_stall_seconds": round(max(gaps, default=0.0) - 0.002, 3),
+                }
+                log(f"offline compose {t.name}: {took:.2f} s, {outcome}")
+        return out
+
+    return asyncio.run(run())
 
 
 # --- the SMTP server and the health probe (processes of their own) ---------------------------
@@ -463,6 +489,47 @@ class HostileBooker(threading.Thread):
             self.stopping.wait(1.0)
 
 
+class HostilePreviewer(threading.Thread):
+    """Asks for previews of H's hostile templates as draft rules, ``workers`` at a time,
+    until told to stop."""
+
+    def __init__(self, api: Api, calendar: str, templates: list[Hostile], workers: int) -> None:
+        super().__init__(daemon=True)
+        self.api, self.calendar, self.templates, self.workers = api, calendar, templates, workers
+        self.codes: Counter[int] = Counter()
+        self.stopping = threading.Event()
+
+    def one(self, i: int) -> None:
+        t = self.templates[i % len(self.templates)]
+        start = datetime.now(UTC) + timedelta(days=2)
+        with contextlib.suppress(httpx.HTTPError):
+            response = self.api.call(
+                "POST",
+                f"/calendars/{self.calendar}/notifications/preview",
+                json={
+                    "startTime": start.isoformat(),
+                    "endTime": (start + timedelta(minutes=30)).isoformat(),
+                    "notifications": [booked_rule(t.subject, t.body)],
+                },
+            )
+            self.codes[response.status_code] += 1
+
+    def run(self) -> None:
+        def loop(offset: int) -> None:
+            i = offset
+            while not self.stopping.is_set():
+                self.one(i)
+                i += self.workers
+
+        threads = [
+            threading.Thread(target=loop, args=(n,), daemon=True) for n in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+
 # --- the drill --------------------------------------------------------------------------------
 
 
@@ -544,7 +611,9 @@ def main(args: argparse.Namespace) -> int:
         h_rules: dict[str, str] = {}  # rule id → template
         calm_window = [0.0, 0.0]  # when B's phase began and ended (epoch)
         hostile: HostileBooker | None = None
+        previewer: HostilePreviewer | None = None
         b_bookings: list[dict[str, Any]] = []  # id, answered (epoch), seconds, status
+        b_previews: list[tuple[float, int]] = []  # seconds, status
         exit_code: int | None = None
         try:
             wait_healthy(base)
@@ -601,6 +670,10 @@ def main(args: argparse.Namespace) -> int:
             )
             hostile_began = time.time()
             hostile.start()
+            usable = [t for t in templates if t.name in accepted]
+            if usable:
+                previewer = HostilePreviewer(hapi, h_calendars[0], usable, args.hostile_concurrency)
+                previewer.start()
             time.sleep(args.calm_after)  # H's first deliveries are being rendered
 
             calm_began = time.monotonic()
@@ -626,7 +699,22 @@ def main(args: argparse.Namespace) -> int:
                         "status": status,
                     }
                 )
+                began = time.perf_counter()
+                try:
+                    status = bapi.call(
+                        "POST",
+                        f"/calendars/{b.calendar}/notifications/preview",
+                        json={
+                            "startTime": (start + timedelta(hours=i)).isoformat(),
+                            "endTime": (start + timedelta(hours=i, minutes=30)).isoformat(),
+                        },
+                    ).status_code
+                except httpx.HTTPError:
+                    status = 0
+                b_previews.append((time.perf_counter() - began, status))
             calm_window[1] = time.time()
+            if previewer is not None:
+                previewer.stopping.set()
             log(
                 f"B booked {len(b_bookings)} in {time.monotonic() - calm_began:.1f} s;"
                 f" H booked {len(hostile.booked)} so far"
@@ -670,6 +758,9 @@ def main(args: argparse.Namespace) -> int:
         finally:
             if hostile is not None:
                 hostile.stopping.set()
+            if previewer is not None:
+                previewer.stopping.set()
+                previewer.join(timeout=35)
             probe.stop()
             exit_code = stop_server(server)
             hapi.close()
@@ -727,8 +818,16 @@ def main(args: argparse.Namespace) -> int:
             for at, s, status in failed_polls
         ] + [f"{at - hostile_began:+.1f} s: {s:.3f} s" for at, s in slow_polls]
     bad_bookings = [f"{x['status']} {x['id']}" for x in b_bookings if not 200 <= x["status"] < 300]
+    bad_bookings += [f"preview {code}" for _, code in b_previews if not 200 <= code < 300]
     if bad_bookings:
-        violations["B booking not answered 2xx"] = bad_bookings
+        violations["B booking or preview not answered 2xx"] = bad_bookings
+    b_seconds = [x["seconds"] for x in b_bookings] + [seconds for seconds, _ in b_previews]
+    slow = [round(x, 3) for x in b_seconds if x >= CALM_LIMIT]
+    if slow:
+        violations[f"B request slower than {CALM_LIMIT:g} s"] = slow
+    booking_p99 = percentile([x["seconds"] for x in b_bookings], 99) if b_bookings else 0.0
+    if booking_p99 > CALM_BOOKING_P99:
+        violations[f"B bookings p99 over {CALM_BOOKING_P99:g} s"] = [f"{booking_p99:.3f} s"]
     if b_late:
         violations[f"B email not at the SMTP server within {EMAIL_LIMIT:g} s"] = b_late
     if h_stuck:
@@ -741,11 +840,11 @@ def main(args: argparse.Namespace) -> int:
     if not accepted:
         violations["no hostile template was accepted (nothing tested)"] = list(refused)
 
-    print(f"\n{'template':<14} {'offline render':>22}  final states of H's deliveries")
+    print(f"\n{'template':<14} {'offline compose':>22}  final states of H's deliveries")
     for t in templates:
         m = offline.get(t.name, {})
         cost = (
-            f"{m['render_seconds']:.2f} s, lock {m['longest_lock_hold_seconds']:.2f} s"
+            f"{m['compose_seconds']:.2f} s, loop {m['longest_loop_stall_seconds']:.2f} s"
             if m
             else "-"
         )
@@ -789,6 +888,8 @@ def main(args: argparse.Namespace) -> int:
         "offline_render": offline,
         "calm_bookings": len(b_bookings),
         "calm_booking_api_seconds": stats([x["seconds"] for x in b_bookings]),
+        "calm_preview_api_seconds": stats([seconds for seconds, _ in b_previews]),
+        "hostile_preview_codes": dict(previewer.codes) if previewer else {},
         "calm_email_seconds_after_answer": stats(b_email),
         "healthz_seconds": healthz,
         "healthz_seconds_during_calm_phase": during_calm,

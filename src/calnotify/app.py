@@ -19,18 +19,20 @@ from calnotify import __version__
 from calnotify.api import errors
 from calnotify.api.home import DOCS_ASSETS_URL
 from calnotify.api.home import router as home_router
-from calnotify.api.middleware import BodyLimit, CatchAll, TrailingSlash
+from calnotify.api.middleware import BodyLimit, CatchAll, Shedding, TrailingSlash
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS, VERSION_DESCRIPTION, TokenWith
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
+from calnotify.compose.pool import ComposePool
 from calnotify.config import Settings, get_settings
 from calnotify.console.router import router as console_router
 from calnotify.console.web import PREFIX as CONSOLE_PREFIX
 from calnotify.console.web import STATIC_DIR as CONSOLE_STATIC
 from calnotify.contacts.router import router as contacts_router
 from calnotify.db.engine import Database
+from calnotify.db.gate import WriteGate
 from calnotify.deliveries.router import router as deliveries_router
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.runtime import Engine
@@ -38,7 +40,6 @@ from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
-from calnotify.templates.budget import RenderPool
 from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
@@ -68,14 +69,15 @@ def create_app(
         settings.database_url,
         pool_size=settings.database_pool_size,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        gate=WriteGate(shed_after=settings.shed_after_ms / 1000),
     )
 
     clock = clock or SystemClock()
     metrics = DispatchMetrics()
     hub = InboxHub()
-    # Plan previews render in threads of their own (a request must never render on the
-    # event loop), a location at a time in each, so previews cannot take over the process.
-    preview_renderer = RenderPool(settings.render_budget_seconds, threads=2, per_location=1)
+    # Messages are composed in render processes (a request never renders on the event
+    # loop), shared by plan previews and this process's dispatcher.
+    pool = ComposePool(settings.render_budget_seconds, processes=settings.render_processes or None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -88,6 +90,7 @@ def create_app(
                 concurrency=concurrency,
                 metrics=metrics,
                 inbox_listener=hub.publish,
+                pool=pool,
             )
             engine.start()
         # What exists at start lives as long as the process: keep the collector from
@@ -98,7 +101,7 @@ def create_app(
         finally:
             if engine is not None:
                 await engine.stop()  # drains the batches in flight
-            await preview_renderer.close()
+            await pool.close()
             if owns_database:
                 await db.dispose()
 
@@ -121,7 +124,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.inbox_hub = hub
     app.state.settings = settings
-    app.state.preview_renderer = preview_renderer
+    app.state.compose_pool = pool
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
@@ -129,6 +132,7 @@ def create_app(
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)
+    app.add_middleware(Shedding, gate=db.gate)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
     return app

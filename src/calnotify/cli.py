@@ -24,9 +24,9 @@ from urllib.parse import quote
 from calnotify import __version__
 from calnotify.auth.scopes import ALL_SCOPES
 from calnotify.config import Settings, SettingsError, get_settings
-from calnotify.db.engine import (
+from calnotify.db.engine import Database
+from calnotify.db.urls import (
     CONNECT_TIMEOUT_SECONDS,
-    Database,
     DatabaseURLError,
     database_url_without_password,
     describe_database_error,

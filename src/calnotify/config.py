@@ -31,8 +31,14 @@ class Settings(BaseSettings):
     dispatch_retry_base_seconds: float = Field(default=15, gt=0, le=3600)
     # Recurring series: deliveries exist as rows when due within this many days.
     planning_horizon_days: float = Field(default=31, ge=1, le=366)
-    # Wall-clock budget for rendering one message (template, HTML-to-text, MIME).
+    # Messages handed to providers and not yet recorded, at most, per process.
+    dispatch_in_flight: int = Field(default=32, ge=1, le=10_000)
+    # Wall-clock budget for composing one message (template, HTML-to-text, MIME).
     render_budget_seconds: float = Field(default=2, gt=0, le=60)
+    # Render processes per service process (0: one per CPU).
+    render_processes: int = Field(default=0, ge=0, le=64)
+    # SQLite: a write request is refused (503) when one has waited this long for the writer.
+    shed_after_ms: int = Field(default=250, ge=1, le=60_000)
 
     # Operations endpoints.
     metrics_token: SecretStr = SecretStr("")

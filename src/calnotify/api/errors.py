@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from calnotify.api.middleware import BUSY
+from calnotify.db.gate import Overloaded
 from calnotify.errors import AppError, BadRequest, FieldError, envelope
 
 log = logging.getLogger("calnotify.api")
@@ -91,6 +93,15 @@ def install(app: FastAPI) -> None:
             envelope(exc.status_code, message),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Overloaded)
+    async def _busy(_request: Request, exc: Overloaded) -> JSONResponse:
+        # Refused before anything was written: the client may simply try again.
+        return JSONResponse(
+            envelope(503, BUSY),
+            status_code=503,
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
         )
 
     @app.exception_handler(DataError)

@@ -1,4 +1,5 @@
-"""ASGI middleware: request body size limit, trailing-slash tolerance, NUL in URLs."""
+"""ASGI middleware: request body size limit, trailing-slash tolerance, NUL in URLs, load
+shedding."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from calnotify.db.gate import WriteGate
 from calnotify.errors import envelope
 
 log = logging.getLogger("calnotify.api")
@@ -91,7 +93,40 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _answer(send: Send, status: int, message: str) -> None:
+class Shedding:
+    """Answer a write request 503 at once, before its body is read, while the database's
+    writer has more queued than it can do (SQLite: see :mod:`calnotify.db.gate`); the
+    dispatcher keeps its place and the requests that were admitted keep their pace.
+
+    The console's forms and the providers' webhooks are not shed: they are few, and a
+    provider's status report refused is lost.
+    """
+
+    KEPT = ("/console", "/webhooks")
+
+    def __init__(self, app: ASGIApp, gate: WriteGate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
+            and self.gate.overloaded()
+            and not str(scope["path"]).startswith(self.KEPT)
+        ):
+            self.gate.refused += 1
+            await _answer(send, 503, BUSY, [(b"retry-after", b"1")])
+            return
+        await self.app(scope, receive, send)
+
+
+BUSY = "The service is busy: try again in a moment"
+
+
+async def _answer(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     body = json.dumps(envelope(status, message)).encode()
     await send(
         {
@@ -100,6 +135,7 @@ async def _answer(send: Send, status: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )

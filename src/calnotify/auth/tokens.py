@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.auth.scopes import ALL_SCOPES, grants
 from calnotify.db.base import utcnow
 from calnotify.db.engine import PRINCIPALS_CHANGED, Database
-from calnotify.db.reads import Query
+from calnotify.db.statements import Statement
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import ApiToken, Location
 
@@ -95,7 +95,7 @@ async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]
 
 
 #: The holder of a token that is not revoked: parameter ``token_hash``.
-TOKEN_HOLDER = Query(
+TOKEN_HOLDER = Statement(
     select(ApiToken.id, ApiToken.location_id, ApiToken.scopes).where(
         ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
     )

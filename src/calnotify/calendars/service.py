@@ -21,8 +21,8 @@ from calnotify.calendars.schemas import (
     TeamMemberOut,
 )
 from calnotify.db.base import utcnow
-from calnotify.db.reads import Query
 from calnotify.db.scoped import get_in_location
+from calnotify.db.statements import Statement
 from calnotify.errors import BadRequest, FieldError
 from calnotify.ids import looks_like_id
 from calnotify.models import Calendar, Notification, User
@@ -42,7 +42,7 @@ async def get_calendar(session: AsyncSession, principal: Principal, calendar_id:
 
 #: The id of a calendar, if it exists in the location (what :func:`get_calendar` checks):
 #: parameters ``calendar_id``, ``location_id``.
-CALENDAR_IN_LOCATION = Query(
+CALENDAR_IN_LOCATION = Statement(
     select(Calendar.id).where(
         Calendar.id == bindparam("calendar_id"),
         Calendar.location_id == bindparam("location_id"),

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger("calnotify.send")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Attachment:
     filename: str
     content_type: str  # "text/calendar"
@@ -26,9 +26,10 @@ class Attachment:
     params: tuple[tuple[str, str], ...] = ()  # extra Content-Type parameters
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Message:
-    """A rendered message for one recipient."""
+    """A rendered message for one recipient. (Not slotted: it crosses from the render
+    processes, and a slotted dataclass pickles through Python code.)"""
 
     delivery_id: str
     location_id: str
@@ -52,8 +53,12 @@ class Message:
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
     # The appointment's version, for calendar invitations (SEQUENCE).
     appointment_version: int = 0
-    # The adapter's own wire form, built off the event loop by its ``finish``.
+    # The adapter's own wire form, built where the message is composed (``wire_builder``).
     prepared: object = None
+
+
+#: Builds an adapter's wire form of a message (see ChannelAdapter.wire_builder).
+WireBuilder = Callable[[Message], Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +111,11 @@ class ChannelAdapter:
     # the attempt is a retry that the provider may have acted on.
     send_timeout: float = 60.0
 
-    def finish(self, message: Message) -> Message:
-        """Any CPU work the adapter does on a message before sending it (building the wire
-        form), done where the dispatcher renders: off the event loop, within the budget."""
-        return message
+    def wire_builder(self) -> WireBuilder | None:
+        """What builds the adapter's wire form of a message (CPU work on tenant text), done
+        where messages are composed: a render process, within the budget. A picklable
+        callable (a module's function, or a partial of one), or None."""
+        return None
 
     async def send(self, message: Message) -> Receipt:
         raise NotImplementedError

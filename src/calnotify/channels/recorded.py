@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import bindparam, select
 
 from calnotify.channels.base import ChannelAdapter, Message, Receipt, RetryableSendError, SendError
 from calnotify.clock import Clock
 from calnotify.db.dialect import insert_ignoring_conflicts
-from calnotify.db.engine import Database
+from calnotify.db.engine import DATABASE_ERRORS, Database
+from calnotify.db.gate import Priority
+from calnotify.db.statements import Statement
 
 
 class RecordingAdapter(ChannelAdapter):
@@ -23,6 +24,13 @@ class RecordingAdapter(ChannelAdapter):
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        table = self.model.__table__
+        self._insert = Statement(insert_ignoring_conflicts(table, db.dialect, "delivery_id"))
+        self._stored = Statement(
+            select(table.c.delivery_id, table.c.id).where(
+                table.c.delivery_id.in_(bindparam("ids", expanding=True))
+            )
+        )
 
     def row(self, message: Message) -> dict[str, Any]:
         raise NotImplementedError
@@ -39,18 +47,15 @@ class RecordingAdapter(ChannelAdapter):
     async def send_many(self, messages: Sequence[Message]) -> list[Receipt | SendError]:
         if not messages:
             return []
-        table = self.model.__table__
-        statement = insert_ignoring_conflicts(table, self.db.dialect, "delivery_id")
         try:
-            async with self.db.session() as session:
-                await session.execute(statement, [self.row(m) for m in messages])
-                stored = await session.execute(
-                    select(self.model.delivery_id, self.model.id).where(
-                        self.model.delivery_id.in_([m.delivery_id for m in messages])
-                    )
+            # Part of sending: at the writer's send priority.
+            async with self.db.transaction(Priority.SEND) as tx:
+                tx.write_many(self._insert, [self.row(m) for m in messages])
+                [stored] = await tx.fetch(
+                    (self._stored, {"ids": [m.delivery_id for m in messages]})
                 )
-                ids = {row[0]: row[1] for row in stored}
-        except SQLAlchemyError as exc:
+            ids = {row.delivery_id: row.id for row in stored}
+        except DATABASE_ERRORS as exc:
             error = RetryableSendError(f"{self.provider} write failed: {type(exc).__name__}")
             return [error for _ in messages]
         for message in messages:

@@ -9,7 +9,7 @@ or from the rule's ``fromNumber`` when it is an allowed sender of the location.
 
 Allowed senders are set by the operator (``calnotify senders add``), stored in
 :class:`~calnotify.models.AllowedSender`. :func:`choose_sender` is pure;
-:func:`load_allowed_senders` reads what it needs for a batch in one query.
+:func:`allowed_senders` reads what it needs for a batch in one query.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class AllowedSenders:
 NOTHING_ALLOWED = AllowedSenders()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SenderChoice:
     """Who one message is from; the fields go into :class:`~calnotify.channels.base.Message`
     as they are. Email: ``from_name``, ``from_address`` and ``reply_to`` ("" for none);
@@ -185,7 +185,7 @@ def _same_address(a: str, b: str) -> bool:
         return a.strip().lower() == b.strip().lower()
 
 
-async def load_allowed_senders(
+async def allowed_senders(
     session: AsyncSession, location_ids: Iterable[str]
 ) -> dict[str, AllowedSenders]:
     """The allowed senders of each location, in one query; every id given has an entry

@@ -21,6 +21,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import formatdate
+from functools import partial
 
 import aiosmtplib
 
@@ -36,6 +37,7 @@ from calnotify.channels.base import (
     PermanentSendError,
     Receipt,
     RetryableSendError,
+    WireBuilder,
 )
 from calnotify.config import Settings
 from calnotify.templates.render import text_to_html
@@ -63,74 +65,11 @@ class SmtpAdapter(ChannelAdapter):
             default_domain = ""
         self.domain = default_domain or "calnotify.invalid"
 
-    def build(self, message: Message) -> MIMEBase:
-        return self.prepare(message)[0]
-
-    def prepare(self, message: Message) -> tuple[MIMEBase, _Envelope]:
-        """The MIME message (plain text and HTML alternatives, then any attachments) and
-        its envelope. Raises ``ValueError`` for an address that cannot be sent to or from.
-
-        Built with the ``compat32`` classes, four times faster than ``EmailMessage`` here;
-        every header value is already free of line breaks (validated addresses, names and
-        subjects with whitespace collapsed), and non-ASCII text is RFC 2047 encoded (except
-        addresses with a non-ASCII local part, written as UTF-8 for an SMTPUTF8 transaction).
-        """
-        name, address = email_sender_parts(message, self.settings.email_from)
-        sender = wire_address(address)
-        recipient = wire_address(message.to)
-        reply_to = wire_address(message.reply_to) if message.reply_to.strip() else None
-        if reply_to is not None and reply_to.address.lower() == sender.address.lower():
-            reply_to = None  # replies go to the From anyway
-        needs_utf8 = [
-            original
-            for original, wire in (
-                (address, sender),
-                (message.to, recipient),
-                (message.reply_to, reply_to),
-            )
-            if wire is not None and wire.smtputf8
-        ]
-        body: MIMEBase = MIMEMultipart("alternative")
-        body.attach(MIMEText(message.body or " ", "plain", "utf-8"))
-        body.attach(MIMEText(message.html or text_to_html(message.body), "html", "utf-8"))
-        root = body
-        if message.attachments:
-            root = MIMEMultipart("mixed")
-            root.attach(body)
-            for attachment in message.attachments:
-                maintype, _, subtype = attachment.content_type.partition("/")
-                part = MIMEBase(maintype, subtype)
-                for key, value in attachment.params:
-                    part.set_param(key, value)
-                part.set_payload(attachment.data)
-                encoders.encode_base64(part)
-                part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
-                root.attach(part)
-        root["From"] = sender.header(name)
-        root["To"] = recipient.header()
-        if reply_to is not None:
-            root["Reply-To"] = reply_to.header()
-        subject = message.subject
-        root["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
-        root["Date"] = formatdate(localtime=False, usegmt=True)
-        # Deterministic: a message retried after a crash carries the same id, so mail
-        # systems can tell the copies apart from two different messages.
-        root["Message-ID"] = f"<{message.delivery_id}@{self.domain}>"
-        envelope = _Envelope(sender.address, recipient.address, needs_utf8[0] if needs_utf8 else "")
-        return root, envelope
-
-    def finish(self, message: Message) -> Message:
-        """Build the wire form of the email (CPU work on tenant text: the dispatcher calls
-        this off the event loop); a message Python refuses to build is left as it is, and
-        ``send`` says why."""
-        try:
-            return replace(message, prepared=self._wire(message))
-        except (ValueError, TypeError):
-            return message
+    def wire_builder(self) -> WireBuilder:
+        return partial(with_wire_form, email_from=self.settings.email_from, domain=self.domain)
 
     def _wire(self, message: Message) -> _Wire:
-        email, envelope = self.prepare(message)
-        return _Wire(email.as_bytes(policy=_WIRE), envelope, email["Message-ID"])
+        return wire_form(message, self.settings.email_from, self.domain)
 
     async def send(self, message: Message) -> Receipt:
         wire = message.prepared
@@ -215,6 +154,76 @@ class SmtpAdapter(ChannelAdapter):
                 await connection.quit()
 
 
+def mime(message: Message, email_from: str, domain: str) -> tuple[MIMEBase, _Envelope]:
+    """The MIME message (plain text and HTML alternatives, then any attachments) and
+    its envelope. Raises ``ValueError`` for an address that cannot be sent to or from.
+
+    Built with the ``compat32`` classes, four times faster than ``EmailMessage`` here;
+    every header value is already free of line breaks (validated addresses, names and
+    subjects with whitespace collapsed), and non-ASCII text is RFC 2047 encoded (except
+    addresses with a non-ASCII local part, written as UTF-8 for an SMTPUTF8 transaction).
+    """
+    name, address = email_sender_parts(message, email_from)
+    sender = wire_address(address)
+    recipient = wire_address(message.to)
+    reply_to = wire_address(message.reply_to) if message.reply_to.strip() else None
+    if reply_to is not None and reply_to.address.lower() == sender.address.lower():
+        reply_to = None  # replies go to the From anyway
+    needs_utf8 = [
+        original
+        for original, wire in (
+            (address, sender),
+            (message.to, recipient),
+            (message.reply_to, reply_to),
+        )
+        if wire is not None and wire.smtputf8
+    ]
+    body: MIMEBase = MIMEMultipart("alternative")
+    body.attach(MIMEText(message.body or " ", "plain", "utf-8"))
+    body.attach(MIMEText(message.html or text_to_html(message.body), "html", "utf-8"))
+    root = body
+    if message.attachments:
+        root = MIMEMultipart("mixed")
+        root.attach(body)
+        for attachment in message.attachments:
+            maintype, _, subtype = attachment.content_type.partition("/")
+            part = MIMEBase(maintype, subtype)
+            for key, value in attachment.params:
+                part.set_param(key, value)
+            part.set_payload(attachment.data)
+            encoders.encode_base64(part)
+            part.add_header("Content-Disposition", "attachment", filename=attachment.filename)
+            root.attach(part)
+    root["From"] = sender.header(name)
+    root["To"] = recipient.header()
+    if reply_to is not None:
+        root["Reply-To"] = reply_to.header()
+    subject = message.subject
+    root["Subject"] = subject if subject.isascii() else Header(subject, "utf-8").encode()
+    root["Date"] = formatdate(localtime=False, usegmt=True)
+    # Deterministic: a message retried after a crash carries the same id, so mail
+    # systems can tell the copies apart from two different messages.
+    root["Message-ID"] = f"<{message.delivery_id}@{domain}>"
+    envelope = _Envelope(sender.address, recipient.address, needs_utf8[0] if needs_utf8 else "")
+    return root, envelope
+
+
+def wire_form(message: Message, email_from: str, domain: str) -> _Wire:
+    """The email as it goes on the wire: bytes, envelope and Message-ID."""
+    email, envelope = mime(message, email_from, domain)
+    return _Wire(email.as_bytes(policy=_WIRE), envelope, email["Message-ID"])
+
+
+def with_wire_form(message: Message, *, email_from: str, domain: str) -> Message:
+    """``message`` with its wire form built (CPU work on tenant text, done where messages
+    are composed); a message Python refuses to build is left as it is, and ``send`` says
+    why."""
+    try:
+        return replace(message, prepared=wire_form(message, email_from, domain))
+    except (ValueError, TypeError):
+        return message
+
+
 def smtp_client(settings: Settings, *, timeout: float | None = None) -> aiosmtplib.SMTP:
     """An unconnected client for the configured server. Its ``connect()`` opens the
     connection with the configured security: implicit TLS (``tls``), or EHLO then STARTTLS
@@ -232,7 +241,7 @@ def smtp_client(settings: Settings, *, timeout: float | None = None) -> aiosmtpl
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Envelope:
     sender: str
     recipient: str
@@ -240,7 +249,7 @@ class _Envelope:
     utf8_address: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class _Wire:
     """An email ready for the wire: its bytes (flattened once, plainly: aiosmtplib's own
     flattening re-folds every header), envelope and Message-ID."""

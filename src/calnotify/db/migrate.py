@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
 from calnotify import __version__
-from calnotify.db.engine import connect_args, shown_database_url, sync_url
+from calnotify.db.urls import connect_args, shown_database_url, sync_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

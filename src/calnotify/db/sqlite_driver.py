@@ -1,31 +1,42 @@
-"""aiosqlite, with one trip to the connection's thread per statement.
+"""SQLite connections for the fast paths.
 
-aiosqlite runs each call of a cursor (create, execute, fetch, close) on the connection's
-thread and waits for the answer: four round trips per statement, each a hand-over of the
-interpreter lock and a wake-up of the event loop. Under load those hand-overs, not SQLite,
-were most of a request's time. This connection does a statement's whole cursor life in
-one call: execute, fetch every row (a statement of ours reads a bounded page), note the
-row count and last row id, close. A commit or rollback with no transaction open (a
-connection going back to the pool, a read that opened none) makes no trip at all.
-SQLAlchemy's aiosqlite dialect uses it unchanged, through
-``create_async_engine(async_creator=...)``.
+The statements of a write transaction or a short read take less time than handing them to
+another thread and back (a hand-over of the interpreter lock, and a wake-up of the event
+loop, each way), so they run on the event loop's thread, on connections that never wait
+for a lock there:
+
+* :class:`InlineWriter`, the process's one writer: ``BEGIN IMMEDIATE`` is tried at once;
+  when another process holds the write lock, it is tried again after short asynchronous
+  sleeps (up to the busy timeout), so the loop never blocks on it. Once begun, a WAL
+  transaction waits for nothing. It never checkpoints in a commit: :meth:`InlineWriter.
+  commit` has the WAL checkpointed on a thread of its own when it has grown.
+* :func:`connect_inline` and :func:`read_now`, for reads; in the rare moment SQLite answers
+  busy, the caller reads through a :class:`ThreadConnection`, on a thread of its own, that
+  waits.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import queue
 import sqlite3
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from functools import partial
-from typing import Any, NamedTuple
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
-import aiosqlite
+T = TypeVar("T")
 
-_Outcome = tuple[Any, int, int | None, list[Any]]
+#: Set on every SQLite connection that writes.
+PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
+#: The WAL is checkpointed (on a thread of its own) once it is larger than this.
+CHECKPOINT_BYTES = 8 * 1024 * 1024
 
 
 class Step(NamedTuple):
-    """One statement of :meth:`OneTripConnection.run`."""
+    """One statement of :func:`run_steps`."""
 
     sql: str
     parameters: Any = ()
@@ -40,155 +51,212 @@ class Changed(Exception):
     """What a statement read is no longer what it was expected to be."""
 
 
-def _run(connection: sqlite3.Connection, sql: str, parameters: Any, *, many: bool) -> _Outcome:
-    cursor = connection.cursor()
-    try:
-        if many:
-            cursor.executemany(sql, parameters)
-        else:
-            cursor.execute(sql, parameters)
+def run_steps(connection: sqlite3.Connection, steps: Sequence[Step]) -> list[list[Any]]:
+    """Run ``steps`` in order on ``connection`` (on its thread); the rows each read."""
+    out: list[list[Any]] = []
+    for sql, parameters, many, check in steps:
+        cursor = (
+            connection.executemany(sql, parameters) if many else connection.execute(sql, parameters)
+        )
         rows = cursor.fetchall() if cursor.description else []
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
-    finally:
-        cursor.close()
+        if check is not None and not check(rows):
+            raise Changed(sql)
+        out.append(rows)
+    return out
 
 
-class OneTripCursor:
-    """The part of a DB-API cursor SQLAlchemy's adapter uses; results arrive with the
-    statement, so fetching and closing cost nothing."""
+def end(connection: sqlite3.Connection, how: str) -> None:
+    """Commit or roll back the open transaction, if one is open (on the connection's thread)."""
+    if connection.in_transaction:
+        getattr(connection, how)()
 
-    arraysize = 1
 
-    def __init__(self, connection: OneTripConnection) -> None:
+class ThreadConnection:
+    """A :mod:`sqlite3` connection used from a thread of its own (see the module)."""
+
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        thread: threading.Thread,
+        jobs: queue.SimpleQueue[Callable[[], None] | None],
+    ) -> None:
         self._connection = connection
-        self.description: Any = None
-        self.rowcount = -1
-        self.lastrowid: int | None = None
-        self._rows: deque[Any] = deque()
+        self._thread = thread
+        self._jobs = jobs
+        self.closed = False
 
-    async def __aenter__(self) -> OneTripCursor:
-        return self
+    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the connection's thread."""
+        if self.closed:
+            raise sqlite3.ProgrammingError("the connection is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        connection = self._connection
 
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.close()
+        def job() -> None:
+            try:
+                result = fn(connection)
+            except BaseException as exc:  # handed to the caller
+                _hand_back(loop, future, None, exc)
+            else:
+                _hand_back(loop, future, result, None)
 
-    async def _do(self, sql: str, parameters: Any, *, many: bool) -> OneTripCursor:
-        outcome: _Outcome = await self._connection._in_thread(sql, parameters, many=many)
-        self.description, self.rowcount, self.lastrowid, rows = outcome
-        self._rows = deque(rows)
-        return self
+        self._jobs.put(job)
+        return await future
 
-    async def execute(self, sql: str, parameters: Sequence[Any] | None = None) -> OneTripCursor:
-        return await self._do(sql, () if parameters is None else parameters, many=False)
+    def submit(self, fn: Callable[[sqlite3.Connection], object]) -> None:
+        """``fn(connection)`` on the connection's thread, after what is queued; nobody
+        waits for it and what it raises is dropped."""
+        if self.closed:
+            return
+        connection = self._connection
 
-    async def executemany(self, sql: str, parameters: Iterable[Sequence[Any]]) -> OneTripCursor:
-        return await self._do(sql, list(parameters), many=True)
+        def job() -> None:
+            with contextlib.suppress(Exception):
+                fn(connection)
 
-    async def fetchone(self) -> Any:
-        return self._rows.popleft() if self._rows else None
+        self._jobs.put(job)
 
-    async def fetchmany(self, size: int | None = None) -> list[Any]:
-        count = self.arraysize if size is None else size
-        return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
+    async def run(self, steps: Sequence[Step]) -> list[list[Any]]:
+        return await self.call(lambda c: run_steps(c, steps))
 
-    async def fetchall(self) -> list[Any]:
-        rows = list(self._rows)
-        self._rows.clear()
-        return rows
+    async def end(self, how: str) -> None:
+        """Commit or roll back whatever is open; asked and done on the connection's thread,
+        after every call queued before it."""
+        await self.call(lambda c: end(c, how))
 
     async def close(self) -> None:
-        self._rows.clear()
-
-
-class OneTripConnection(aiosqlite.Connection):
-    """An aiosqlite connection whose cursors make one trip per statement."""
-
-    def __init__(self, connector: Any, iter_chunk_size: int) -> None:
-        super().__init__(connector, iter_chunk_size)
-        # Whether a transaction is open, as of the last call on the connection's thread
-        # (the only place it can change).
-        self._in_transaction = False
-
-    def cursor(self) -> OneTripCursor:  # type: ignore[override]
-        return OneTripCursor(self)
-
-    async def _in_thread(self, sql: str, parameters: Any, *, many: bool) -> _Outcome:
-        def call() -> _Outcome:
-            connection = self._conn
-            try:
-                return _run(connection, sql, parameters, many=many)
-            finally:
-                self._in_transaction = connection.in_transaction
-
-        result: _Outcome = await self._execute(call)  # type: ignore[no-untyped-call]
-        return result
-
-    async def fetch(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
-        """The rows of each (sql, parameters), in one trip; several read one snapshot."""
-        rows: list[list[Any]] = await self._execute(  # type: ignore[no-untyped-call]
-            lambda: read_now(self._conn, statements)
-        )
-        return rows
-
-    async def run(self, steps: Sequence[Step]) -> list[tuple[list[Any], int]]:
-        """Statements in one trip: the rows and the row count of each. What they open (a
-        transaction) stays open, also when one raises."""
-
-        def call() -> list[tuple[list[Any], int]]:
-            connection = self._conn
-            out = []
-            try:
-                for sql, parameters, many, check in steps:
-                    if many:
-                        cursor = connection.executemany(sql, parameters)
-                    else:
-                        cursor = connection.execute(sql, parameters)
-                    rows = cursor.fetchall() if cursor.description else []
-                    if check is not None and not check(rows):
-                        raise Changed(sql)
-                    out.append((rows, cursor.rowcount))
-                return out
-            finally:
-                self._in_transaction = connection.in_transaction
-
-        done: list[tuple[list[Any], int]] = await self._execute(call)  # type: ignore[no-untyped-call]
-        return done
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._in_transaction
-
-    async def _end(self, how: str) -> None:
-        if not self._in_transaction:
+        if self.closed:
             return
+        self.closed = True
+        connection = self._connection
 
-        def call() -> None:
-            connection = self._conn
-            try:
-                getattr(connection, how)()
-            finally:
-                self._in_transaction = connection.in_transaction
+        def finish() -> None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
 
-        await self._execute(call)  # type: ignore[no-untyped-call]
-
-    async def commit(self) -> None:
-        await self._end("commit")
-
-    async def rollback(self) -> None:
-        await self._end("rollback")
+        self._jobs.put(finish)
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join, 5.0)
 
 
-async def connect(database: str, *, busy_timeout: float, **options: Any) -> OneTripConnection:
-    """Open ``database`` (a path, or a ``file:`` URI) on a thread of its own; ``options``
-    go to :func:`sqlite3.connect`; ``busy_timeout``: seconds to wait for a lock."""
-    connector = partial(
-        sqlite3.connect, database, timeout=busy_timeout, uri=database.startswith("file:"), **options
-    )
-    connection = OneTripConnection(connector, iter_chunk_size=64)
+def _hand_back(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: Any,
+    error: BaseException | None,
+) -> None:
+    def settle() -> None:
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    with contextlib.suppress(RuntimeError):  # the loop is gone (process shutting down)
+        loop.call_soon_threadsafe(settle)
+
+
+def _serve(jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        job()
+
+
+async def connect(
+    database: str, *, busy_timeout: float, pragmas: Sequence[str] = PRAGMAS
+) -> ThreadConnection:
+    """Open ``database`` (a path, or a ``file:`` URI) on a thread of its own, in autocommit
+    mode (transactions are begun explicitly); ``busy_timeout``: seconds to wait for a lock."""
+    jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+    opened: asyncio.Future[sqlite3.Connection] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+
+    def open_() -> None:
+        try:
+            connection = sqlite3.connect(
+                database,
+                timeout=busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=database.startswith("file:"),
+            )
+            for pragma in pragmas:
+                connection.execute(f"PRAGMA {pragma}")
+        except BaseException as exc:
+            _hand_back(loop, opened, None, exc)
+            return
+        _hand_back(loop, opened, connection, None)
+
+    jobs.put(open_)
     # A connection left open must not keep the process alive at exit.
-    connection._thread.daemon = True
-    await connection
-    return connection
+    thread = threading.Thread(target=_serve, args=(jobs,), name="calnotify-sqlite", daemon=True)
+    thread.start()
+    try:
+        connection = await opened
+    except BaseException:
+        jobs.put(None)
+        raise
+    return ThreadConnection(connection, thread, jobs)
+
+
+class InlineWriter:
+    """A write connection used on the event loop's thread (see the module)."""
+
+    def __init__(self, database: str, busy_timeout: float, checkpointer: ThreadConnection) -> None:
+        self.connection = sqlite3.connect(
+            database, timeout=0, isolation_level=None, uri=database.startswith("file:")
+        )
+        for pragma in (*PRAGMAS, "wal_autocheckpoint=0"):
+            self.connection.execute(f"PRAGMA {pragma}")
+        self.busy_timeout = busy_timeout
+        self._checkpointer = checkpointer
+        self._wal = f"{database.removeprefix('file:').partition('?')[0]}-wal"
+        self._commits = 0
+
+    async def begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting (asynchronously) while another process writes;
+        ``sqlite3.OperationalError`` "database is locked" past the busy timeout."""
+        give_up = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def run(self, steps: Sequence[Step]) -> list[list[Any]]:
+        return run_steps(self.connection, steps)
+
+    def commit(self) -> None:
+        end(self.connection, "commit")
+        self._commits += 1
+        if self._commits % 64 == 0:
+            self._checkpoint_when_large()
+
+    def rollback(self) -> None:
+        end(self.connection, "rollback")
+
+    def _checkpoint_when_large(self) -> None:
+        try:
+            large = os.stat(self._wal).st_size > CHECKPOINT_BYTES
+        except OSError:
+            return
+        if large:
+            self._checkpointer.submit(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+
+    async def close(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.rollback()
+        self.connection.close()
+        await self._checkpointer.close()
 
 
 def connect_inline(database: str) -> sqlite3.Connection:

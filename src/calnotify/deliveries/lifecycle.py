@@ -1,16 +1,20 @@
-"""The delivery lifecycle: statuses, reasons, and every transition between them.
+"""The delivery lifecycle: every transition of a delivery's status (docs/engine.md).
 
 This module is the only code that writes a delivery's ``status``, ``reason`` or
 ``attempts``. Each transition is a named function whose SQL only touches rows in the states
-it may leave (:data:`TRANSITIONS`); an in-memory transition outside that table raises
-:class:`IllegalTransition`. docs/engine.md shows the same table, and a test holds the two
-together.
+it may leave (:data:`~calnotify.deliveries.states.TRANSITIONS`); an in-memory transition
+outside that table raises :class:`IllegalTransition`. docs/engine.md shows the same table,
+and a test holds the two together.
 
 An attempt is counted when the message is handed over (:func:`hand_over`, in the database,
 before the provider is called), so no fault (an exception, a crash, an expired lease) can
 make a message go out more often than the maximum attempts: a lease that expires with an
 attempt in progress is recorded as an attempt of unknown outcome, and once the maximum is
 reached, a rescue ends the delivery ``failed`` (``abandoned``) instead of queueing it again.
+
+The dispatcher's transitions (claim, hand-over, renewal, record, rescue) are compiled
+statements run in transactions at the gate's send priority: sends go before requests.
+Each takes many rows at once; none is ever one transaction per message.
 """
 
 from __future__ import annotations
@@ -19,127 +23,46 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Table, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.db.engine import Database
+from calnotify.db.gate import Priority
+from calnotify.db.statements import Statement
+from calnotify.db.tx import Tx
+from calnotify.deliveries.states import (
+    PENDING,
+    TRANSITIONS,
+    AttemptOutcome,
+    DeliveryStatus,
+    IllegalTransition,
+    Reason,
+    check,
+    planned,
+)
 from calnotify.ids import new_id
 from calnotify.models import Delivery, DeliveryAttempt
 
+__all__ = [
+    "PENDING",
+    "TRANSITIONS",
+    "AttemptOutcome",
+    "DeliveryStatus",
+    "IllegalTransition",
+    "Outcome",
+    "Reason",
+    "check",
+    "planned",
+]
 
-class DeliveryStatus(StrEnum):
-    SCHEDULED = "scheduled"
-    SENDING = "sending"
-    SENT = "sent"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    SKIPPED = "skipped"
-
-
-class Reason(StrEnum):
-    """Why a delivery is where it is (``reason`` on the wire)."""
-
-    NONE = ""
-    # skipped
-    LATE = "late"
-    DND = "dnd"
-    NO_ADDRESS = "no_address"
-    INACTIVE = "inactive"
-    STALE = "stale"
-    # scheduled again after a retryable error
-    RETRYING = "retrying"
-    # failed
-    PERMANENT = "permanent"
-    RETRIES_EXHAUSTED = "retries_exhausted"
-    DEADLINE = "deadline"
-    RENDER = "render"
-    ABANDONED = "abandoned"
-    ERROR = "error"
-    # failed, as the provider reported after accepting it (Twilio status callbacks)
-    UNDELIVERED = "undelivered"
-    PROVIDER_FAILED = "failed"
-    # cancelled: what changed since it was planned
-    RESCHEDULED = "rescheduled"
-    SUPERSEDED = "superseded"
-    APPOINTMENT_NEW = "appointment_new"
-    APPOINTMENT_CONFIRMED = "appointment_confirmed"
-    APPOINTMENT_CANCELLED = "appointment_cancelled"
-    APPOINTMENT_SHOWED = "appointment_showed"
-    APPOINTMENT_NOSHOW = "appointment_noshow"
-    APPOINTMENT_INVALID = "appointment_invalid"
-    APPOINTMENT_RESTORED = "appointment_restored"
-    APPOINTMENT_DELETED = "appointment_deleted"
-    CALENDAR_CHANGED = "calendar_changed"
-    CALENDAR_DELETED = "calendar_deleted"
-    RULE_CHANGED = "rule_changed"
-    RULE_DELETED = "rule_deleted"
-    RULE_DEACTIVATED = "rule_deactivated"
-
-
-class AttemptOutcome(StrEnum):
-    SENT = "sent"
-    RETRY = "retry"
-    FAILED = "failed"
-    # The worker lost the attempt (crash, expired lease): the provider may have the message.
-    UNKNOWN = "unknown"
-
-
-class IllegalTransition(RuntimeError):
-    pass
-
-
-PENDING = (DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING)
-_S = DeliveryStatus
-
-# transition: (states it leaves, states it reaches). None is "no row yet".
-TRANSITIONS: dict[str, tuple[tuple[DeliveryStatus | None, ...], tuple[DeliveryStatus, ...]]] = {
-    "plan": ((None,), (_S.SCHEDULED, _S.SKIPPED)),
-    "replan": ((_S.CANCELLED,), (_S.SCHEDULED, _S.SKIPPED)),
-    "cancel": ((_S.SCHEDULED,), (_S.CANCELLED,)),
-    "claim": ((_S.SCHEDULED,), (_S.SENDING,)),
-    "hand_over": ((_S.SENDING,), (_S.SENDING,)),
-    "renew": ((_S.SENDING,), (_S.SENDING,)),
-    "rescue": ((_S.SENDING,), (_S.SCHEDULED, _S.FAILED)),
-    "record_sent": ((_S.SENDING,), (_S.SENT,)),
-    "record_retry": ((_S.SENDING,), (_S.SCHEDULED,)),
-    "release": ((_S.SENDING,), (_S.SCHEDULED,)),
-    "record_failed": ((_S.SENDING,), (_S.FAILED,)),
-    "record_skipped": ((_S.SENDING,), (_S.SKIPPED,)),
-    "provider_update": ((_S.SENT,), (_S.SENT, _S.FAILED)),
-}
-
-
-def check(transition: str, source: str | None, target: str) -> None:
-    """Raise :class:`IllegalTransition` unless ``transition`` may take ``source`` to ``target``."""
-    sources, targets = TRANSITIONS[transition]
-    if source not in sources or target not in targets:
-        raise IllegalTransition(f"{transition}: {source} → {target} is not allowed")
-
-
-def _table() -> Table:
-    table: Table = Delivery.__table__  # type: ignore[assignment]
-    return table
-
+SENDING = DeliveryStatus.SENDING.value
+SCHEDULED = DeliveryStatus.SCHEDULED.value
+_TABLE: Table = Delivery.__table__  # type: ignore[assignment]
+_D = _TABLE.c
 
 # --- planning -------------------------------------------------------------------------------
-
-
-def planned(skip: Reason | None) -> dict[str, Any]:
-    """The lifecycle columns of a delivery as the planner writes it (``plan`` / ``replan``)."""
-    status = DeliveryStatus.SKIPPED if skip is not None else DeliveryStatus.SCHEDULED
-    check("plan", None, status)
-    return {
-        "status": status,
-        "reason": skip.value if skip is not None else "",
-        "attempts": 0,
-        "handed_over_at": None,
-        "lease_until": None,
-        "claim_token": None,
-        "last_error": "",
-    }
 
 
 async def replan(session: AsyncSession, delivery_id: str, values: dict[str, Any]) -> None:
@@ -166,7 +89,63 @@ async def cancel(session: AsyncSession, reason: Reason | str, now: datetime, *wh
     )
 
 
-# --- dispatching ----------------------------------------------------------------------------
+# --- claiming ---------------------------------------------------------------------------
+
+
+def _claim(*, only: bool) -> Statement:
+    """Due rows, each location's earliest first, round-robin, become ``sending``.
+
+    Parameters: ``now``, ``window`` (candidates looked at), ``limit``, ``skip`` (locations
+    left out) or ``only`` (the one location taken), ``token``, ``until``."""
+    candidates = (
+        select(_D.id, _D.location_id, _D.run_at)
+        .where(_D.status == SCHEDULED, _D.run_at <= bindparam("now"))
+        .order_by(_D.run_at)
+        .limit(bindparam("window"))
+        # PostgreSQL: workers claim disjoint rows; SQLite's writer is alone anyway.
+        .with_for_update(skip_locked=True)
+    )
+    if only:
+        candidates = candidates.where(_D.location_id == bindparam("only"))
+    else:
+        candidates = candidates.where(_D.location_id.not_in(bindparam("skip", expanding=True)))
+    due = candidates.cte("due")
+    turn = (
+        func.row_number()
+        .over(partition_by=due.c.location_id, order_by=(due.c.run_at, due.c.id))
+        .label("turn")
+    )
+    ranked = select(due.c.id, due.c.run_at, turn).subquery("ranked")
+    chosen = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.run_at).limit(bindparam("limit"))
+    return Statement(
+        update(_TABLE)
+        .where(_D.id.in_(chosen.scalar_subquery()), _D.status == SCHEDULED)
+        .values(
+            status=SENDING,
+            claim_token=bindparam("token"),
+            lease_until=bindparam("until"),
+            handed_over_at=None,
+            updated_at=bindparam("now"),
+        )
+        .returning(*CLAIMED)
+    )
+
+
+#: What a claim returns of each row: what sending it reads (not its content or history).
+CLAIMED = [
+    _D[name]
+    for name in (
+        "id", "location_id", "calendar_id", "appointment_id", "instance_id",
+        "notification_id", "notification_type", "channel", "recipient_kind",
+        "recipient_ref", "reason", "due_at", "run_at", "deadline_at", "attempts",
+        "lease_until", "claim_token", "appointment_version", "notification_version",
+        "last_error",
+    )
+]  # fmt: skip
+CLAIM = _claim(only=False)
+CLAIM_ONE_LOCATION = _claim(only=True)
+# The capped locations one claim looks at, at most (each is one more small statement).
+MAX_CAPPED = 16
 
 
 async def claim(
@@ -178,82 +157,67 @@ async def claim(
     skip_locations: Sequence[str] = (),
     capped_locations: Sequence[str] = (),
     cap: int = 4,
-) -> Sequence[Delivery]:
-    """Due ``scheduled`` rows become ``sending`` under a new claim token and lease.
+) -> list[Any]:
+    """Due ``scheduled`` rows become ``sending`` under a new claim token and lease; the rows
+    claimed (every column of ``deliveries``, as named tuples), earliest first.
 
     Locations take turns: the batch holds each location's earliest due rows, round-robin,
     so one location with thousands due cannot fill every batch; ``skip_locations`` (the
     caller's busy ones) are left for later or for other workers, and of each of
     ``capped_locations`` (the caller's recently slow ones) at most ``cap`` rows are taken.
-    PostgreSQL locks the candidates with ``FOR UPDATE SKIP LOCKED``; SQLite's write
-    transaction is exclusive.
     """
     token = secrets.token_hex(16)
     capped = list(dict.fromkeys(capped_locations))[:MAX_CAPPED]
+    common = {"now": now, "token": token, "until": now + lease}
     # The batch's own candidates leave the capped locations out (their many old rows would
     # otherwise crowd everyone else out of the candidate window); each capped location
     # adds its few earliest rows.
-    statements = [_claim_statement(db, now, limit, [*skip_locations, *capped], token, lease)]
-    statements += [_claim_statement(db, now, cap, (), token, lease, only=loc) for loc in capped]
-    claimed: list[Delivery] = []
-    async with db.session() as session:
-        for statement in statements:
-            claimed.extend((await session.scalars(statement)).all())
+    reads: list[tuple[Statement, dict[str, Any]]] = [
+        (
+            CLAIM,
+            {**common, "window": limit * 4, "limit": limit, "skip": [*skip_locations, *capped]},
+        )
+    ]
+    reads += [
+        (CLAIM_ONE_LOCATION, {**common, "window": cap, "limit": cap, "only": loc}) for loc in capped
+    ]
+    async with db.transaction(Priority.SEND) as tx:
+        found = await tx.fetch(*reads)
+    claimed = [row for rows in found for row in rows]
     return sorted(claimed, key=lambda d: (d.run_at, d.id))
 
 
-# The capped locations one claim looks at, at most (each is one more small statement).
-MAX_CAPPED = 16
+# --- while sending ---------------------------------------------------------------------------
 
-
-def _claim_statement(
-    db: Database,
-    now: datetime,
-    limit: int,
-    skip: Sequence[str],
-    token: str,
-    lease: timedelta,
-    *,
-    only: str | None = None,
-) -> Any:
-    candidates = (
-        select(Delivery.id, Delivery.location_id, Delivery.run_at)
-        .where(Delivery.status == DeliveryStatus.SCHEDULED, Delivery.run_at <= now)
-        .order_by(Delivery.run_at)
-        .limit(limit * 4)
+RENEW = Statement(
+    update(_TABLE)
+    .where(
+        _D.id.in_(bindparam("ids", expanding=True)),
+        _D.claim_token == bindparam("token"),
+        _D.status == SENDING,
     )
-    if skip:
-        candidates = candidates.where(Delivery.location_id.not_in(list(skip)))
-    if only is not None:
-        candidates = candidates.where(Delivery.location_id == only)
-    if not db.is_sqlite:
-        candidates = candidates.with_for_update(skip_locked=True)
-    due = candidates.cte("due")
-    turn = (
-        func.row_number()
-        .over(partition_by=due.c.location_id, order_by=(due.c.run_at, due.c.id))
-        .label("turn")
+    .values(lease_until=bindparam("until"))
+    .returning(_D.id)
+)
+
+HAND_OVER = Statement(
+    update(_TABLE)
+    .where(
+        _D.id.in_(bindparam("ids", expanding=True)),
+        _D.claim_token == bindparam("token"),
+        _D.status == SENDING,
+        _D.attempts < bindparam("max_attempts"),
     )
-    ranked = select(due.c.id, due.c.run_at, turn).subquery("ranked")
-    chosen = select(ranked.c.id).order_by(ranked.c.turn, ranked.c.run_at).limit(limit)
-    return (
-        update(Delivery)
-        .where(
-            Delivery.id.in_(chosen.scalar_subquery()), Delivery.status == DeliveryStatus.SCHEDULED
-        )
-        .values(
-            status=DeliveryStatus.SENDING,
-            claim_token=token,
-            lease_until=now + lease,
-            handed_over_at=None,
-            updated_at=now,
-        )
-        .returning(Delivery)
-        .execution_options(synchronize_session=False)
+    .values(
+        attempts=_D.attempts + 1,
+        handed_over_at=bindparam("now"),
+        lease_until=bindparam("until"),
     )
+    .returning(_D.id)
+)
 
 
-def released(delivery: Delivery) -> Outcome:
+def released(delivery: Any) -> Outcome:
     """The outcome of a claimed delivery given back unsent (``release``)."""
     return Outcome(delivery, DeliveryStatus.SCHEDULED, released=True)
 
@@ -262,19 +226,17 @@ async def renew(db: Database, ids: Sequence[str], token: str, until: datetime) -
     """Extend the lease of the rows this claim still holds; the ids it still holds."""
     if not ids:
         return set()
-    async with db.session() as session:
-        result = await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.claim_token == token,
-                Delivery.status == DeliveryStatus.SENDING,
-            )
-            .values(lease_until=until)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        )
-        return set(result.scalars())
+    async with db.transaction(Priority.SEND) as tx:
+        [rows] = await tx.fetch((RENEW, {"ids": list(ids), "token": token, "until": until}))
+    return {row.id for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class HandOver:
+    """Messages of one claim about to be given to their providers."""
+
+    ids: Sequence[str]
+    token: str
 
 
 async def hand_over(
@@ -287,29 +249,19 @@ async def hand_over(
 ) -> set[str]:
     """Count an attempt for each message about to be given to its provider; the ids that may
     go. A row this claim no longer holds, or one that has used up its attempts, may not."""
-    if not ids:
-        return set()
-    async with db.session() as session:
-        result = await session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id.in_(ids),
-                Delivery.claim_token == token,
-                Delivery.status == DeliveryStatus.SENDING,
-                Delivery.attempts < max_attempts,
-            )
-            .values(attempts=Delivery.attempts + 1, handed_over_at=now, lease_until=until)
-            .returning(Delivery.id)
-            .execution_options(synchronize_session=False)
-        )
-        return set(result.scalars())
+    groups = [HandOver(ids, token)]
+    allowed, _ = await hand_over_and_record(db, groups, (), now, until, max_attempts)
+    return allowed
+
+
+# --- recording ---------------------------------------------------------------------------
 
 
 @dataclass
 class Outcome:
     """How one claimed delivery ended this round; :func:`record` writes it."""
 
-    delivery: Delivery
+    delivery: Any  # the claimed row
     status: DeliveryStatus
     reason: Reason | str = Reason.NONE
     error: str = ""
@@ -325,6 +277,8 @@ class Outcome:
     # Given back unsent, never handed over (a stopping or overtaxed dispatcher): scheduled
     # again as it was, no attempt counted.
     released: bool = False
+    # The number of this attempt, when handed over (the claimed row's count plus one).
+    attempt: int = 0
 
     @property
     def transition(self) -> str:
@@ -338,88 +292,118 @@ class Outcome:
         }.get(self.status, "record_" + self.status)
 
 
+def _kept(name: str, column: Any) -> Any:
+    """The new value, or the stored one when the new one is empty."""
+    return func.coalesce(func.nullif(bindparam(name), ""), column)
+
+
+HELD = Statement(
+    select(_D.id, _D.claim_token)
+    .where(_D.id.in_(bindparam("ids", expanding=True)), _D.status == SENDING)
+    # Locked on PostgreSQL until the write, so a rescue by another worker cannot slip in.
+    .with_for_update()
+)
+RECORD = Statement(
+    update(_TABLE)
+    .where(
+        _D.id == bindparam("b_id"),
+        _D.claim_token == bindparam("b_token"),
+        _D.status == SENDING,
+    )
+    .values(
+        status=bindparam("b_status"),
+        reason=bindparam("b_reason"),
+        last_error=bindparam("b_error"),
+        sent_at=bindparam("b_sent_at"),
+        run_at=func.coalesce(bindparam("b_run_at"), _D.run_at),
+        # What this round did not learn (a release, a skip) keeps what is stored.
+        provider=_kept("b_provider", _D.provider),
+        provider_message_id=_kept("b_message_id", _D.provider_message_id),
+        subject=_kept("b_subject", _D.subject),
+        body=_kept("b_body", _D.body),
+        recipient=_kept("b_recipient", _D.recipient),
+        sender=_kept("b_sender", _D.sender),
+        claim_token=None,
+        lease_until=None,
+        handed_over_at=None,
+        updated_at=bindparam("b_now"),
+    )
+)
+ATTEMPT = Statement(insert(DeliveryAttempt.__table__))  # type: ignore[arg-type]
+
+
 async def record(db: Database, outcomes: Sequence[Outcome], now: datetime) -> int:
-    """Write the outcomes of one claim, and an attempt row for each hand-over; the number of
-    rows written. Guarded by the claim token: a worker that lost its lease writes nothing."""
+    """Write the outcomes (of one claim or several), and an attempt row for each hand-over;
+    the number of rows written. Guarded by each row's claim token: a worker that lost its
+    lease writes nothing."""
     if not outcomes:
         return 0
+    _, recorded = await hand_over_and_record(db, (), outcomes, now, now, 0)
+    return len(recorded)
+
+
+async def hand_over_and_record(
+    db: Database,
+    groups: Sequence[HandOver],
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    until: datetime,
+    max_attempts: int,
+) -> tuple[set[str], set[str]]:
+    """:func:`hand_over` and :func:`record` in one transaction (a group commit of what
+    several batches ask at once), in two trips: the ids that may go, and the ids recorded."""
     for o in outcomes:
         check(o.transition, DeliveryStatus.SENDING, o.status)
-    table = _table()
-    statement = (
-        update(table)
-        .where(
-            table.c.id == bindparam("b_id"),
-            table.c.claim_token == bindparam("b_token"),
-            table.c.status == DeliveryStatus.SENDING.value,
-        )
-        .values(
-            status=bindparam("b_status"),
-            reason=bindparam("b_reason"),
-            last_error=bindparam("b_error"),
-            sent_at=bindparam("b_sent_at"),
-            run_at=bindparam("b_run_at"),
-            provider=bindparam("b_provider"),
-            provider_message_id=bindparam("b_message_id"),
-            subject=bindparam("b_subject"),
-            body=bindparam("b_body"),
-            recipient=bindparam("b_recipient"),
-            sender=bindparam("b_sender"),
-            claim_token=None,
-            lease_until=None,
-            handed_over_at=None,
-            updated_at=now,
-        )
-    )
-    rows: list[dict[str, Any]] = []
-    for o in outcomes:
-        d = o.delivery
-        sent = o.status == DeliveryStatus.SENT
-        if o.released:
-            o.reason, o.error = d.reason, d.last_error
-        rows.append(
-            {
-                "b_id": d.id,
-                "b_token": d.claim_token,
-                "b_status": o.status.value,
-                "b_reason": str(o.reason),
-                # A sent delivery shows no old error as current.
-                "b_error": "" if sent else (o.error or d.last_error),
-                "b_sent_at": (o.at or now) if sent else None,
-                "b_run_at": o.retry_at or d.run_at,
-                "b_provider": o.provider or d.provider,
-                "b_message_id": o.provider_id or d.provider_message_id,
-                "b_subject": o.subject or d.subject,
-                "b_body": o.body or d.body,
-                "b_recipient": o.recipient or d.recipient,
-                "b_sender": o.sender or d.sender,
-            }
-        )
-    async with db.session() as session:
-        # The rows this claim still holds; locked on PostgreSQL until the write, so a rescue
-        # by another worker cannot slip in between.
-        mine = select(Delivery.id, Delivery.claim_token).where(
-            Delivery.id.in_([o.delivery.id for o in outcomes]),
-            Delivery.status == DeliveryStatus.SENDING,
-        )
-        if not db.is_sqlite:
-            mine = mine.with_for_update()
-        ours = {o.delivery.id: o.delivery.claim_token for o in outcomes}
-        held = {
-            row.id
-            for row in await session.execute(mine)
-            if row.claim_token is not None and row.claim_token == ours.get(row.id)
-        }
-        rows = [r for r in rows if r["b_id"] in held]
-        if not rows:
-            return 0
-        await session.execute(statement, rows)
-        attempts = [
-            _attempt_row(o, now) for o in outcomes if o.handed_over and o.delivery.id in held
-        ]
-        if attempts:
-            await session.execute(insert(DeliveryAttempt), attempts)
-    return len(rows)
+    common = {"now": now, "until": until, "max_attempts": max_attempts}
+    reads = [(HAND_OVER, {**common, "ids": list(g.ids), "token": g.token}) for g in groups if g.ids]
+    held = [(HELD, {"ids": [o.delivery.id for o in outcomes]})] if outcomes else []
+    if not reads and not held:
+        return set(), set()
+    async with db.transaction(Priority.SEND) as tx:
+        found = await tx.fetch(*reads, *held)
+        recorded = _record_held(tx, outcomes, found[-1], now) if held else set()
+    return {row.id for rows in found[: len(reads)] for row in rows}, recorded
+
+
+def _record_held(
+    tx: Tx, outcomes: Sequence[Outcome], rows: Sequence[Any], now: datetime
+) -> set[str]:
+    """Write the outcomes of the rows their claims still hold (``rows``: each one's claim
+    token as it stands in this transaction); the ids written."""
+    tokens = {row.id: row.claim_token for row in rows}
+    held = {
+        o.delivery.id
+        for o in outcomes
+        if o.delivery.claim_token is not None
+        and tokens.get(o.delivery.id) == o.delivery.claim_token
+    }
+    tx.write_many(RECORD, [_record_row(o, now) for o in outcomes if o.delivery.id in held])
+    attempts = [_attempt_row(o, now) for o in outcomes if o.handed_over and o.delivery.id in held]
+    tx.write_many(ATTEMPT, attempts)
+    return held
+
+
+def _record_row(o: Outcome, now: datetime) -> dict[str, Any]:
+    d = o.delivery
+    sent = o.status == DeliveryStatus.SENT
+    reason, error = (d.reason, d.last_error) if o.released else (str(o.reason), o.error)
+    return {
+        "b_id": d.id,
+        "b_token": d.claim_token,
+        "b_status": o.status.value,
+        "b_reason": reason,
+        # A sent delivery shows no old error as current.
+        "b_error": "" if sent else (error or d.last_error),
+        "b_sent_at": (o.at or now) if sent else None,
+        "b_run_at": o.retry_at,
+        "b_provider": o.provider,
+        "b_message_id": o.provider_id,
+        "b_subject": o.subject,
+        "b_body": o.body,
+        "b_recipient": o.recipient,
+        "b_sender": o.sender,
+        "b_now": now,
+    }
 
 
 def _attempt_row(o: Outcome, now: datetime) -> dict[str, Any]:
@@ -430,12 +414,60 @@ def _attempt_row(o: Outcome, now: datetime) -> dict[str, Any]:
     return {
         "id": new_id(),
         "delivery_id": o.delivery.id,
-        "number": o.delivery.attempts,
+        "number": o.attempt or o.delivery.attempts,
         "at": o.at or now,
         "outcome": outcome.value,
         "error": o.error[:2000] if outcome != AttemptOutcome.SENT else "",
         "provider_id": o.provider_id[:255],
     }
+
+
+# --- rescue ------------------------------------------------------------------------------
+
+EXPIRED = Statement(
+    select(_D.id, _D.attempts, _D.handed_over_at, _D.deadline_at)
+    .where(_D.status == SENDING, _D.lease_until < bindparam("now"))
+    .order_by(_D.lease_until)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+LOST = (
+    "lease expired during the attempt: the worker stopped or lost its lease; the provider "
+    "may have received the message"
+)
+
+
+def _taken_back(*, finished: bool) -> Statement:
+    ended = and_(
+        _D.id.in_(bindparam("ids", expanding=True)),
+        _D.status == SENDING,
+        _D.lease_until < bindparam("now"),
+    )
+    if finished:
+        values: dict[str, Any] = {
+            "status": DeliveryStatus.FAILED.value,
+            "reason": Reason.ABANDONED.value,
+            "last_error": LOST,
+        }
+    else:
+        values = {"status": SCHEDULED, "reason": Reason.RETRYING.value, "run_at": bindparam("now")}
+        values["last_error"] = case((_D.handed_over_at.is_not(None), LOST), else_=_D.last_error)
+    return Statement(
+        update(_TABLE)
+        .where(ended)
+        .values(
+            claim_token=None,
+            lease_until=None,
+            handed_over_at=None,
+            updated_at=bindparam("now"),
+            **values,
+        )
+        .returning(_D.id)
+    )
+
+
+ABANDON = _taken_back(finished=True)
+REQUEUE = _taken_back(finished=False)
 
 
 @dataclass(frozen=True)
@@ -451,79 +483,40 @@ async def rescue(db: Database, now: datetime, max_attempts: int, limit: int = 50
     have the message). A delivery that has used up its attempts, or is past its deadline,
     ends ``failed``; the others are queued again at once.
     """
-    async with db.session() as session:
-        query = (
-            select(Delivery)
-            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now)
-            .order_by(Delivery.lease_until)
-            .limit(limit)
-        )
-        if not db.is_sqlite:
-            query = query.with_for_update(skip_locked=True)
-        expired = list(await session.scalars(query))
+    async with db.transaction(Priority.SEND) as tx:
+        [expired] = await tx.fetch((EXPIRED, {"now": now, "limit": limit}))
         if not expired:
             return Rescued(0, 0)
-        lost = "lease expired during the attempt: the worker stopped or lost its lease; the "
-        lost += "provider may have received the message"
-        attempts = [
+        lost = [
             {
                 "id": new_id(),
                 "delivery_id": d.id,
                 "number": d.attempts,
                 "at": d.handed_over_at,
                 "outcome": AttemptOutcome.UNKNOWN.value,
-                "error": lost,
+                "error": LOST,
                 "provider_id": "",
             }
             for d in expired
             if d.handed_over_at is not None
         ]
-        if attempts:
-            await session.execute(insert(DeliveryAttempt), attempts)
-        ids = [d.id for d in expired]
-        finished = or_(Delivery.attempts >= max_attempts, Delivery.deadline_at <= now)
-        base = update(Delivery).where(
-            Delivery.id.in_(ids),
-            Delivery.status == DeliveryStatus.SENDING,
-            Delivery.lease_until < now,
+        tx.write_many(ATTEMPT, lost)
+        done = [d.id for d in expired if d.attempts >= max_attempts or d.deadline_at <= now]
+        again = [d.id for d in expired if d.id not in set(done)]
+        abandoned, requeued = await tx.fetch(
+            (ABANDON, {"ids": done, "now": now}), (REQUEUE, {"ids": again, "now": now})
         )
-        cleared = {"claim_token": None, "lease_until": None, "handed_over_at": None}
-        abandoned = await session.execute(
-            base.where(finished)
-            .values(
-                status=DeliveryStatus.FAILED,
-                reason=Reason.ABANDONED.value,
-                last_error=lost,
-                updated_at=now,
-                **cleared,
-            )
-            .execution_options(synchronize_session=False)
-        )
-        requeued = await session.execute(
-            base.where(~finished)
-            .values(
-                status=DeliveryStatus.SCHEDULED,
-                reason=Reason.RETRYING.value,
-                last_error=case(
-                    (Delivery.handed_over_at.is_not(None), lost), else_=Delivery.last_error
-                ),
-                run_at=now,
-                updated_at=now,
-                **cleared,
-            )
-            .execution_options(synchronize_session=False)
-        )
-    return Rescued(
-        int(getattr(requeued, "rowcount", 0) or 0), int(getattr(abandoned, "rowcount", 0) or 0)
-    )
+    return Rescued(len(requeued), len(abandoned))
+
+
+NEXT_RUN = Statement(select(func.min(_D.run_at)).where(_D.status == SCHEDULED))
 
 
 async def next_run_at(db: Database) -> datetime | None:
     """When the earliest scheduled delivery may be claimed."""
-    async with db.session(write=False) as session:
-        return await session.scalar(
-            select(func.min(Delivery.run_at)).where(Delivery.status == DeliveryStatus.SCHEDULED)
-        )
+    [[row]] = await db.fetch((NEXT_RUN, {}))
+    value: datetime | None = row[0]
+    return value
 
 
 # --- after sending --------------------------------------------------------------------------

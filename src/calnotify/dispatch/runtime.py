@@ -19,6 +19,7 @@ from calnotify.channels.base import ChannelAdapter
 from calnotify.channels.inapp import InboxListener
 from calnotify.channels.registry import build_channels, close_channels
 from calnotify.clock import Clock
+from calnotify.compose.pool import ComposePool
 from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
@@ -40,7 +41,9 @@ def dispatch_settings(settings: Settings, concurrency: int | None = None) -> Dis
         email_from=settings.email_from,
         twilio_from_number=settings.twilio_from_number,
         twilio_whatsapp_from=settings.twilio_whatsapp_from,
+        in_flight=settings.dispatch_in_flight,
         render_budget_seconds=settings.render_budget_seconds,
+        render_processes=settings.render_processes or None,
         planning_horizon=timedelta(days=settings.planning_horizon_days),
     )
 
@@ -58,19 +61,19 @@ class Engine:
         channels: dict[str, ChannelAdapter] | None = None,
         metrics: DispatchMetrics | None = None,
         inbox_listener: InboxListener | None = None,
+        pool: ComposePool | None = None,
     ) -> None:
         self.db = db
         self.channels = channels or build_channels(settings, db, clock, inbox_listener)
         self.dispatcher = Dispatcher(
-            db, clock, self.channels, dispatch_settings(settings, concurrency), metrics
+            db, clock, self.channels, dispatch_settings(settings, concurrency), metrics, pool
         )
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        # Rendering runs in threads that compete with the event loop (and aiosqlite's
-        # thread) for the interpreter lock; a hostile template keeps one busy for its
-        # whole budget. Handing the lock over every millisecond instead of every five keeps
-        # each database round trip of the API from queueing behind it for long.
+        # The SQLite writer's thread needs the interpreter lock for a moment after each
+        # statement; handing the lock over every millisecond instead of every five keeps a
+        # write from queueing behind the event loop's work for long.
         sys.setswitchinterval(SWITCH_INTERVAL)
         self.db.on_wake.append(self.dispatcher.wake)
         self.dispatcher.start()

@@ -7,9 +7,11 @@ planner's pure parts (:func:`~calnotify.planning.planner.wanted_deliveries`,
 changing it would plan, skips included. Nothing is added to the session: the preview works
 in a read-only unit of work and never takes SQLite's write lock.
 
-Each message is rendered as the dispatcher renders it (:func:`render_notification`, the
-recipient's zone, the rule's stored template), in a :class:`RenderPool` within the render
-budget. A preview is bounded whatever its input: at most :data:`MAX_OCCURRENCES`
+Each message is drafted and composed by the same functions as the dispatcher's
+(:func:`calnotify.compose.draft.draft`, :func:`calnotify.compose.compose.compose`: the
+recipient's zone, the rule's stored template, the sender and the invitation), in the
+service's render processes within the render budget: a preview is the message, without
+the hand-over. A preview is bounded whatever its input: at most :data:`MAX_OCCURRENCES`
 occurrences of a series, :data:`MAX_DELIVERIES` deliveries and :data:`MAX_CONTENT_CHARS` of
 rendered text; renders start only within one budget of the first one, and a rule whose
 message failed to render (a limit, its budget) is not rendered again in the same preview.
@@ -40,7 +42,10 @@ from calnotify.appointments.service import (
 )
 from calnotify.auth.tokens import Principal
 from calnotify.calendars.service import get_calendar
-from calnotify.config import Settings
+from calnotify.channels.base import Message
+from calnotify.channels.senders import AllowedSenders, SenderSettings, allowed_senders
+from calnotify.compose.draft import Recipient, draft, recipient_zone
+from calnotify.compose.pool import ComposePool
 from calnotify.contacts.service import build_contact
 from calnotify.db.scoped import find_in_location
 from calnotify.errors import BadRequest, FieldError, NotFound
@@ -68,10 +73,9 @@ from calnotify.planning.planner import (
     planned_state,
     wanted_deliveries,
 )
-from calnotify.planning.recipients import People, Resolved, for_customer
-from calnotify.templates.budget import RenderPool
-from calnotify.templates.render import RenderData, Rendered, RenderError, render_notification
-from calnotify.timefmt import parse_instant, show_local, zone
+from calnotify.planning.recipients import People, Resolved
+from calnotify.templates.render import RenderData, RenderError
+from calnotify.timefmt import parse_instant, show_local
 
 log = logging.getLogger("calnotify.preview")
 
@@ -80,7 +84,6 @@ MAX_DELIVERIES = 500
 # Rendered subject + text + html over every delivery shown: a hostile template can write
 # 256 KiB per message, and a preview must not answer with hundreds of megabytes.
 MAX_CONTENT_CHARS = 2 * 1024 * 1024
-DEFAULT_RENDER_BUDGET = float(Settings.model_fields["render_budget_seconds"].default)
 
 # Who a preview without contactId or contact is for, so that it shows every message.
 SAMPLE_CONTACT = PreviewContactIn(
@@ -119,19 +122,22 @@ OUT_OF_ROOM = f"not shown: this preview's messages are over {MAX_CONTENT_CHARS} 
 
 @dataclass(frozen=True, slots=True)
 class PreviewOptions:
-    """How a preview plans and renders: the service's planning horizon (series) and the
-    render pool its messages are rendered in (``None``: one of its own, for this preview,
-    with the default budget)."""
+    """How a preview plans and composes: the service's planning horizon (series), its
+    render processes, and its senders (semantics §7)."""
 
+    pool: ComposePool
+    senders: SenderSettings
     horizon: timedelta = series.DEFAULT_HORIZON
-    renderer: RenderPool | None = None
 
     @classmethod
     def of(cls, app: Starlette) -> PreviewOptions:
-        """The options of a running app: its settings and its shared preview render pool."""
-        settings: Settings = app.state.settings
-        pool: RenderPool = app.state.preview_renderer
-        return cls(horizon=timedelta(days=settings.planning_horizon_days), renderer=pool)
+        """The options of a running app: its settings and its render processes."""
+        settings = app.state.settings
+        return cls(
+            pool=app.state.compose_pool,
+            senders=settings,
+            horizon=timedelta(days=settings.planning_horizon_days),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +156,7 @@ async def preview_plan(
     calendar_id: str,
     request: PreviewRequest,
     now: datetime,
-    options: PreviewOptions | None = None,
+    options: PreviewOptions,
 ) -> PreviewOut:
     """The deliveries ``request`` would get on the calendar, by due time, rendered.
 
@@ -158,7 +164,6 @@ async def preview_plan(
     token's location's; 400 naming each field in error, draft rules as a create names them
     (``notifications[2].channel``).
     """
-    options = options or PreviewOptions()
     calendar = await get_calendar(session, principal, calendar_id)
     where = await location_zone(session, principal.location_id)
     errors: list[FieldError] = []
@@ -206,12 +211,11 @@ async def preview_plan(
         session, principal.location_id, {r.template_id for r in rules if r.template_id}
     )
     shown = planned[:MAX_DELIVERIES]
-    renderer = _Renderer(calendar, people, templates, unsaved_contact=contact)
-    if options.renderer is not None:
-        deliveries = await renderer.all(options.renderer, shown)
-    else:
-        async with RenderPool(DEFAULT_RENDER_BUDGET, threads=1) as pool:
-            deliveries = await renderer.all(pool, shown)
+    allowed = (await allowed_senders(session, [principal.location_id]))[principal.location_id]
+    renderer = _Renderer(
+        calendar, people, templates, allowed, options, now, unsaved_contact=contact
+    )
+    deliveries = await renderer.all(shown)
     return PreviewOut(deliveries=deliveries, truncated=len(planned) > len(shown))
 
 
@@ -432,47 +436,48 @@ def _copy(row: Appointment) -> Appointment:
 
 
 class _Renderer:
-    """Renders the planned deliveries of one preview: each distinct message once (recipients
-    of one rule, zone and audience share it), within the preview's time and size bounds."""
+    """Composes the planned deliveries of one preview: each distinct message once
+    (recipients of one rule, zone and audience share it), within the preview's time and
+    size bounds."""
 
     def __init__(
         self,
         calendar: Calendar,
         people: People,
         templates: dict[str, tuple[str, str]],
+        allowed: AllowedSenders,
+        options: PreviewOptions,
+        now: datetime,
         *,
         unsaved_contact: Contact | None,
     ) -> None:
         self.calendar = calendar
         self.people = people
         self.templates = templates
+        self.allowed = allowed
+        self.options = options
+        self.now = now
         # An inline or sample contact: its id is made up, and not shown.
         self.unsaved_contact = unsaved_contact
-        self.cache: dict[tuple[str, int, str, bool], Rendered | str] = {}
+        self.cache: dict[tuple[str, int, str, str], Message | str] = {}
         self.failed: dict[str, str] = {}  # rule id → its render error
         self.content = 0
 
-    async def all(self, pool: RenderPool, planned: Sequence[_Planned]) -> list[PreviewDeliveryOut]:
-        # Renders start within one budget of the first: with the last one's own budget, a
-        # preview renders for at most two budgets, whatever its templates.
-        start_before = time.monotonic() + pool.budget_seconds
-        return [await self.one(pool, item, start_before) for item in planned]
+    async def all(self, planned: Sequence[_Planned]) -> list[PreviewDeliveryOut]:
+        # Composing starts within one budget of the first: with the last one's own budget,
+        # a preview composes for at most two budgets, whatever its templates.
+        start_before = time.monotonic() + self.options.pool.budget_seconds
+        return [await self.one(item, start_before) for item in planned]
 
-    async def one(
-        self, pool: RenderPool, item: _Planned, start_before: float
-    ) -> PreviewDeliveryOut:
+    async def one(self, item: _Planned, start_before: float) -> PreviewDeliveryOut:
         rule, appointment = item.wanted.notification, item.appointment
         kind = item.wanted.recipient.kind
-        customer = for_customer(kind)
         contact = self.people.contacts.get(appointment.contact_id)
-        if customer and contact is not None and contact.timezone:
-            where = zone(contact.timezone)
-        else:
-            where = zone(self.people.location.timezone)
-        key = (rule.id, id(appointment), where.key, customer)
+        where = recipient_zone(kind, contact, self.people.location)
+        key = (rule.id, id(appointment), where.key, item.resolved.address)
         outcome = self.cache.get(key)
         if outcome is None:
-            outcome = await self._render(pool, rule, appointment, where, customer, start_before)
+            outcome = await self._compose(item, start_before)
             self.cache[key] = outcome
 
         subject = text = html = error = None
@@ -506,44 +511,44 @@ class _Renderer:
             instance_id=series.wire_id(appointment) if appointment.master_id else None,
         )
 
-    async def _render(
-        self,
-        pool: RenderPool,
-        rule: Notification,
-        appointment: Appointment,
-        where: ZoneInfo,
-        customer: bool,
-        start_before: float,
-    ) -> Rendered | str:
+    async def _compose(self, item: _Planned, start_before: float) -> Message | str:
+        rule, appointment = item.wanted.notification, item.appointment
         if rule.id in self.failed:
             return self.failed[rule.id]
         if time.monotonic() > start_before:
             return OUT_OF_TIME
         template = self.templates.get(rule.template_id) if rule.template_id else None
-        data = RenderData(
-            appointment=appointment,
-            calendar=self.calendar,
-            location=self.people.location,
-            contact=self.people.contacts.get(appointment.contact_id),
-            user=self.people.users.get(appointment.assigned_user_id or ""),
+        people = self.people
+        user = item.resolved.user
+        message = draft(
+            delivery_id="preview",
+            wire_id=series.wire_id(appointment),
+            notification_type=rule.notification_type,
+            rule=rule,
+            template=template,
+            data=RenderData(
+                appointment=appointment,
+                calendar=self.calendar,
+                location=people.location,
+                contact=people.contacts.get(appointment.contact_id),
+                user=people.users.get(appointment.assigned_user_id or ""),
+            ),
+            recipient=Recipient(
+                item.wanted.recipient.kind, item.resolved.address, user.id if user else ""
+            ),
+            allowed=self.allowed,
+            senders=self.options.senders,
+            now=self.now,
         )
         try:
-            return await pool.run(
-                self.people.location.id,
-                render_notification,
-                rule,
-                template,
-                data,
-                where,
-                for_customer=customer,
-            )
+            return (await self.options.pool.compose(people.location.id, message)).message
         except RenderError as exc:
             # A template that hit a limit or its budget would hit it again for the rule's
             # next message (and spend its whole budget on it): its error stands for them.
             self.failed[rule.id] = str(exc)
             return str(exc)
-        except Exception as exc:  # a fault in rendering one message is that message's own
-            log.exception("preview: cannot render rule %s", rule.id)
+        except Exception as exc:  # a fault in composing one message is that message's own
+            log.exception("preview: cannot compose rule %s", rule.id)
             return f"cannot render: {type(exc).__name__}"
 
     def _recipient(self, item: _Planned, contact: Contact | None) -> PreviewRecipientOut:

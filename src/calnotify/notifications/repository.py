@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from calnotify.db.reads import Change, Query
+from calnotify.db.statements import Statement
 from calnotify.ids import new_id
 from calnotify.models import Notification, Template, User
 
@@ -36,14 +36,14 @@ def page_of_calendar(
     )
 
 
-def _page_query(*, is_active: bool) -> Query:
+def _page_query(*, is_active: bool) -> Statement:
     query = select(*Notification.__table__.c).where(
         Notification.calendar_id == bindparam("calendar_id"),
         Notification.deleted == bindparam("deleted"),
     )
     if is_active:
         query = query.where(Notification.is_active == bindparam("is_active"))
-    return Query(
+    return Statement(
         query.order_by(Notification.date_added, Notification.batch_index, Notification.id)
         .limit(bindparam("limit"))
         .offset(bindparam("skip")),
@@ -57,7 +57,7 @@ def _page_query(*, is_active: bool) -> Query:
 PAGE = _page_query(is_active=False)
 PAGE_BY_ACTIVE = _page_query(is_active=True)
 #: One rule of a calendar, as a driver row: parameters ``calendar_id``, ``notification_id``.
-ONE = Query(
+ONE = Statement(
     select(*Notification.__table__.c).where(
         Notification.id == bindparam("notification_id"),
         Notification.calendar_id == bindparam("calendar_id"),
@@ -67,7 +67,7 @@ ONE = Query(
 
 
 #: A user of the location that is not deleted: parameters ``user_id``, ``location_id``.
-USER_IN_LOCATION = Query(
+USER_IN_LOCATION = Statement(
     select(User.id).where(
         User.id == bindparam("user_id"),
         User.location_id == bindparam("location_id"),
@@ -77,7 +77,7 @@ USER_IN_LOCATION = Query(
 #: A template of the location that is not deleted, and its type, locked against a delete or
 #: a change of type until the rule that uses it is saved (PostgreSQL; SQLite serialises
 #: writers anyway): parameters ``template_id``, ``location_id``.
-TEMPLATE_IN_LOCATION = Query(
+TEMPLATE_IN_LOCATION = Statement(
     select(Template.id, Template.type)
     .where(
         Template.id == bindparam("template_id"),
@@ -90,7 +90,7 @@ TEMPLATE_IN_LOCATION = Query(
 _COLUMNS = tuple(c.key for c in Notification.__table__.c)
 _ENUM_COLUMNS = ("receiver_type", "channel", "notification_type")
 #: A new rule row, every column given (:func:`new_rule`).
-INSERT = Change(insert(Notification))
+INSERT = Statement(insert(Notification))
 #: A rule as its columns, as :data:`INSERT` wrote it.
 RuleRow = namedtuple("RuleRow", _COLUMNS)  # type: ignore[misc]
 

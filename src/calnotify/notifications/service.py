@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.auth.tokens import Principal
 from calnotify.calendars.service import CALENDAR_IN_LOCATION, get_calendar
 from calnotify.db.base import utcnow
-from calnotify.db.engine import Changed, Database
-from calnotify.db.reads import Query
+from calnotify.db.engine import Database
+from calnotify.db.statements import Statement
+from calnotify.db.tx import Changed
 from calnotify.deps import WriteUnits
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
@@ -48,7 +49,7 @@ async def create_many(
 
     Active reminders and follow-ups are planned over the calendar in the same transaction
     (a write unit of work); any other rule plans nothing and is written in one trip
-    (:meth:`~calnotify.db.engine.Database.writer`).
+    (:meth:`~calnotify.db.engine.Database.transaction`).
     """
     drafts = [draft_of(item) for item in items]
     if any(d.is_active and d.notification_type in SCHEDULED_TYPES for d in drafts):
@@ -110,7 +111,7 @@ async def _create_unplanned(
     problems = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
     location_id = principal.location_id
     users, templates = _lookups(drafts)
-    reads: list[tuple[Query, dict[str, Any]]] = [
+    reads: list[tuple[Statement, dict[str, Any]]] = [
         (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": location_id}),
         *[(repository.USER_IN_LOCATION, {"user_id": u, "location_id": location_id}) for u in users],
         *[
@@ -145,14 +146,14 @@ async def _create_unplanned(
     found = await db.fetch(*reads)
     rows = new_rows(found)
     try:
-        async with db.writer() as writer:
+        async with db.transaction() as tx:
             for read, seen in zip(reads, found, strict=True):
-                await writer.expect(read, seen)
-            await writer.write(repository.INSERT, rows)
+                await tx.expect(read, seen)
+            tx.write_many(repository.INSERT, rows)
     except Changed:
-        async with db.writer() as writer:
-            rows = new_rows(await writer.fetch(*reads))
-            await writer.write(repository.INSERT, rows)
+        async with db.transaction() as tx:
+            rows = new_rows(await tx.fetch(*reads))
+            tx.write_many(repository.INSERT, rows)
     return [repository.RuleRow(**row) for row in rows]
 
 
@@ -204,7 +205,7 @@ async def get_notification_columns(
     """:func:`get_notification` as a column row, read the same way."""
     if not looks_like_id(calendar_id):
         raise NotFound("Calendar not found")
-    reads: list[tuple[Query, dict[str, Any]]] = [
+    reads: list[tuple[Statement, dict[str, Any]]] = [
         (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": principal.location_id})
     ]
     if looks_like_id(notification_id):

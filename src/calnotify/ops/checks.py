@@ -40,13 +40,13 @@ from calnotify import __version__
 from calnotify.channels.smtp import smtp_client
 from calnotify.channels.twilio import _error as twilio_error
 from calnotify.config import Settings
-from calnotify.db.engine import (
+from calnotify.db.migrate import revision_problem
+from calnotify.db.urls import (
     DatabaseURLError,
     async_url,
     masked_database_url,
     shown_database_url,
 )
-from calnotify.db.migrate import revision_problem
 
 __all__ = [
     "CheckResult",

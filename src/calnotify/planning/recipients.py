@@ -124,8 +124,3 @@ def contact_dnd(contact: Contact, channel: str) -> bool:
     settings: dict[str, Any] = contact.dnd_settings or {}
     entry = settings.get(DND_KEY.get(channel, ""))
     return isinstance(entry, dict) and entry.get("status") in DND_ON
-
-
-def for_customer(kind: str) -> bool:
-    """Whether the recipient is someone the appointment is for (not the team)."""
-    return kind in (RecipientKind.CONTACT, RecipientKind.GUEST, RecipientKind.ADDRESS)

@@ -1,17 +1,16 @@
 """A Liquid environment fit for untrusted templates, and save-time validation.
 
 Templates are written by users of a location and rendered by workers, so they get no
-file system (``include``/``render`` are removed), bounded loops, bounded output and
-bounded nesting. Validation parses the template and checks every variable it reads
-against the merge fields of :mod:`calnotify.templates.merge_fields`.
+file system (``include``/``render`` are removed), bounded loops, bounded output, bounded
+nesting and bounded numbers. Validation parses the template and checks every variable it
+reads against the merge fields of :mod:`calnotify.templates.merge_fields`.
 
 Time: python-liquid bounds loops (10,000 iterations, nested loops multiplied) and output
-(256 KiB), and this environment checks the render deadline of
-:mod:`calnotify.templates.budget` cooperatively: on every write to the output stream (each
-output statement and text node, in every loop iteration that prints), every filter call
-and every loop or capture started. python-liquid has no per-node hook; those points cover
-every way a template can spend time, since a loop body that neither prints nor filters
-is bounded by the iteration limit alone.
+(256 KiB); filters refuse inputs and results of more than 10,000 items or 256 KiB, and
+integers of more than :data:`MAX_INT_DIGITS` digits (arithmetic on huge integers is one
+long C call each). Whatever else a template does is stopped by its render budget: it
+renders in a process of its own, which is ended when the budget runs out
+(:mod:`calnotify.compose.pool`).
 
 Parsing: python-liquid's lexer is a set of backtracking regular expressions that take
 quadratic time on some sources (an unclosed ``{{`` repeated, a long run of blanks inside
@@ -33,7 +32,6 @@ from liquid.exceptions import LiquidError, LiquidSyntaxError, OutputStreamLimitE
 from liquid.output import LimitedStringIO
 
 from calnotify.errors import FieldError
-from calnotify.templates.budget import check_deadline
 from calnotify.templates.merge_fields import MERGE_FIELDS, VALUE_PROPERTIES
 
 MAX_OUTPUT_CHARS = 256 * 1024
@@ -47,36 +45,24 @@ MAX_BLANK_RUN = 100
 MAX_BRACKETS = 64
 
 
-class _DeadlineStream(LimitedStringIO):
-    """The bounded output stream, checking the render deadline on every write."""
-
-    def write(self, text: str, /) -> int:
-        check_deadline()
-        return super().write(text)
+# The most digits of an integer a filter takes or gives.
+MAX_INT_DIGITS = 30
+_MAX_INT = 10**MAX_INT_DIGITS
 
 
-class _DeadlineContext(RenderContext):
+class _BoundedContext(RenderContext):
     def get_buffer(self, buf: TextIO | None = None) -> StringIO:
-        # A capture or ifchanged block renders into a buffer of its own.
-        check_deadline()
+        # A capture or ifchanged block renders into a buffer of its own, bounded by what
+        # the output may still take.
         limit = self.env.output_stream_limit
         if limit is None:
             return super().get_buffer(buf)
         carry = buf.size if isinstance(buf, LimitedStringIO) else 0
-        return _DeadlineStream(limit=limit - carry)
-
-    def raise_for_loop_limit(self, length: int = 1) -> None:
-        # Called each time a loop starts.
-        check_deadline()
-        super().raise_for_loop_limit(length)
+        return LimitedStringIO(limit=limit - carry)
 
 
-class _DeadlineTemplate(BoundTemplate):
-    context_class = _DeadlineContext
-
-    def _get_buffer(self) -> StringIO:
-        limit = self.env.output_stream_limit
-        return super()._get_buffer() if limit is None else _DeadlineStream(limit=limit)
+class _BoundedTemplate(BoundTemplate):
+    context_class = _BoundedContext
 
 
 class SafeEnvironment(Environment):
@@ -85,7 +71,7 @@ class SafeEnvironment(Environment):
     local_namespace_limit: ClassVar[int | None] = 64 * 1024
     context_depth_limit: ClassVar[int] = 10
     block_nesting_limit: ClassVar[int] = 20
-    template_class = _DeadlineTemplate
+    template_class = _BoundedTemplate
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -102,9 +88,10 @@ class SafeEnvironment(Environment):
 
 def _bounded(function: Any, estimate: Any = None) -> Any:
     def bounded(*args: Any, **kwargs: Any) -> Any:
-        check_deadline()
         if any(_too_many(arg) for arg in (*args, *kwargs.values())):
             raise OutputStreamLimitError("a filter input has too many items", token=None)
+        if any(_too_big(arg) for arg in (*args, *kwargs.values())):
+            raise OutputStreamLimitError(_TOO_BIG, token=None)
         if estimate is not None and estimate(*args) > MAX_OUTPUT_CHARS:
             raise OutputStreamLimitError("a filter result is too large", token=None)
         result = function(*args, **kwargs)
@@ -112,6 +99,8 @@ def _bounded(function: Any, estimate: Any = None) -> Any:
             raise OutputStreamLimitError("a filter result is too large", token=None)
         if _too_many(result):
             raise OutputStreamLimitError("a filter result has too many items", token=None)
+        if _too_big(result):
+            raise OutputStreamLimitError(_TOO_BIG, token=None)
         return result
 
     # Keep what python-liquid reads off a filter (whether it wants the context, …).
@@ -121,7 +110,17 @@ def _bounded(function: Any, estimate: Any = None) -> Any:
 
 
 def _too_many(value: Any) -> bool:
-    return isinstance(value, range | list | tuple | dict | set) and len(value) > MAX_ITEMS
+    if isinstance(value, range):
+        # len() of a range of more items than a C integer holds raises OverflowError.
+        return value.start + value.step * MAX_ITEMS < value.stop if value.step > 0 else False
+    return isinstance(value, list | tuple | dict | set) and len(value) > MAX_ITEMS
+
+
+_TOO_BIG = f"numbers in templates are limited to {MAX_INT_DIGITS} digits"
+
+
+def _too_big(value: Any) -> bool:
+    return isinstance(value, int) and not -_MAX_INT < value < _MAX_INT
 
 
 def _text(value: Any) -> str:

@@ -1,9 +1,10 @@
 """Rendering a notification for one recipient, from the data as it is at send time.
 
-Everything here runs on tenant-controlled text, so every step is linear in its input
-(no backtracking regular expression, no parser with quadratic corners) and checks the
-render deadline of :mod:`calnotify.templates.budget`. :func:`render_notification` is plain
-CPU work: call it through a :class:`~calnotify.templates.budget.RenderPool`, off the loop.
+Everything here runs on tenant-controlled text, so every step is linear in its input (no
+backtracking regular expression, no parser with quadratic corners). :func:`render` is plain
+CPU work: it runs in a render process (:mod:`calnotify.compose.pool`), where a render over
+its budget is stopped; :func:`context` and :func:`sources` are cheap and run where the
+message is drafted.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from zoneinfo import ZoneInfo
 
 from liquid.exceptions import LiquidError
 
-from calnotify.models import Appointment, Calendar, Contact, Location, Notification, User
-from calnotify.templates.budget import check_deadline
 from calnotify.templates.defaults import DEFAULTS
 from calnotify.templates.errors import RenderError as RenderError
 from calnotify.templates.liquid import parse
@@ -44,11 +43,20 @@ class Rendered:
 
 @dataclass(frozen=True, slots=True)
 class RenderData:
-    appointment: Appointment
-    calendar: Calendar
-    location: Location
-    contact: Contact | None
-    user: User | None  # the assigned user
+    """The rows a message's merge fields come from: ORM entities or rows of their columns."""
+
+    appointment: Any
+    calendar: Any
+    location: Any
+    contact: Any | None
+    user: Any | None  # the assigned user
+    # The recipient's action links (semantics §8), absolute URLs; "" where there are none.
+    links: dict[str, str] | None = None
+
+
+def full_name(row: Any) -> str:
+    """A contact's or user's name: first and last, as far as given."""
+    return " ".join(p for p in (row.first_name, row.last_name) if p)
 
 
 def only_date(when: datetime) -> str:
@@ -67,6 +75,8 @@ def long_time(when: datetime) -> str:
 def context(data: RenderData, where: ZoneInfo) -> dict[str, Any]:
     """The merge fields (see :mod:`calnotify.templates.merge_fields`), shown in ``where``."""
     a, c, u, loc = data.appointment, data.contact, data.user, data.location
+    links = data.links or {}
+    contact_name = full_name(c) if c else ""
     start, end = a.start_at.astimezone(where), a.end_at.astimezone(where)
     full_address = ", ".join(
         p
@@ -78,8 +88,8 @@ def context(data: RenderData, where: ZoneInfo) -> dict[str, Any]:
             "id": c.id if c else "",
             "first_name": c.first_name if c else "",
             "last_name": c.last_name if c else "",
-            "name": c.name if c else "",
-            "full_name": c.name if c else "",
+            "name": contact_name,
+            "full_name": contact_name,
             "email": c.email if c else "",
             "phone": c.phone if c else "",
             "timezone": c.timezone if c else "",
@@ -94,7 +104,7 @@ def context(data: RenderData, where: ZoneInfo) -> dict[str, Any]:
             "id": u.id if u else "",
             "first_name": u.first_name if u else "",
             "last_name": u.last_name if u else "",
-            "name": u.name if u else "",
+            "name": full_name(u) if u else "",
             "email": u.email if u else "",
             "phone": u.phone if u else "",
         },
@@ -114,8 +124,9 @@ def context(data: RenderData, where: ZoneInfo) -> dict[str, Any]:
             "time_zone": where.key,
             "meeting_location": a.address,
             "notes": a.notes or a.description,
-            "cancellation_link": "",
-            "reschedule_link": "",
+            "cancellation_link": links.get("cancellation_link", ""),
+            "reschedule_link": links.get("reschedule_link", ""),
+            "confirmation_link": links.get("confirmation_link", ""),
         },
         "calendar": {"id": data.calendar.id, "name": data.calendar.name},
         "location": {
@@ -135,45 +146,40 @@ def context(data: RenderData, where: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def render_notification(
-    notification: Notification,
+def sources(
+    notification_type: str,
+    subject: str,
+    body: str,
     template: tuple[str, str] | None,
-    data: RenderData,
-    where: ZoneInfo,
     *,
     for_customer: bool,
-) -> Rendered:
-    """Subject, plain body and HTML body for one recipient.
-
-    ``template`` is a stored template's (subject, body-or-html), used when the notification
-    names one; else the notification's own subject/body; else the built-in default.
-    """
-    default = DEFAULTS[notification.notification_type]
-    if template is not None:
-        subject_source, body_source = template
-    else:
-        subject_source, body_source = notification.subject, notification.body
+) -> tuple[str, str]:
+    """The subject and body templates of a message: a stored template's (subject,
+    body-or-html) when the rule names one, else the rule's own subject/body, else the
+    built-in default for its type and audience."""
+    default = DEFAULTS[notification_type]
+    subject_source, body_source = template if template is not None else (subject, body)
     if not body_source:
         body_source = default.customer if for_customer else default.team
-    if not subject_source:
-        subject_source = default.subject
-    values = context(data, where)
+    return subject_source or default.subject, body_source
+
+
+def render(subject_source: str, body_source: str, values: dict[str, Any]) -> Rendered:
+    """Subject, plain body and HTML body, rendered with the merge-field ``values``."""
     subject = _render(subject_source, values)
     # Never a line break in a subject, nor an endless one.
     subject = " ".join(subject.split())[:MAX_RENDERED_SUBJECT].rstrip()
-    check_deadline()
     if _looks_like_html(body_source):
         body = _render(body_source, values, html=True)
         return Rendered(subject=subject, body=html_to_text(body), html=body)
     body = _render(body_source, values)
-    check_deadline()
     return Rendered(subject=subject, body=body, html=text_to_html(body))
 
 
 def _render(source: str, values: dict[str, Any], *, html: bool = False) -> str:
     try:
         return str(parse(source, html=html).render(**values))
-    except (LiquidError, RecursionError, MemoryError) as exc:
+    except (LiquidError, RecursionError, MemoryError, ValueError, OverflowError) as exc:
         raise RenderError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from exc
 
 
@@ -254,7 +260,6 @@ _TAG_START = frozenset(string.ascii_letters + "/!?")
 _SIMPLE_TAG = re.compile(r"</?([a-zA-Z][a-zA-Z0-9]*)\s*/?>")
 _TAG_NAME = re.compile(r"</?([a-zA-Z][^\t\n\r\f />\x00]*)")
 _MAX_TAG_READ = 4096  # a longer tag's attributes are not read (a URL is shorter)
-_CHECK_EVERY = 256  # markup items between two deadline checks
 
 
 class _TagReader(HTMLParser):
@@ -340,11 +345,7 @@ def html_to_text(markup: str) -> str:
     parts = text.parts
     size = len(markup)
     index = 0
-    items = 0
     while index < size:
-        items += 1
-        if items % _CHECK_EVERY == 0:
-            check_deadline()
         less = markup.find("<", index)
         if less < 0:
             parts.append(html.unescape(markup[index:]))
@@ -374,6 +375,5 @@ def html_to_text(markup: str) -> str:
                 index = size if after < 0 else after + 1
                 break
     text.end_link()
-    check_deadline()
     lines = (" ".join(line.split()) for line in "".join(parts).splitlines())
     return "\n".join(line for line in lines if line).strip()

@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, make_url, pool
 
 import calnotify.models  # noqa: F401  (registers every table on Base.metadata)
 from calnotify.db.base import Base, UTCDateTime
-from calnotify.db.engine import connect_args
+from calnotify.db.urls import connect_args
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,155 @@
+"""Write transactions of compiled statements (:class:`~calnotify.db.statements.Statement`),
+with no ORM session: the one way the busy paths write.
+
+A :class:`Tx` reads with :meth:`Tx.fetch` and writes with :meth:`Tx.write` /
+:meth:`Tx.write_many`. Writes are sent with the next read or with the commit, so a
+transaction that reads what it needs, then writes, is two trips to the database whatever
+it writes: on PostgreSQL two round trips (statements sent together in psycopg's pipeline
+mode); on SQLite the statements run on the event loop's thread
+(:class:`~calnotify.db.sqlite_driver.InlineWriter`). :meth:`Tx.expect` checks that a read
+made before the transaction still reads the same, in the same trip as what follows it.
+
+Transactions are opened by :meth:`calnotify.db.engine.Database.transaction`, which commits
+when the block ends cleanly and rolls back otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import psycopg
+from sqlalchemy.engine import Dialect
+
+from calnotify.db.sqlite_driver import Changed, InlineWriter, Step
+from calnotify.db.statements import Bound, Statement
+
+__all__ = ["Changed", "PostgresTx", "SQLiteTx", "Tx"]
+
+
+class Tx(Protocol):
+    """One write transaction."""
+
+    dialect: Dialect
+
+    async def fetch(self, *reads: Bound) -> list[list[Any]]:
+        """The rows of each (statement, parameters), after the writes asked before it."""
+        ...
+
+    def write(self, statement: Statement, values: Mapping[str, Any]) -> None:
+        """``statement`` with ``values``, sent with the next read or the commit."""
+        ...
+
+    def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        """``statement`` once per row of values (nothing for no rows)."""
+        ...
+
+    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
+        """``read`` must still read ``rows``; :class:`Changed` is raised when it does not
+        (on SQLite, checked in the same trip as what follows)."""
+        ...
+
+
+class SQLiteTx:
+    """A transaction on the process's :class:`InlineWriter` (begun by the caller)."""
+
+    def __init__(self, writer: InlineWriter, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._writer = writer
+        self._pending: list[Step] = []
+
+    async def fetch(self, *reads: Bound) -> list[list[Any]]:
+        dialect = self.dialect
+        steps, self._pending = self._pending, []
+        steps.extend(Step(*s.bind(dialect, v)) for s, v in reads)
+        done = self._writer.run(steps)
+        found = done[len(steps) - len(reads) :]
+        return [s.rows(dialect, raw) for (s, _), raw in zip(reads, found, strict=True)]
+
+    def write(self, statement: Statement, values: Mapping[str, Any]) -> None:
+        self._pending.append(Step(*statement.bind(self.dialect, values)))
+
+    def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._pending.append(Step(*statement.bind_many(self.dialect, rows), many=True))
+
+    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
+        statement, values = read
+        dialect, expected = self.dialect, list(rows)
+        sql, parameters = statement.bind(dialect, values)
+        self._pending.append(
+            Step(sql, parameters, check=lambda found: statement.rows(dialect, found) == expected)
+        )
+
+    async def commit(self) -> None:
+        steps, self._pending = self._pending, []
+        self._writer.run(steps)
+        self._writer.commit()
+
+    def abandon(self) -> None:
+        """Roll back whatever is open (at once: nothing to wait for, nothing a
+        cancellation can skip)."""
+        self._pending = []
+        self._writer.rollback()
+
+
+class PostgresTx:
+    """A transaction on a pooled psycopg connection."""
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any], dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._connection = connection
+        self._pending: list[tuple[str, Any, bool]] = []
+
+    async def _send(self, extra: list[tuple[str, Any, bool]]) -> list[list[Any]]:
+        steps, self._pending = [*self._pending, *extra], []
+        out: list[list[Any]] = []
+        if len(steps) == 1:
+            out.append(await _execute(self._connection, *steps[0]))
+            return out
+        async with self._connection.pipeline():
+            cursors = []
+            for sql, parameters, many in steps:
+                cursor = self._connection.cursor()
+                if many:
+                    await cursor.executemany(sql, parameters)
+                else:
+                    await cursor.execute(sql, parameters)
+                cursors.append(cursor)
+        for cursor in cursors:
+            out.append(await cursor.fetchall() if cursor.description else [])
+        return out
+
+    async def fetch(self, *reads: Bound) -> list[list[Any]]:
+        dialect = self.dialect
+        steps = [(*s.bind(dialect, v), False) for s, v in reads]
+        done = await self._send(steps)
+        found = done[len(done) - len(reads) :]
+        return [s.rows(dialect, raw) for (s, _), raw in zip(reads, found, strict=True)]
+
+    def write(self, statement: Statement, values: Mapping[str, Any]) -> None:
+        self._pending.append((*statement.bind(self.dialect, values), False))
+
+    def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            self._pending.append((*statement.bind_many(self.dialect, rows), True))
+
+    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
+        [found] = await self.fetch(read)
+        if found != list(rows):
+            raise Changed(str(read[0].statement))
+
+    async def commit(self) -> None:
+        if self._pending:
+            await self._send([])
+
+
+async def _execute(
+    connection: psycopg.AsyncConnection[Any], sql: str, parameters: Any, many: bool
+) -> list[Any]:
+    cursor = connection.cursor()
+    if many:
+        await cursor.executemany(sql, parameters)
+        return []
+    await cursor.execute(sql, parameters)
+    return await cursor.fetchall() if cursor.description else []
