@@ -93,15 +93,7 @@ async def drain(db: Database, settings: Settings, expected: int, label: str) -> 
     last = 0
     while True:
         await asyncio.sleep(1.0)
-        async with db.session(write=False) as session:
-            left = await session.scalar(
-                select(func.count())
-                .select_from(Delivery)
-                .where(
-                    Delivery.status.in_([DeliveryStatus.SCHEDULED, DeliveryStatus.SENDING]),
-                    Delivery.run_at <= datetime.now(UTC) + timedelta(days=1),
-                )
-            )
+        left = await pending_due(db)
         done = expected - int(left or 0)
         elapsed = time.perf_counter() - started
         log(
@@ -115,6 +107,26 @@ async def drain(db: Database, settings: Settings, expected: int, label: str) -> 
     for adapter in {id(a): a for a in channels.values()}.values():
         await adapter.close()
     return time.perf_counter() - started
+
+
+async def pending_due(db: Database) -> int:
+    """Deliveries due within a day and not finished, counted from the partial indexes (a
+    count over the whole table would take the machine from the dispatcher being measured)."""
+    async with db.session(write=False) as session:
+        scheduled = await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(
+                Delivery.status == DeliveryStatus.SCHEDULED,
+                Delivery.run_at <= datetime.now(UTC) + timedelta(days=1),
+            )
+        )
+        sending = await session.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until.is_not(None))
+        )
+    return int(scheduled or 0) + int(sending or 0)
 
 
 async def lateness(db: Database, since: datetime) -> dict[str, float]:

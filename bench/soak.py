@@ -33,6 +33,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -165,10 +166,12 @@ def wrk_paced(
 
 
 def capacity(wrk: str, folder: Path, url: str, tenant: Tenant, slot_base: int) -> float:
-    """Bookings a second the server answers when offered as many as it takes (10 s)."""
+    """Bookings a second the server answers when offered as many as it takes (10 s, four
+    connections: enough to keep it busy, too few to be shed)."""
     from bench.api import calnotify_make
 
     context = {
+        "list_calendar": tenant.calendar,
         "booking_calendar": tenant.calendar,
         "location": tenant.location,
         "contact": tenant.contact,
@@ -179,14 +182,45 @@ def capacity(wrk: str, folder: Path, url: str, tenant: Tenant, slot_base: int) -
     path = folder / "capacity.lua"
     path.write_text(script)
     out = subprocess.run(
-        [wrk, "-t2", "-c16", "-d10s", "-s", str(path), url],
+        [wrk, "-t2", "-c4", "-d10s", "-s", str(path), url],
         capture_output=True,
         text=True,
         check=False,
     )
     line = next(x for x in out.stdout.splitlines() if x.startswith("WRKJSON "))
     raw = json.loads(line.removeprefix("WRKJSON "))
-    return float(raw["requests"] / (raw["duration_us"] / 1e6))
+    answered = raw["requests"] - raw["status_errors"]  # booked (2xx), not shed
+    return float(answered / (raw["duration_us"] / 1e6))
+
+
+def probe(url: str, tenant: Tenant, seconds: float, slot_base: int, out: list[Any]) -> None:
+    """A booking every 100 ms beside the load, each timed with its status: how long a
+    refused (503) and an admitted booking took. (Measures single requests; the load is
+    wrk's.)"""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {tenant.token}", **API_HEADERS}
+    give_up = time.monotonic() + seconds
+    with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+        i = 0
+        while time.monotonic() < give_up:
+            i += 1
+            start = datetime.fromtimestamp(slot_base - i * SLOT_SECONDS, UTC)
+            began = time.perf_counter()
+            try:
+                status = client.post(
+                    "/calendars/events/appointments",
+                    json={
+                        "calendarId": tenant.calendar,
+                        "locationId": tenant.location,
+                        "contactId": tenant.contact,
+                        "startTime": start.isoformat(),
+                    },
+                ).status_code
+            except httpx.HTTPError:
+                status = 0
+            out.append((status, time.perf_counter() - began))
+            time.sleep(0.1)
 
 
 def instant(value: Any) -> datetime:
@@ -257,12 +291,28 @@ def soak(
             time.sleep(max(0.0, (due_from - datetime.now(UTC)).total_seconds()))
             since = datetime.now(UTC)
             connections = max(4, min(256, round(rate * (1.0 if label == "a" else 0.5))))
+            probed: list[Any] = []
+            prober = threading.Thread(
+                target=probe, args=(base, tenant, args.seconds, slot_base, probed), daemon=True
+            )
             with rss_sampler(server.pid) as peak:
+                prober.start()
                 result["bookings"] = wrk_paced(
                     wrk, folder, base, tenant, rate, args.seconds, connections, slot_base
                 )
+                prober.join()
                 time.sleep(3)  # the last reminders' and emails' sends
                 result["rss_mb_peak"] = peak()
+            refused = [s for code, s in probed if code == 503]
+            admitted = [s for code, s in probed if 200 <= code < 300]
+            result["probe"] = {
+                "bookings": len(probed),
+                "admitted": len(admitted),
+                "admitted_s": {k: round(v, 3) for k, v in summary(admitted).items()},
+                "refused_503": len(refused),
+                "refused_s": {k: round(v, 3) for k, v in summary(refused).items()},
+                "other": len(probed) - len(refused) - len(admitted),
+            }
         result.update(sends(url, prefix, since))
     finally:
         result["rss_mb_end"] = largest_rss_mb(server.pid)
@@ -304,7 +354,10 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--reminders", type=int, default=3000)
     parser.add_argument(
-        "--overload", type=float, default=2.0, help="a second soak at this many times capacity"
+        "--overload",
+        type=float,
+        default=2.0,
+        help="a second soak at this many times capacity (0: none)",
     )
     parser.add_argument("--big-rows", type=int, default=0)
     main(parser.parse_args())

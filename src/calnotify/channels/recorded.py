@@ -11,8 +11,8 @@ from calnotify.channels.base import ChannelAdapter, Message, Receipt, RetryableS
 from calnotify.clock import Clock
 from calnotify.db.dialect import insert_ignoring_conflicts
 from calnotify.db.engine import DATABASE_ERRORS, Database
-from calnotify.db.gate import Priority
 from calnotify.db.statements import Statement
+from calnotify.db.tx import Tx
 
 
 class RecordingAdapter(ChannelAdapter):
@@ -47,14 +47,17 @@ class RecordingAdapter(ChannelAdapter):
     async def send_many(self, messages: Sequence[Message]) -> list[Receipt | SendError]:
         if not messages:
             return []
+        rows = [self.row(m) for m in messages]
+        wanted = {"ids": [m.delivery_id for m in messages]}
+
+        async def work(tx: Tx) -> dict[str, str]:
+            tx.write_many(self._insert, rows)
+            [stored] = await tx.fetch((self._stored, wanted))
+            return {row.delivery_id: row.id for row in stored}
+
         try:
-            # Part of sending: at the writer's send priority.
-            async with self.db.transaction(Priority.SEND) as tx:
-                tx.write_many(self._insert, [self.row(m) for m in messages])
-                [stored] = await tx.fetch(
-                    (self._stored, {"ids": [m.delivery_id for m in messages]})
-                )
-            ids = {row.delivery_id: row.id for row in stored}
+            # Part of sending: group-committed with the dispatcher's other writes.
+            ids = await self.db.sends.run(work)
         except DATABASE_ERRORS as exc:
             error = RetryableSendError(f"{self.provider} write failed: {type(exc).__name__}")
             return [error for _ in messages]

@@ -142,6 +142,7 @@ class ComposePool:
         self._busy: Counter[str] = Counter()  # processes working for each location
         self._caps: dict[str, int] = {}
         self._workers: list[_Worker] = []
+        self._idle = 0  # workers with nothing to do
         self._starting = 0
         self._closed = False
         self._watch: asyncio.Task[None] | None = None
@@ -188,8 +189,10 @@ class ComposePool:
             queue = self._queues[location_id] = deque()
             self._turns.append(location_id)
         queue.append(job)
-        self._ensure_processes()
-        self._pump()
+        if len(self._workers) + self._starting < self.processes:
+            self._ensure_processes()
+        if self._idle and self._busy[location_id] < self._caps.get(location_id, self.per_location):
+            self._pump()
         return job
 
     def cap(self, location_id: str, processes: int | None) -> None:
@@ -259,6 +262,7 @@ class ComposePool:
         worker = _Worker(process, connection, answers)
         os.set_blocking(answers.fileno(), False)
         self._workers.append(worker)
+        self._idle += 1
         if len(self._workers) >= self.processes:
             self._all_started.set()
         assert self._loop is not None
@@ -271,6 +275,7 @@ class ComposePool:
         of its batch goes back to the front of its location's queue."""
         if worker in self._workers:
             self._workers.remove(worker)
+            self._idle -= not worker.busy
         if self._loop is not None:
             with contextlib.suppress(Exception):
                 self._loop.remove_reader(worker.answers.fileno())
@@ -337,6 +342,7 @@ class ComposePool:
             worker.location = location
             worker.began = time.monotonic()
             self._busy[location] += 1
+            self._idle -= 1
 
     def _next_location(self) -> str | None:
         for _ in range(len(self._turns)):
@@ -379,6 +385,7 @@ class ComposePool:
         del buffer[:offset]
         if not worker.jobs:
             self._settle(worker)
+            self._idle += 1
             self._pump()
 
     def _drop(self, job: Job) -> bool:

@@ -42,6 +42,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 from calnotify.db import sqlite_driver
 from calnotify.db.gate import Priority, WriteGate
+from calnotify.db.group import GroupCommit
 from calnotify.db.statements import POSTGRES, SQLITE, Bound
 from calnotify.db.tx import PostgresTx, SQLiteTx, Tx
 from calnotify.db.urls import async_url, connect_args
@@ -76,6 +77,8 @@ class Database:
         self.sql: Dialect = SQLITE if self.dialect == "sqlite" else POSTGRES
         self._busy_timeout_ms = busy_timeout_ms
         self.gate = gate or WriteGate()
+        #: The sending side's small writes, group-committed (see calnotify.db.group).
+        self.sends = GroupCommit(self)
         self._inline: sqlite3.Connection | None = None
         self._reader: sqlite_driver.ThreadConnection | None = None
         self._writer: sqlite_driver.InlineWriter | None = None

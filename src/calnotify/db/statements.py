@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
@@ -69,7 +70,7 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> Compiled:
     sql = str(compiled)
     placeholder = _marker(dialect)
     converters = {
-        name: _quicker(bind.type, bind.type.dialect_impl(dialect).bind_processor(dialect))
+        name: _quicker(bind.type, bind.type.dialect_impl(dialect).bind_processor(dialect), dialect)
         for name, bind in compiled.binds.items()
     }
     expanding = {name for name, bind in compiled.binds.items() if bind.expanding}
@@ -132,6 +133,8 @@ def _same(value: Any) -> Any:
 def _result_processor(column: Any, dialect: Dialect) -> Convert:
     """How SQLAlchemy converts the column's driver values; None where the driver gives the
     value as it is meant already (psycopg's numbers, asked without a type code)."""
+    if _utc_datetime(column.type) and dialect.name == "sqlite":
+        return _sqlite_utc_value
     try:
         processor: Convert = column.type.dialect_impl(dialect).result_processor(dialect, None)
     except (TypeError, LookupError):
@@ -139,16 +142,39 @@ def _result_processor(column: Any, dialect: Dialect) -> Convert:
     return processor
 
 
-def _quicker(kind: Any, processor: Convert) -> Convert:
+def _utc_datetime(kind: Any) -> bool:
+    return isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime)
+
+
+def _sqlite_utc_text(value: datetime) -> str:
+    """An aware datetime as SQLite stores it (naive UTC, always six fractional digits):
+    what SQLAlchemy's UTC type and SQLite's DATETIME write, in one C call or two."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_utc_value(text: str) -> datetime:
+    """SQLite's stored text of a UTC column, as an aware datetime (what SQLAlchemy's SQLite
+    DATETIME and the UTC type read, by the C parser)."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _quicker(kind: Any, processor: Convert, dialect: Dialect) -> Convert:
     """``processor``, giving the same values for less: a JSON column's commonest value (an
-    empty list) written as ``json.dumps`` writes it without calling it; a datetime bound
-    twice in a row (``date_added`` and ``date_updated`` of a new row) converted once."""
+    empty list) written as ``json.dumps`` writes it without calling it; on SQLite a UTC
+    datetime formatted by its C method; a datetime bound twice in a row (``date_added`` and
+    ``date_updated`` of a new row) converted once."""
     if processor is None:
         return None
     bound = processor
     if isinstance(kind, JSON):
         return lambda value: "[]" if value == [] else bound(value)
-    if isinstance(kind, TypeDecorator) and isinstance(kind.impl, DateTime):
+    if _utc_datetime(kind) and dialect.name == "sqlite":
+        bound = _sqlite_utc_text
+    if _utc_datetime(kind):
         last: list[Any] = [None, None]
 
         def converted(value: Any) -> Any:

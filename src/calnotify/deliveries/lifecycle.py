@@ -231,14 +231,6 @@ async def renew(db: Database, ids: Sequence[str], token: str, until: datetime) -
     return {row.id for row in rows}
 
 
-@dataclass(frozen=True, slots=True)
-class HandOver:
-    """Messages of one claim about to be given to their providers."""
-
-    ids: Sequence[str]
-    token: str
-
-
 async def hand_over(
     db: Database,
     ids: Sequence[str],
@@ -248,10 +240,20 @@ async def hand_over(
     max_attempts: int,
 ) -> set[str]:
     """Count an attempt for each message about to be given to its provider; the ids that may
-    go. A row this claim no longer holds, or one that has used up its attempts, may not."""
-    groups = [HandOver(ids, token)]
-    allowed, _ = await hand_over_and_record(db, groups, (), now, until, max_attempts)
-    return allowed
+    go. A row this claim no longer holds, or one that has used up its attempts, may not.
+    Group-committed with the process's other sending writes (:mod:`calnotify.db.group`)."""
+    if not ids:
+        return set()
+    values = {
+        "ids": list(ids), "token": token, "now": now, "until": until,
+        "max_attempts": max_attempts,
+    }  # fmt: skip
+
+    async def work(tx: Tx) -> set[str]:
+        [rows] = await tx.fetch((HAND_OVER, values))
+        return {row.id for row in rows}
+
+    return await db.sends.run(work)
 
 
 # --- recording ---------------------------------------------------------------------------
@@ -335,34 +337,17 @@ ATTEMPT = Statement(insert(DeliveryAttempt.__table__))  # type: ignore[arg-type]
 async def record(db: Database, outcomes: Sequence[Outcome], now: datetime) -> int:
     """Write the outcomes (of one claim or several), and an attempt row for each hand-over;
     the number of rows written. Guarded by each row's claim token: a worker that lost its
-    lease writes nothing."""
+    lease writes nothing. Group-committed with the process's other sending writes."""
     if not outcomes:
         return 0
-    _, recorded = await hand_over_and_record(db, (), outcomes, now, now, 0)
-    return len(recorded)
-
-
-async def hand_over_and_record(
-    db: Database,
-    groups: Sequence[HandOver],
-    outcomes: Sequence[Outcome],
-    now: datetime,
-    until: datetime,
-    max_attempts: int,
-) -> tuple[set[str], set[str]]:
-    """:func:`hand_over` and :func:`record` in one transaction (a group commit of what
-    several batches ask at once), in two trips: the ids that may go, and the ids recorded."""
     for o in outcomes:
         check(o.transition, DeliveryStatus.SENDING, o.status)
-    common = {"now": now, "until": until, "max_attempts": max_attempts}
-    reads = [(HAND_OVER, {**common, "ids": list(g.ids), "token": g.token}) for g in groups if g.ids]
-    held = [(HELD, {"ids": [o.delivery.id for o in outcomes]})] if outcomes else []
-    if not reads and not held:
-        return set(), set()
-    async with db.transaction(Priority.SEND) as tx:
-        found = await tx.fetch(*reads, *held)
-        recorded = _record_held(tx, outcomes, found[-1], now) if held else set()
-    return {row.id for rows in found[: len(reads)] for row in rows}, recorded
+
+    async def work(tx: Tx) -> int:
+        [rows] = await tx.fetch((HELD, {"ids": [o.delivery.id for o in outcomes]}))
+        return len(_record_held(tx, outcomes, rows, now))
+
+    return await db.sends.run(work)
 
 
 def _record_held(

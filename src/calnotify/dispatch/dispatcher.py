@@ -1,11 +1,12 @@
 """The dispatcher: due deliveries claimed, composed, sent and recorded, batch by batch.
 
 Cut the way Oban cuts a queue (docs/engine.md, "The dispatcher"): :mod:`.producer` claims
-with fairness between locations, :mod:`.executor` works one batch (fence, compose, hand
-over, send, classify with :mod:`.answers` and :mod:`.backoff`, record through the group
-commit of :mod:`.writes`), :mod:`.heartbeat` keeps a batch's lease, :mod:`.lifeline` takes
-back dead workers' rows, and :mod:`.stager` runs the planning jobs and the recurring
-horizon. :class:`Dispatcher` puts them together and runs them.
+with fairness between locations (:mod:`.fairness`), :mod:`.executor` works one batch
+(fence, compose, hand over, send, classify with :mod:`.answers` and :mod:`.backoff`,
+record; the writes are group-committed, :mod:`calnotify.db.group`), :mod:`.heartbeat`
+keeps a batch's lease, :mod:`.lifeline` takes back dead workers' rows, and :mod:`.stager`
+runs the planning jobs and the recurring horizon. :class:`Dispatcher` puts them together
+and runs them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from calnotify.channels.base import ChannelAdapter
 from calnotify.clock import Clock
 from calnotify.compose.pool import ComposePool
 from calnotify.db.engine import DATABASE_ERRORS, Database
+from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome
 from calnotify.dispatch.executor import Executor, Record
 from calnotify.dispatch.fairness import Fairness
@@ -28,7 +30,6 @@ from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.producer import BATCHES_PER_LOOP, Producer
 from calnotify.dispatch.settings import DispatchSettings
 from calnotify.dispatch.stager import Stager
-from calnotify.dispatch.writes import Writes
 
 __all__ = ["DispatchSettings", "Dispatcher"]
 log = logging.getLogger("calnotify.dispatch")
@@ -58,7 +59,6 @@ class Dispatcher:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.fairness = Fairness(self.pool, settings.concurrency * BATCHES_PER_LOOP)
-        self.writes = Writes(db, clock, lease=settings.lease, max_attempts=settings.max_attempts)
         self.producer = Producer(db, clock, settings, self.fairness, self.metrics)
         self.executor = Executor(
             db,
@@ -67,7 +67,6 @@ class Dispatcher:
             settings,
             self.pool,
             self.fairness,
-            self.writes,
             lambda: self._stopping,
         )
         self.stager = Stager(db, clock, settings)
@@ -155,7 +154,7 @@ class Dispatcher:
                 self.metrics.lateness.observe(
                     max(0.0, (sent_at - o.delivery.due_at).total_seconds())
                 )
-        await self.writes.record(outcomes)
+        await lifecycle.record(self.db, outcomes, self.clock.now())
 
     async def _record_patiently(
         self, outcomes: Sequence[Outcome], lease: Heartbeat | None = None

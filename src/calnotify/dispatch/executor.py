@@ -2,8 +2,8 @@
 
 Never a transaction across the network: the chunk's rows are read in one snapshot, each
 message is composed in a render process, the attempts of whatever is ready are counted in
-one group-committed transaction (:mod:`calnotify.dispatch.writes`), the providers are
-called outside any transaction, and the outcomes are recorded in another group commit,
+one group-committed transaction (:mod:`calnotify.db.group`), the providers are called
+outside any transaction, and the outcomes are recorded in another group commit,
 each write guarded by the claim token.
 
 At most ``in_flight`` messages of the process are handed over and not yet recorded at any
@@ -30,13 +30,13 @@ from calnotify.channels.base import (
 from calnotify.clock import Clock
 from calnotify.compose.pool import Cancelled, Composed, ComposePool, Job, PoolClosed
 from calnotify.db.engine import Database
+from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason, released
 from calnotify.dispatch.answers import classify
 from calnotify.dispatch.context import load, prepare
 from calnotify.dispatch.fairness import Fairness
 from calnotify.dispatch.heartbeat import Heartbeat
 from calnotify.dispatch.settings import DispatchSettings
-from calnotify.dispatch.writes import Writes
 from calnotify.templates.errors import RenderError
 
 log = logging.getLogger("calnotify.dispatch")
@@ -84,7 +84,6 @@ class Executor:
         settings: DispatchSettings,
         pool: ComposePool,
         fairness: Fairness,
-        writes: Writes,
         stopping: Callable[[], bool],
     ) -> None:
         self.db = db
@@ -93,7 +92,6 @@ class Executor:
         self.settings = settings
         self.pool = pool
         self.fairness = fairness
-        self.writes = writes
         self.stopping = stopping
         self.window = Window(settings.in_flight)
         self._wires: dict[str, WireBuilder | None] = {}
@@ -266,8 +264,16 @@ class Executor:
     async def _hand_over_and_send(
         self, ready: Sequence[tuple[Any, Message]], token: str
     ) -> list[Outcome]:
+        now = self.clock.now()
         try:
-            allowed = await self.writes.hand_over([d.id for d, _ in ready], token)
+            allowed = await lifecycle.hand_over(
+                self.db,
+                [d.id for d, _ in ready],
+                token,
+                now,
+                now + self.settings.lease,
+                self.settings.max_attempts,
+            )
         except Exception as exc:
             # Nothing was handed over: the messages go back to the queue, unsent.
             log.warning("dispatch: cannot count the attempts (%s); not sending", exc)

@@ -56,7 +56,8 @@ class RenderData:
 
 def full_name(row: Any) -> str:
     """A contact's or user's name: first and last, as far as given."""
-    return " ".join(p for p in (row.first_name, row.last_name) if p)
+    first, last = row.first_name, row.last_name
+    return f"{first} {last}" if first and last else first or last
 
 
 def only_date(when: datetime) -> str:
