@@ -63,8 +63,8 @@ REFERENCE_OF = {
     "list": "select10",
     "get": "select1",
     "update": "update",
-    "book": "insert",
-    "reschedule": "update",
+    "book": "book",
+    "reschedule": "reschedule",
 }
 REFERENCE_CALENDAR = "refcal00000000000000"
 LIST_LIMIT = 10
@@ -459,6 +459,15 @@ def prepare_reference(url: str) -> list[str]:
             )
         )
         conn.execute(text("CREATE INDEX ix_bench_rows ON bench_rows (calendar_id, created_at, id)"))
+        # A booking's deliveries: as calnotify's, looked up by appointment when it changes.
+        conn.execute(
+            text(
+                "CREATE TABLE bench_deliveries (id VARCHAR(20) PRIMARY KEY,"
+                " appointment_id VARCHAR(20) NOT NULL, kind VARCHAR(20) NOT NULL,"
+                " due_at VARCHAR(40) NOT NULL, status VARCHAR(20) NOT NULL)"
+            )
+        )
+        conn.execute(text("CREATE INDEX ix_bench_deliveries ON bench_deliveries (appointment_id)"))
         now = datetime.now(UTC)
         for i, row_id in enumerate(ids):
             conn.execute(
@@ -470,6 +479,11 @@ def prepare_reference(url: str) -> list[str]:
                     "created": (now + timedelta(microseconds=i)).isoformat(),
                 },
             )
+            for kind in ("booked", "reminder"):
+                conn.execute(
+                    text("INSERT INTO bench_deliveries VALUES (:id, :row, :kind, :due, 'sent')"),
+                    {"id": f"{kind[:3]}{row_id[3:]}", "row": row_id, "kind": kind, "due": ""},
+                )
     engine.dispose()
     return ids
 

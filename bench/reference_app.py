@@ -1,14 +1,16 @@
 """The reference for the API benchmark: the least a Python service can do per request.
 
-A minimal Starlette app doing the single-row work of each calnotify operation on the same
-database: insert one row (create, book), select ten rows (list), select one row (get),
-update one row (update, reschedule). SQLite through one long-lived aiosqlite connection
+A minimal Starlette app doing the row work of each calnotify operation on the same
+database: insert one row (create), select ten rows (list), select one row (get), update one
+row (update); a booking is an appointment row and its two deliveries (a booked email and a
+reminder) inserted in one commit, a reschedule that appointment and its two deliveries
+updated in one commit. SQLite through one long-lived aiosqlite connection
 (WAL, ``synchronous=NORMAL``, as calnotify sets it); PostgreSQL through a small pool of
 psycopg connections per process (autocommit).
 
     uvicorn --factory bench.reference_app:app   (CALNOTIFY_DATABASE_URL names the database)
 
-The table ``bench_rows`` is created by bench/api.py.
+The tables ``bench_rows`` and ``bench_deliveries`` are created by bench/api.py.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from calnotify.db.urls import async_url, sqlite_path
 POOL_SIZE = 8
 
 Query = Callable[[str, tuple[Any, ...]], Awaitable[list[tuple[Any, ...]]]]
+#: Statements run in one transaction: each with its parameters.
+Transaction = Callable[[list[tuple[str, tuple[Any, ...]]]], Awaitable[None]]
 
 
 def _row(row: tuple[Any, ...]) -> dict[str, Any]:
@@ -62,7 +66,21 @@ def app() -> Starlette:
                 async with conn.execute(sql.replace("%s", "?"), params) as cursor:
                     return list(await cursor.fetchall())
 
-            state["query"] = query
+            # One connection: a transaction holds it from BEGIN to COMMIT.
+            lock = asyncio.Lock()
+
+            async def transaction(statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+                async with lock:
+                    await conn.execute("BEGIN")
+                    try:
+                        for sql, params in statements:
+                            await conn.execute(sql.replace("%s", "?"), params)
+                    except BaseException:
+                        await conn.execute("ROLLBACK")
+                        raise
+                    await conn.execute("COMMIT")
+
+            state["query"], state["transaction"] = query, transaction
             try:
                 yield
             finally:
@@ -84,7 +102,16 @@ def app() -> Starlette:
             finally:
                 pool.put_nowait(conn)
 
-        state["query"] = pg_query
+        async def pg_transaction(statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+            conn = await pool.get()
+            try:
+                async with conn.transaction():
+                    for sql, params in statements:
+                        await conn.execute(sql, params)
+            finally:
+                pool.put_nowait(conn)
+
+        state["query"], state["transaction"] = pg_query, pg_transaction
         try:
             yield
         finally:
@@ -131,8 +158,52 @@ def app() -> Starlette:
         )
         return JSONResponse({"message": "updated"})
 
+    async def book(request: Request) -> JSONResponse:
+        body = await request.json()
+        now = datetime.now(UTC).isoformat()
+        appointment = secrets.token_hex(10)
+        start = str(body.get("startTime", now))
+        await state["transaction"](
+            [
+                (
+                    "INSERT INTO bench_rows (id, calendar_id, payload, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (appointment, request.path_params["calendar_id"], str(body)[:200], now),
+                ),
+                *(
+                    (
+                        "INSERT INTO bench_deliveries (id, appointment_id, kind, due_at, status)"
+                        " VALUES (%s, %s, %s, %s, %s)",
+                        (secrets.token_hex(10), appointment, kind, due, "scheduled"),
+                    )
+                    for kind, due in (("booked", now), ("reminder", start))
+                ),
+            ]
+        )
+        return JSONResponse({"id": appointment, "startTime": start})
+
+    async def reschedule(request: Request) -> JSONResponse:
+        body = await request.json()
+        appointment = request.path_params["row_id"]
+        start = str(body.get("startTime", ""))
+        await state["transaction"](
+            [
+                (
+                    "UPDATE bench_rows SET payload = %s WHERE id = %s AND calendar_id = %s",
+                    (str(body)[:200], appointment, request.path_params["calendar_id"]),
+                ),
+                (
+                    "UPDATE bench_deliveries SET due_at = %s WHERE appointment_id = %s",
+                    (start, appointment),
+                ),
+            ]
+        )
+        return JSONResponse({"id": appointment, "startTime": start})
+
     return Starlette(
         routes=[
+            Route("/book/{calendar_id}", book, methods=["POST"]),
+            Route("/book/{calendar_id}/{row_id}", reschedule, methods=["PUT"]),
             Route("/rows/{calendar_id}", insert_row, methods=["POST"]),
             Route("/rows/{calendar_id}", list_rows, methods=["GET"]),
             Route("/rows/{calendar_id}/{row_id}", get_row, methods=["GET"]),

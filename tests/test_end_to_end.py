@@ -9,7 +9,7 @@ import httpx
 import pytest
 from highlevel import GHLError, HighLevel
 
-from calnotify.db.engine import PRINCIPAL_SECONDS
+from calnotify.auth.tokens import PRINCIPAL_SECONDS
 from tests.processes import Server, calnotify
 from tests.spec import assert_conforms
 

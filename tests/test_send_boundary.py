@@ -250,9 +250,9 @@ def test_illegal_transitions_raise() -> None:
 
 
 async def test_cancel_takes_only_known_reasons(db: Database) -> None:
-    async with db.session() as session:
-        with pytest.raises(IllegalTransition):
-            await lifecycle.cancel(session, "because", NOW)
+    with pytest.raises(IllegalTransition):
+        async with db.transaction() as tx:
+            lifecycle.cancel(tx, "because", ["d1"], NOW)
 
 
 def test_the_engine_doc_lifecycle_table_matches_the_code() -> None:

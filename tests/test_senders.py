@@ -207,11 +207,8 @@ async def test_allowed_senders(db: Database, tenant: Tenant, other_tenant: Tenan
                 ),
             ]
         )
-    async with db.session(write=False) as session:
-        loaded = await allowed_senders(
-            session, {tenant.location_id, other_tenant.location_id, "nowhere"}
-        )
-        assert await allowed_senders(session, set()) == {}
+    loaded = await allowed_senders(db, {tenant.location_id, other_tenant.location_id, "nowhere"})
+    assert await allowed_senders(db, set()) == {}
     assert loaded[tenant.location_id] == AllowedSenders(
         frozenset({"a@x.example"}), frozenset({"+14155551111"})
     )
@@ -227,8 +224,7 @@ async def test_allowed_senders_go_with_their_location(db: Database, tenant: Tena
         session.add(AllowedSender(location_id=tenant.location_id, kind="email", value="a@x.ex"))
     async with db.session() as session:
         await session.execute(delete(Location).where(Location.id == tenant.location_id))
-    async with db.session(write=False) as session:
-        loaded = await allowed_senders(session, {tenant.location_id})
+    loaded = await allowed_senders(db, {tenant.location_id})
     assert loaded[tenant.location_id] == NOTHING_ALLOWED
 
 

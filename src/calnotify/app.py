@@ -6,6 +6,7 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -23,6 +24,7 @@ from calnotify.api.middleware import BodyLimit, CatchAll, Shedding, TrailingSlas
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS, VERSION_DESCRIPTION, TokenWith
+from calnotify.auth.tokens import PRINCIPAL_SECONDS, Principal, ShortLived
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
 from calnotify.compose.pool import ComposePool
@@ -34,8 +36,10 @@ from calnotify.contacts.router import router as contacts_router
 from calnotify.db.engine import Database
 from calnotify.db.gate import WriteGate
 from calnotify.deliveries.router import router as deliveries_router
+from calnotify.deps import Planning
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.runtime import Engine
+from calnotify.dispatch.wakeup import Wakeup
 from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
@@ -75,12 +79,14 @@ def create_app(
     clock = clock or SystemClock()
     metrics = DispatchMetrics()
     hub = InboxHub()
+    wakeup = Wakeup()
     # Messages are composed in render processes (a request never renders on the event
     # loop), shared by plan previews and this process's dispatcher.
     pool = ComposePool(settings.render_budget_seconds, processes=settings.render_processes or None)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        pool.warm()  # the first message or preview does not wait for the render processes
         engine = None
         if run_dispatcher:
             engine = Engine(
@@ -91,6 +97,7 @@ def create_app(
                 metrics=metrics,
                 inbox_listener=hub.publish,
                 pool=pool,
+                wakeup=wakeup,
             )
             engine.start()
         # What exists at start lives as long as the process: keep the collector from
@@ -125,6 +132,8 @@ def create_app(
     app.state.inbox_hub = hub
     app.state.settings = settings
     app.state.compose_pool = pool
+    app.state.planning = Planning(timedelta(days=settings.planning_horizon_days), wakeup)
+    app.state.principals = ShortLived[Principal](PRINCIPAL_SECONDS)
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)

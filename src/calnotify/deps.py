@@ -1,23 +1,21 @@
 """Request-scoped dependencies shared by every router.
 
-A request has at most two units of work, never open at the same time:
+* :data:`DatabaseDep`: the database. The busy paths read with :meth:`Database.fetch` (no
+  unit of work; never waits for a writer) and write in one transaction of compiled
+  statements (:meth:`Database.transaction`), opened by their service.
+* :data:`ReadSessionDep`, :data:`SessionDep`: an ORM unit of work, for the paths that run
+  seldom (administration-like routes, the console's lists). A read request gets a read
+  unit, which never takes SQLite's write lock; a write request the write unit, committed
+  before the answer is sent.
+* :data:`PlanningDep`: what a write that plans deliveries is given: the planning horizon of
+  recurring series, and the wake-up of this process's dispatcher.
 
-* the *read* unit (:data:`ReadSessionDep`): never takes SQLite's write lock nor waits for
-  a writer (WAL). A read request (GET, HEAD, OPTIONS) uses it for everything.
-* the *write* unit of a write request (:data:`SessionDep` on POST, PUT, DELETE, …): the
-  only one that takes the write lock (SQLite). A route whose change may plan nothing
-  takes :class:`WriteUnits` instead, and its service opens either a write unit or the
-  database's one-trip writer (:meth:`~calnotify.db.engine.Database.writer`).
-
-The busiest reads skip units of work altogether (:meth:`Database.fetch`, :data:`DatabaseDep`).
-
-The caller's token is resolved first (auth/deps.py), from the principals the database
+The caller's token is resolved first (auth/deps.py), from the principals the service
 remembers or by a read outside any unit of work, so a bad, missing or revoked token is
-refused without queueing behind writers. FastAPI
-resolves a route's parameters in the order they are declared, so a route declares its
-principal (``principal: EventsWrite``) *before* ``session: SessionDep``; a webhook
-declares its signature check before it too. tests/test_auth_before_lock.py holds every
-route to this.
+refused without queueing behind writers. FastAPI resolves a route's parameters in the
+order they are declared, so a route declares its principal (``principal: EventsWrite``)
+*before* ``session: SessionDep``; a webhook declares its signature check before it too.
+tests/test_auth_before_lock.py holds every route to this.
 
 Dependencies here are coroutines: FastAPI runs a plain function in a worker thread, a
 round trip to the thread pool on every request.
@@ -26,7 +24,6 @@ round trip to the thread pool on every request.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -34,9 +31,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from calnotify.appointments.series import PLANNING_HORIZON
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
+from calnotify.dispatch.wakeup import Wakeup
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -50,7 +47,6 @@ async def _database(request: Request) -> Database:
     return get_database(request)
 
 
-#: The database itself, for reads that need no unit of work (:meth:`Database.fetch`).
 DatabaseDep = Annotated[Database, Depends(_database)]
 
 
@@ -73,21 +69,8 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 
     A read request gets a read unit; a write request the write unit.
     """
-    if is_read_request(request):
-        async with get_database(request).session(write=False) as reader:
-            yield reader
-        return
-    async with write_unit(request) as session:
-        yield session
-
-
-@asynccontextmanager
-async def write_unit(request: Request) -> AsyncIterator[AsyncSession]:
-    """The write unit of work of ``request``, with the settings its planning reads."""
-    async with get_database(request).session(write=True) as session:
-        settings = getattr(request.app.state, "settings", None)
-        if settings is not None:
-            session.info[PLANNING_HORIZON] = timedelta(days=settings.planning_horizon_days)
+    write = not is_read_request(request)
+    async with get_database(request).session(write=write) as session:
         yield session
 
 
@@ -97,25 +80,28 @@ SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 @dataclass(frozen=True, slots=True)
-class WriteUnits:
-    """For a route whose service picks its unit of work (the route takes the request and
-    hands ``WriteUnits(request)`` to it): a write unit of work
-    (:func:`write_unit`) when the change plans deliveries, else the database's
-    :meth:`~calnotify.db.engine.Database.writer`, one trip for a row or two. Either is
-    opened once and ends (commits) before the answer is sent, as :data:`SessionDep`."""
+class Planning:
+    """What a write that plans deliveries is given."""
 
-    request: Request
+    horizon: timedelta  # recurring series: deliveries exist as rows when due within it
+    wakeup: Wakeup  # told after a commit that planned something due to send
 
-    @property
-    def db(self) -> Database:
-        return get_database(self.request)
+    def planned(self, due: bool) -> None:
+        """A write committed; ``due``: it planned something to send."""
+        if due:
+            self.wakeup.due()
 
-    @property
-    def clock(self) -> Clock:
-        return get_clock(self.request)
 
-    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return write_unit(self.request)
+def get_planning(request: Request) -> Planning:
+    planning: Planning = request.app.state.planning
+    return planning
+
+
+async def _planning(request: Request) -> Planning:
+    return get_planning(request)
+
+
+PlanningDep = Annotated[Planning, Depends(_planning)]
 
 
 def get_clock(request: Request) -> Clock:

@@ -7,14 +7,14 @@ planning reads them; nothing is lost if a process dies right after the commit.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from calnotify.api.types import format_timestamp
-from calnotify.db.base import utcnow
-from calnotify.models import Appointment, AppointmentEvent
+from calnotify.appointments import rows
+from calnotify.db.tx import Tx
 from calnotify.models.appointment import AppointmentEventKind
+from calnotify.planning.store import Event
 
 # Fields whose change is neither a status change nor a reschedule but may change who is
 # notified (recipients are planned from them).
@@ -31,7 +31,7 @@ _OTHER_FIELDS = (
 )
 
 
-def snapshot(appointment: Appointment) -> dict[str, Any]:
+def snapshot(appointment: Any) -> dict[str, Any]:
     return {
         "id": appointment.id,
         "version": appointment.version,
@@ -63,24 +63,30 @@ def kinds_of_change(before: dict[str, Any], after: dict[str, Any]) -> list[Appoi
     return kinds
 
 
-def record(
-    session: AsyncSession,
-    appointment: Appointment,
+async def record(
+    tx: Tx,
+    appointment: Any,
     kind: AppointmentEventKind,
     *,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
     to_notify: bool,
-) -> AppointmentEvent:
-    event = AppointmentEvent(
-        appointment_id=appointment.id,
-        location_id=appointment.location_id,
-        kind=kind,
-        appointment_version=appointment.version,
-        to_notify=to_notify,
-        before=before,
-        after=after,
-        occurred_at=utcnow(),
+    now: datetime,
+) -> Event:
+    """Write one event of ``appointment`` (as it is now); the event, with its id."""
+    [[row]] = await tx.fetch(
+        (
+            rows.INSERT_EVENT,
+            {
+                "appointment_id": appointment.id,
+                "location_id": appointment.location_id,
+                "kind": kind.value,
+                "appointment_version": appointment.version,
+                "to_notify": to_notify,
+                "before": before,
+                "after": after,
+                "occurred_at": now,
+            },
+        )
     )
-    session.add(event)
-    return event
+    return Event(row.id, kind.value, to_notify, (after or {}).get("appointmentStatus"))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from calnotify.appointments import service
+from calnotify.appointments import reads, service
 from calnotify.appointments.schemas import (
     AppointmentCreate,
     AppointmentOut,
@@ -15,8 +15,9 @@ from calnotify.appointments.schemas import (
     EventsEnvelope,
     Succeeded,
 )
+from calnotify.appointments.series import location_zone
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import ClockDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 
 router = APIRouter(prefix="/calendars/events", tags=["Calendar Events"])
 
@@ -26,7 +27,7 @@ IdQuery = Annotated[str | None, Query(max_length=64)]
 @router.get("", response_model=EventsEnvelope, operation_id="get-calendar-events")
 async def get_calendar_events(
     principal: EventsRead,
-    session: SessionDep,
+    db: DatabaseDep,
     location_id: Annotated[str, Query(alias="locationId", max_length=64)],
     start_time: Annotated[int, Query(alias="startTime", description="Epoch milliseconds")],
     end_time: Annotated[int, Query(alias="endTime", description="Epoch milliseconds")],
@@ -35,8 +36,8 @@ async def get_calendar_events(
     group_id: Annotated[str | None, Query(alias="groupId", max_length=64)] = None,
 ) -> EventsEnvelope:
     """Appointments of a calendar or a user that overlap [startTime, endTime]."""
-    rows = await service.list_events(
-        session,
+    rows = await reads.list_events(
+        db,
         principal,
         location_id=location_id,
         calendar_id=calendar_id,
@@ -45,20 +46,24 @@ async def get_calendar_events(
         start_ms=start_time,
         end_ms=end_time,
     )
-    where = await service.location_zone(session, principal.location_id)
-    rules = await service.series_rules(session, rows)
+    where = await location_zone(db, principal.location_id)
+    rules = await reads.series_rules(db, rows)
     return EventsEnvelope(
-        events=[service.to_event(r, where, rules.get(r.master_id or "")) for r in rows]
+        events=[reads.to_event(r, where, rules.get(r.master_id or "")) for r in rows]
     )
 
 
 @router.post("/appointments", response_model=AppointmentOut, operation_id="create-appointment")
 async def create_appointment(
-    body: AppointmentCreate, principal: EventsWrite, session: SessionDep, clock: ClockDep
+    body: AppointmentCreate,
+    principal: EventsWrite,
+    db: DatabaseDep,
+    clock: ClockDep,
+    planning: PlanningDep,
 ) -> AppointmentOut:
-    appointment = await service.create_appointment(session, principal, body, clock.now())
-    where = await service.location_zone(session, principal.location_id)
-    return service.to_out(appointment, where, await service.series_rule(session, appointment))
+    written = await service.create_appointment(db, principal, body, clock.now(), planning.horizon)
+    planning.planned(written.due)
+    return reads.to_out(written.appointment, written.zone, written.rrule)
 
 
 @router.put(
@@ -68,32 +73,36 @@ async def edit_appointment(
     eventId: str,
     body: AppointmentUpdate,
     principal: EventsWrite,
-    session: SessionDep,
+    db: DatabaseDep,
     clock: ClockDep,
+    planning: PlanningDep,
 ) -> AppointmentOut:
-    appointment = await service.update_appointment(session, principal, eventId, body, clock.now())
-    where = await service.location_zone(session, principal.location_id)
-    return service.to_out(appointment, where, await service.series_rule(session, appointment))
+    written = await service.update_appointment(
+        db, principal, eventId, body, clock.now(), planning.horizon
+    )
+    planning.planned(written.due)
+    return reads.to_out(written.appointment, written.zone, written.rrule)
 
 
 @router.get("/appointments/{eventId}", response_model=EventEnvelope, operation_id="get-appointment")
-async def get_appointment(
-    eventId: str, principal: EventsRead, session: SessionDep
-) -> EventEnvelope:
-    appointment = await service.get_appointment(session, principal, eventId)
-    where = await service.location_zone(session, principal.location_id)
-    rule = await service.series_rule(session, appointment)
-    return EventEnvelope(event=service.to_event(appointment, where, rule))
+async def get_appointment(eventId: str, principal: EventsRead, db: DatabaseDep) -> EventEnvelope:
+    appointment = await reads.get_appointment(db, principal, eventId)
+    where = await location_zone(db, principal.location_id)
+    rule = await reads.series_rule(db, appointment)
+    return EventEnvelope(event=reads.to_event(appointment, where, rule))
 
 
 @router.delete("/{eventId}", response_model=Succeeded, status_code=201, operation_id="delete-event")
 async def delete_event(
     eventId: str,
     principal: EventsWrite,
-    session: SessionDep,
+    db: DatabaseDep,
     clock: ClockDep,
+    planning: PlanningDep,
     _body: Annotated[dict[str, object] | None, Body()] = None,
 ) -> Succeeded:
     """Delete an appointment. HighLevel's clients send a JSON body here; it is ignored."""
-    await service.delete_appointment(session, principal, eventId, clock.now())
+    planning.planned(
+        await service.delete_appointment(db, principal, eventId, clock.now(), planning.horizon)
+    )
     return Succeeded()

@@ -16,27 +16,30 @@ Occurrences beyond the rows are computed from the rule when they are read
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
 
+from calnotify.appointments import rows
 from calnotify.appointments.recurrence import Recurrence, parse
+from calnotify.appointments.rows import AppointmentRow
 from calnotify.clock import Clock
 from calnotify.db.engine import Database
+from calnotify.db.statements import Statement, by_id
+from calnotify.db.tx import Reader, Tx
 from calnotify.ids import instance_id, new_id
-from calnotify.models import Appointment, Location, Notification
+from calnotify.models import Appointment, Location
 from calnotify.models.notification import NotificationType
 from calnotify.notifications.rules import offset_seconds
-from calnotify.planning.planner import ENDED, _people, _reconcile, _rules, lock_calendar
+from calnotify.planning import store
+from calnotify.planning.planner import ENDED
 from calnotify.timefmt import zone
 
 DEFAULT_HORIZON = timedelta(days=31)
 FOREVER = datetime(9999, 1, 1, tzinfo=UTC)
-# Where a request's session keeps CALNOTIFY_PLANNING_HORIZON_DAYS (set by calnotify.deps).
-PLANNING_HORIZON = "planning_horizon"
 # A series' horizon is moved on at most this often.
 HORIZON_STEP = timedelta(hours=1)
 # Fields an occurrence takes from its series (unless it was changed on its own).
@@ -54,54 +57,117 @@ _FOLLOWED = (
     "guests",
 )
 
+_A = Appointment.__table__.c
+_COLUMNS = [_A[name] for name in rows.COLUMNS]
+_OCCURRENCES = Statement(
+    select(*_COLUMNS)
+    .where(
+        _A.master_id == bindparam("master_id"),
+        _A.deleted.is_(False),
+        _A.end_at > bindparam("after"),
+    )
+    .order_by(_A.original_start_at)
+)
+_TOMBSTONES = Statement(
+    select(_A.original_start_at).where(
+        _A.master_id == bindparam("master_id"),
+        _A.deleted.is_(True),
+        _A.is_exception.is_(True),
+    )
+)
+_OCCURRENCE = Statement(
+    select(*_COLUMNS)
+    .where(
+        _A.master_id == bindparam("master_id"),
+        _A.original_start_at == bindparam("start"),
+        _A.deleted == bindparam("deleted"),
+    )
+    .limit(1)
+)
+_TAKEN = Statement(
+    select(_A.original_start_at).where(
+        _A.master_id == bindparam("master_id"),
+        _A.original_start_at.in_(bindparam("starts", expanding=True)),
+    )
+)
+_BETWEEN = Statement(
+    select(*_COLUMNS).where(
+        _A.master_id == bindparam("master_id"),
+        _A.deleted.is_(False),
+        _A.start_at < bindparam("before"),
+        _A.end_at > bindparam("after"),
+    )
+)
+_BEHIND = Statement(
+    select(*_COLUMNS)
+    .where(
+        _A.master_id.is_(None),
+        _A.rrule != "",
+        _A.deleted.is_(False),
+        _A.status.not_in([s.value for s in ENDED]),
+        _A.planned_until < bindparam("before"),
+    )
+    .order_by(_A.planned_until, _A.id)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+_ZONE = Statement(select(Location.timezone).where(Location.id == bindparam("location_id")))
 
-def horizon_of(session: AsyncSession) -> timedelta:
-    horizon = session.info.get(PLANNING_HORIZON)
-    return horizon if isinstance(horizon, timedelta) else DEFAULT_HORIZON
 
-
-def is_master(appointment: Appointment) -> bool:
+def is_master(appointment: Any) -> bool:
     return bool(appointment.rrule) and appointment.master_id is None
 
 
-def wire_id(appointment: Appointment) -> str:
+def wire_id(appointment: Any) -> str:
     """The id an appointment goes by on the wire (an occurrence: its instance id)."""
     if appointment.master_id and appointment.original_start_at:
         return instance_id(appointment.master_id, appointment.original_start_at)
-    return appointment.id
+    return str(appointment.id)
 
 
-async def location_zone(session: AsyncSession, location_id: str) -> ZoneInfo:
-    location = await session.get(Location, location_id)
-    return zone(location.timezone if location else None)
+async def location_zone(reader: Reader, location_id: str) -> ZoneInfo:
+    [found] = await reader.fetch((_ZONE, {"location_id": location_id}))
+    return zone(found[0].timezone if found else None)
 
 
-async def recurrence_of(session: AsyncSession, master: Appointment) -> Recurrence:
-    return parse(master.rrule, master.start_at, await location_zone(session, master.location_id))
+async def recurrence_of(reader: Reader, master: Any) -> Recurrence:
+    return parse(master.rrule, master.start_at, await location_zone(reader, master.location_id))
 
 
-def occurrence(master: Appointment, start: datetime, now: datetime) -> Appointment:
+def occurrence(master: Any, start: datetime, now: datetime) -> AppointmentRow:
     """A (new, unsaved) occurrence of ``master`` originally at ``start``."""
-    row = Appointment(
+    row = AppointmentRow(
         id=new_id(),
-        master_id=master.id,
-        original_start_at=start,
+        location_id=master.location_id,
+        calendar_id=master.calendar_id,
+        contact_id=master.contact_id,
+        assigned_user_id=master.assigned_user_id,
         start_at=start,
         end_at=start + (master.end_at - master.start_at),
-        rrule="",
+        title=master.title,
+        status=master.status,
+        address=master.address,
+        meeting_location_type=master.meeting_location_type,
+        description=master.description,
+        notes=master.notes,
         to_notify=master.to_notify,
+        rrule="",
+        guests=list(master.guests or []),
         extra={},
         version=1,
         deleted=False,
+        master_id=master.id,
+        original_start_at=start,
         is_exception=False,
+        materialized_until=None,
+        planned_until=None,
         date_added=now,
         date_updated=now,
     )
-    _follow(row, master)
     return row
 
 
-def _follow(row: Appointment, master: Appointment) -> bool:
+def _follow(row: AppointmentRow, master: AppointmentRow) -> bool:
     """Copy the series' fields onto an occurrence; whether anything changed."""
     changed = False
     for name in _FOLLOWED:
@@ -118,74 +184,83 @@ def _follow(row: Appointment, master: Appointment) -> bool:
     return changed
 
 
-async def _lead(session: AsyncSession, calendar_id: str) -> timedelta:
+def lead(rules: Sequence[Any]) -> timedelta:
     """The longest reminder offset of the calendar's active rules: occurrences this far
     beyond the horizon have a reminder due within it."""
-    rows = await session.scalars(
-        select(Notification.before_time).where(
-            Notification.calendar_id == calendar_id,
-            Notification.deleted.is_(False),
-            Notification.is_active.is_(True),
-            Notification.notification_type == NotificationType.REMINDER,
-        )
+    longest = max(
+        (
+            offset_seconds(e)
+            for rule in rules
+            if rule.notification_type == NotificationType.REMINDER
+            for e in rule.before_time or []
+        ),
+        default=0.0,
     )
-    longest = max((offset_seconds(e) for entries in rows for e in entries or []), default=0.0)
     return timedelta(seconds=longest)
 
 
-async def _occurrences(
-    session: AsyncSession, master: Appointment, *, future_of: datetime | None = None
-) -> list[Appointment]:
-    query = select(Appointment).where(
-        Appointment.master_id == master.id, Appointment.deleted.is_(False)
-    )
-    if future_of is not None:
-        query = query.where(Appointment.end_at > future_of)
-    return list(await session.scalars(query.order_by(Appointment.original_start_at)))
-
-
 async def plan_series(
-    session: AsyncSession,
-    master: Appointment,
+    tx: Tx,
+    master: AppointmentRow,
     now: datetime,
     horizon: timedelta,
     *,
     resync: bool = False,
-) -> None:
+) -> bool:
     """Bring a series' occurrence rows and their deliveries up to date: after it was
     created (``resync=False``), after the series changed (``resync``: occurrences not yet
     started follow it, exceptions keep their own changes, past ones are history), and
-    when its horizon moves on."""
-    await lock_calendar(session, master.calendar_id)
-    recurrence = await recurrence_of(session, master)
+    when its horizon moves on. Writes the master's horizon too; whether something due to
+    send was planned."""
+    await store.lock_calendar(tx, master.calendar_id)
+    rules = await store.rules_of(tx, master.calendar_id)
     planned_until = now + horizon
-    reach = planned_until + await _lead(session, master.calendar_id)
-    rows = await _occurrences(session, master, future_of=now)
-    changed: list[Appointment] = []
+    reach = planned_until + lead(rules)
+    [found] = await tx.fetch((_OCCURRENCES, {"master_id": master.id, "after": now}))
+    current = [rows.row_of(r) for r in found]
+    changed: list[AppointmentRow] = []
+    created: list[AppointmentRow] = []
     if master.deleted:
-        for row in rows:
+        reach = planned_until
+        for row in current:
             row.deleted = True
             row.version += 1
             row.date_updated = now
             changed.append(row)
-        await _replan(session, master, changed, [], now)
-        master.planned_until = master.materialized_until = planned_until
-        return
+    else:
+        recurrence = await recurrence_of(tx, master)
+        [gone] = await tx.fetch((_TOMBSTONES, {"master_id": master.id}))
+        tombstones = {r.original_start_at for r in gone}
+        earliest = now - (master.end_at - master.start_at)
+        wanted = set(recurrence.starts(earliest, reach)) - tombstones
+        if recurrence.bounded and not wanted and recurrence.starts(reach, FOREVER) == []:
+            planned_until = reach = FOREVER  # the series is over: its horizon never moves
+        changed = _resynced(current, master, wanted, now, resync=resync)
+        have = {row.original_start_at for row in current}
+        created = [occurrence(master, start, now) for start in sorted(wanted - have)]
+        stale = [r for r in current if (r.planned_until or now) < planned_until]
+        for row in [*created, *stale]:
+            row.planned_until = planned_until
+        changed = list({row.id: row for row in [*changed, *stale]}.values())
+    tx.write_many(rows.INSERT, [row.values() for row in created])
+    tx.write_many(rows.UPDATE, [by_id(row.values()) for row in changed])
+    master.materialized_until = reach
+    master.planned_until = planned_until
+    tx.write(rows.UPDATE, by_id(master.values()))
+    return await _replan(tx, master, rules, changed, created, now)
 
-    tombstones = set(
-        await session.scalars(
-            select(Appointment.original_start_at).where(
-                Appointment.master_id == master.id,
-                Appointment.deleted.is_(True),
-                Appointment.is_exception.is_(True),
-            )
-        )
-    )
-    wanted = set(recurrence.starts(now - (master.end_at - master.start_at), reach)) - tombstones
-    if recurrence.bounded and not wanted and recurrence.starts(reach, FOREVER) == []:
-        planned_until = reach = FOREVER  # the series is over: its horizon never moves again
-    have = {row.original_start_at for row in rows}
-    for row in rows:
+
+def _resynced(
+    current: Sequence[AppointmentRow],
+    master: AppointmentRow,
+    wanted: set[datetime],
+    now: datetime,
+    *,
+    resync: bool,
+) -> list[AppointmentRow]:
+    """The occurrence rows the series' change touches (changed in place)."""
+    changed: list[AppointmentRow] = []
+    for row in current:
         if row.is_exception:
             # Its own changes stand; only the end of the whole series reaches it.
             if resync and master.status in ENDED and row.status != master.status:
@@ -202,87 +277,58 @@ async def plan_series(
             changed.append(row)
     for row in changed:
         row.date_updated = now
-    created = [occurrence(master, start, now) for start in sorted(wanted - have)]
-    session.add_all(created)
-    stale_horizon = [r for r in rows if (r.planned_until or now) < planned_until]
-    for row in [*created, *stale_horizon]:
-        row.planned_until = planned_until
-    await session.flush()
-    await _replan(session, master, [*changed, *stale_horizon], created, now)
-    master.materialized_until = reach
-    master.planned_until = planned_until
+    return changed
 
 
 async def _replan(
-    session: AsyncSession,
-    master: Appointment,
-    changed: Iterable[Appointment],
-    created: Sequence[Appointment],
+    tx: Tx,
+    master: AppointmentRow,
+    rules: Sequence[Any],
+    changed: Sequence[AppointmentRow],
+    created: Sequence[AppointmentRow],
     now: datetime,
-) -> None:
-    rows = {row.id: row for row in changed}
-    if not rows and not created:
-        return
-    rules = await _rules(session, master.calendar_id)
-    contacts = {master.contact_id, *(r.contact_id for r in rows.values())}
-    people = await _people(session, master.location_id, contacts)
+) -> bool:
+    if not changed and not created:
+        return False
+    contacts = {master.contact_id, *(r.contact_id for r in changed)}
+    people = await store.people(tx, master.location_id, contacts)
     # New rows have nothing stored yet; changed ones are reconciled with what they have.
-    work = [(row, True) for row in created] + [(row, False) for row in rows.values()]
-    for row, fresh in work:
-        await _reconcile(
-            session,
-            row,
-            rules,
-            people,
-            now,
-            immediate=[],
-            superseding_reschedule=False,
-            stamp="appointment",
-            all_rules_of_calendar=True,
-            fresh=fresh,
-        )
+    work = [(row, ()) for row in [*created, *changed]]
+    fresh = {row.id for row in created}
+    return await store.plan_appointments(tx, work, rules, people, now, fresh=fresh)
 
 
 async def find_occurrence(
-    session: AsyncSession, master: Appointment, start: datetime, *, tombstones: bool = False
-) -> Appointment | None:
+    reader: Reader, master: Any, start: datetime, *, tombstones: bool = False
+) -> AppointmentRow | None:
     """The row of the occurrence originally at ``start``; with ``tombstones``, the row
     that records its deletion (DELETE on its instance id) instead."""
-    query = select(Appointment).where(
-        Appointment.master_id == master.id,
-        Appointment.original_start_at == start,
-        Appointment.deleted.is_(tombstones),
-    )
-    if tombstones:
-        query = query.where(Appointment.is_exception.is_(True))
-    found: Appointment | None = await session.scalar(query.limit(1))
-    return found
+    values = {"master_id": master.id, "start": start, "deleted": tombstones}
+    [found] = await reader.fetch((_OCCURRENCE, values))
+    for row in map(rows.row_of, found):
+        if not tombstones or row.is_exception:
+            return row
+    return None
 
 
-async def is_open_occurrence(session: AsyncSession, master: Appointment, start: datetime) -> bool:
+async def is_open_occurrence(reader: Reader, master: Any, start: datetime) -> bool:
     """Whether the series has an occurrence originally at ``start`` that was not deleted."""
-    if master.deleted or not (await recurrence_of(session, master)).is_occurrence(start):
+    if master.deleted or not (await recurrence_of(reader, master)).is_occurrence(start):
         return False
-    return await find_occurrence(session, master, start, tombstones=True) is None
+    return await find_occurrence(reader, master, start, tombstones=True) is None
 
 
 async def unplanned_occurrences(
-    session: AsyncSession, master: Appointment, after: datetime, before: datetime
-) -> list[Appointment]:
+    reader: Reader, master: Any, after: datetime, before: datetime
+) -> list[AppointmentRow]:
     """The occurrences overlapping ``[after, before)`` that have no row (computed, not
     stored; ``GET /calendars/events``)."""
     duration = master.end_at - master.start_at
-    starts = (await recurrence_of(session, master)).starts(after - duration, before)
+    starts = (await recurrence_of(reader, master)).starts(after - duration, before)
     if not starts:
         return []
-    taken = set(
-        await session.scalars(
-            select(Appointment.original_start_at).where(
-                Appointment.master_id == master.id,
-                Appointment.original_start_at.in_(starts),
-            )
-        )
-    )
+    [found] = await reader.fetch((_TAKEN, {"master_id": master.id, "starts": starts}))
+    taken = {row.original_start_at for row in found}
     return [
         occurrence(master, start, master.date_updated)
         for start in starts
@@ -291,67 +337,48 @@ async def unplanned_occurrences(
 
 
 async def occurrences_between(
-    session: AsyncSession, master: Appointment, after: datetime, before: datetime
-) -> list[Appointment]:
+    reader: Reader, master: Any, after: datetime, before: datetime
+) -> list[AppointmentRow]:
     """The series' occurrences overlapping ``[after, before)``, by start: its rows (a moved
     one at its own time) and the rest computed from the rule (not stored)."""
-    rows = await session.scalars(
-        select(Appointment).where(
-            Appointment.master_id == master.id,
-            Appointment.deleted.is_(False),
-            Appointment.start_at < before,
-            Appointment.end_at > after,
-        )
-    )
-    found = [*rows, *await unplanned_occurrences(session, master, after, before)]
-    found.sort(key=lambda a: (a.start_at, wire_id(a)))
-    return found
+    values = {"master_id": master.id, "after": after, "before": before}
+    [found] = await reader.fetch((_BETWEEN, values))
+    result = [*map(rows.row_of, found), *await unplanned_occurrences(reader, master, after, before)]
+    result.sort(key=lambda a: (a.start_at, wire_id(a)))
+    return result
 
 
 async def materialize_one(
-    session: AsyncSession, master: Appointment, start: datetime, now: datetime
-) -> Appointment | None:
+    tx: Tx, master: AppointmentRow, start: datetime, now: datetime
+) -> AppointmentRow | None:
     """The row of the occurrence originally at ``start`` (made now when it has none yet);
     None when the series has no such occurrence."""
-    found = await find_occurrence(session, master, start)
+    found = await find_occurrence(tx, master, start)
     if found is not None:
         return found
-    if not await is_open_occurrence(session, master, start):
+    if not await is_open_occurrence(tx, master, start):
         return None
     row = occurrence(master, start, now)
     row.planned_until = master.planned_until or now
-    session.add(row)
-    await session.flush()
-    await _replan(session, master, [], [row], now)
+    tx.write(rows.INSERT, row.values())
+    rules = await store.rules_of(tx, master.calendar_id)
+    await _replan(tx, master, rules, [], [row], now)
     return row
 
 
 async def advance_horizons(
     db: Database, clock: Clock, horizon: timedelta, *, limit: int = 20
-) -> int:
-    """Move the horizon of series that are behind, one series per transaction; the
-    number moved."""
+) -> tuple[int, bool]:
+    """Move the horizon of series that are behind, one series per transaction; the number
+    moved, and whether something due to send was planned."""
     moved = 0
+    due = False
     for _ in range(limit):
         now = clock.now()
-        async with db.session() as session:
-            query = (
-                select(Appointment)
-                .where(
-                    Appointment.master_id.is_(None),
-                    Appointment.rrule != "",
-                    Appointment.deleted.is_(False),
-                    Appointment.status.not_in(list(ENDED)),
-                    Appointment.planned_until < now + horizon - HORIZON_STEP,
-                )
-                .order_by(Appointment.planned_until, Appointment.id)
-                .limit(1)
-            )
-            if not db.is_sqlite:
-                query = query.with_for_update(skip_locked=True)
-            master = await session.scalar(query)
-            if master is None:
+        async with db.transaction() as tx:
+            [found] = await tx.fetch((_BEHIND, {"before": now + horizon - HORIZON_STEP}))
+            if not found:
                 break
-            await plan_series(session, master, now, horizon)
+            due |= await plan_series(tx, rows.row_of(found[0]), now, horizon)
         moved += 1
-    return moved
+    return moved, due

@@ -1,44 +1,44 @@
-"""Booking, changing, cancelling and deleting appointments.
+"""Booking, changing, cancelling and deleting appointments: one write path each.
 
-Every change bumps ``appointment.version`` and records its domain events in the same
-transaction (:mod:`calnotify.appointments.events`).
+A write is one transaction of compiled statements (:mod:`calnotify.db.tx`): one read of
+what it needs (the calendar, the contact, the location and its users, the calendar's
+rules), the change and its domain events (:mod:`calnotify.appointments.events`), and the
+planner's rows (:mod:`calnotify.planning.store`). Every change bumps
+``appointment.version``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
 
 from calnotify.api.validators import email_problem, phone_problem
-from calnotify.appointments import events, series
+from calnotify.appointments import events, reads, rows, series
 from calnotify.appointments.recurrence import RecurrenceError, parse
-from calnotify.appointments.schemas import (
-    AppointmentCreate,
-    AppointmentFieldsIn,
-    AppointmentOut,
-    EventOut,
-    GuestIn,
-)
+from calnotify.appointments.rows import AppointmentRow
+from calnotify.appointments.schemas import AppointmentCreate, AppointmentFieldsIn, GuestIn
 from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
-from calnotify.db.scoped import find_in_location, get_in_location
+from calnotify.db.engine import Database
+from calnotify.db.statements import Statement, by_id
+from calnotify.db.tx import Reader, Tx
 from calnotify.errors import BadRequest, FieldError, NotFound
-from calnotify.ids import looks_like_id, parse_instance_id
-from calnotify.models import Appointment, Calendar, Contact, Location, User
+from calnotify.ids import looks_like_id, new_id, parse_instance_id
+from calnotify.models import Calendar, Contact
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
-from calnotify.planning.planner import lock_calendar, plan_appointment_change
-from calnotify.timefmt import from_epoch_ms, parse_instant, show_local, zone
+from calnotify.planning import store
+from calnotify.planning.recipients import People
+from calnotify.planning.store import Event
+from calnotify.timefmt import parse_instant, zone
 
 DEFAULT_SLOT = timedelta(minutes=30)
 MAX_DURATION = timedelta(days=31)
-MAX_RANGE = timedelta(days=366)
-MAX_EVENTS = 5000
 _SLOT_UNIT_MINUTES = {"mins": 1, "minutes": 1, "hours": 60}
 
 # Stored column ← wire field, for the fields copied as given.
@@ -50,218 +50,292 @@ _COPIED = {
     "notes": "notes",
     "rrule": "rrule",
 }
-
-
-async def get_appointment(
-    session: AsyncSession, principal: Principal, event_id: str
-) -> Appointment:
-    """An appointment, a series (its master id) or one occurrence (its instance id; an
-    occurrence beyond the planned ones is computed, not stored)."""
-    instance = parse_instance_id(event_id)
-    if instance is None:
-        return await get_in_location(
-            session, Appointment, event_id, principal.location_id, what="Appointment"
-        )
-    master = await _master(session, principal, instance[0])
-    row = await series.find_occurrence(session, master, instance[1])
-    if row is not None:
-        return row
-    if await series.is_open_occurrence(session, master, instance[1]):
-        return series.occurrence(master, instance[1], master.date_updated)
-    raise NotFound("Appointment not found")
-
-
-async def _master(session: AsyncSession, principal: Principal, master_id: str) -> Appointment:
-    master = await get_in_location(
-        session, Appointment, master_id, principal.location_id, what="Appointment"
+_C = Calendar.__table__.c
+#: A calendar of the location that is not deleted, locked against concurrent planning on
+#: PostgreSQL (see calnotify.planning.store.LOCK_CALENDAR).
+_CALENDAR_QUERY = select(*_C).where(
+    _C.id == bindparam("calendar_id"),
+    _C.location_id == bindparam("location_id"),
+    _C.deleted.is_(False),
+)
+_CALENDAR = Statement(_CALENDAR_QUERY)
+_CALENDAR_LOCKED = Statement(_CALENDAR_QUERY.with_for_update(key_share=True))
+_CONTACT = Statement(
+    select(*Contact.__table__.c).where(
+        Contact.id == bindparam("contact_id"),
+        Contact.location_id == bindparam("location_id"),
+        Contact.deleted.is_(False),
     )
-    if not series.is_master(master):
-        raise NotFound("Appointment not found")
-    return master
+)
 
 
-async def series_rule(session: AsyncSession, appointment: Appointment) -> str:
-    """The ``rrule`` an appointment shows: its own, or its series'."""
-    if appointment.master_id:
-        master = await session.get(Appointment, appointment.master_id)
-        return master.rrule if master else ""
-    return appointment.rrule
+@dataclass(frozen=True)
+class Written:
+    """An appointment as a write left it, with what its answer shows."""
+
+    appointment: AppointmentRow
+    zone: ZoneInfo
+    rrule: str  # the rule it shows: its own, or its series'
+    due: bool  # something due to send was planned: wake the dispatcher
 
 
-async def series_rules(
-    session: AsyncSession, appointments: Sequence[Appointment]
-) -> dict[str, str]:
-    """The rule of each series the given occurrences belong to, by master id."""
-    ids = {a.master_id for a in appointments if a.master_id}
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(Appointment.id, Appointment.rrule).where(Appointment.id.in_(ids))
-    )
-    return {row.id: row.rrule for row in rows}
+@dataclass
+class Context:
+    """What a write (or a preview of one) reads, in one trip."""
+
+    calendars: dict[str, Any]
+    people: People
+    rules: dict[str, list[Any]]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone(self.people.location.timezone)
 
 
-def _check_rrule(
-    text: str, start: datetime | None, where: ZoneInfo, errors: list[FieldError]
-) -> None:
-    if not text or start is None:
-        return
-    try:
-        parse(text, start, where)
-    except RecurrenceError as exc:
-        errors.append(FieldError("rrule", str(exc)))
-
-
-async def _locked(
-    session: AsyncSession,
+async def read_context(
+    reader: Reader,
     principal: Principal,
-    event_id: str,
+    calendar_ids: Sequence[str],
+    contact_ids: Sequence[str],
     *,
-    include_deleted: bool = False,
-    also: str | None = None,
-) -> Appointment:
-    """The appointment, read again under its calendar's planning lock (PostgreSQL).
-
-    ``also``: a calendar it is moving to; both are locked in id order, so two moves in
-    opposite directions cannot deadlock.
-    """
-    appointment = await get_in_location(
-        session,
-        Appointment,
-        event_id,
-        principal.location_id,
-        what="Appointment",
-        include_deleted=include_deleted,
+    lock: bool = True,
+) -> Context:
+    """The calendars of the location among ``calendar_ids`` (``lock``: locked against
+    concurrent planning, on PostgreSQL) with their active rules, the location's contacts
+    among ``contact_ids``, the location and its users."""
+    location_id = principal.location_id
+    calendar_ids = sorted({c for c in calendar_ids if looks_like_id(c)})
+    contact_ids = sorted({c for c in contact_ids if looks_like_id(c)})
+    calendar = _CALENDAR_LOCKED if lock else _CALENDAR
+    found = await reader.fetch(
+        *[(calendar, {"calendar_id": c, "location_id": location_id}) for c in calendar_ids],
+        *[(store.RULES, {"calendar_id": c}) for c in calendar_ids],
+        *[(_CONTACT, {"contact_id": c, "location_id": location_id}) for c in contact_ids],
+        (store.LOCATION, {"location_id": location_id}),
+        (store.USERS, {"location_id": location_id}),
     )
-    calendars = {appointment.calendar_id}
-    if also and looks_like_id(also):
-        calendars.add(also)
-    for calendar_id in sorted(calendars):
-        await lock_calendar(session, calendar_id)
-    await session.refresh(appointment, with_for_update=True)
-    return appointment
+    n = len(calendar_ids)
+    calendars = {r[0].id: r[0] for r in found[:n] if r}
+    rules = {c: found[n + i] for i, c in enumerate(calendar_ids) if c in calendars}
+    contacts = {r[0].id: r[0] for r in found[2 * n : 2 * n + len(contact_ids)] if r}
+    location, users = found[-2], found[-1]
+    people = People(location[0], {u.id: u for u in users}, contacts)
+    return Context(calendars, people, rules)
 
 
-async def location_zone(session: AsyncSession, location_id: str) -> ZoneInfo:
-    # Kept on the session for the request: the planner and the answer need it too, and the
-    # identity map alone holds rows only while something references them.
-    key = ("location", location_id)
-    location = session.info.get(key) or await session.get(Location, location_id)
-    session.info[key] = location
-    return zone(location.timezone if location else None)
+# --- booking -------------------------------------------------------------------------------
 
 
 async def create_appointment(
-    session: AsyncSession, principal: Principal, body: AppointmentCreate, now: datetime
-) -> Appointment:
+    db: Database, principal: Principal, body: AppointmentCreate, now: datetime, horizon: timedelta
+) -> Written:
     ensure_location(principal, body.location_id)
-    where = await location_zone(session, principal.location_id)
-    errors: list[FieldError] = []
+    async with db.transaction() as tx:
+        context = await read_context(tx, principal, [body.calendar_id], [body.contact_id])
+        where = context.zone
+        errors: list[FieldError] = []
+        calendar = context.calendars.get(body.calendar_id)
+        if calendar is None:
+            errors.append(FieldError("calendarId", "is not a calendar of this location"))
+        contact = context.people.contacts.get(body.contact_id)
+        if contact is None:
+            errors.append(FieldError("contactId", "is not a contact of this location"))
+        if body.assigned_user_id:
+            assigned = _existing_user(context.people, body.assigned_user_id, errors)
+        else:
+            assigned = default_user(calendar, context.people) if calendar else None
+        start = parse_instant(body.start_time, where)
+        if start is None:
+            errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
+        end = _end_time(body, start, calendar, where, errors)
+        guests = checked_guests(body.guests or [], errors)
+        _check_rrule((body.rrule or "").strip(), start, where, errors)
+        if errors:
+            raise BadRequest(errors)
+        assert calendar is not None
+        assert contact is not None
+        assert start is not None
+        assert end is not None
+        stamped = utcnow()
+        appointment = AppointmentRow(
+            id=new_id(),
+            location_id=principal.location_id,
+            calendar_id=calendar.id,
+            contact_id=contact.id,
+            assigned_user_id=assigned,
+            start_at=start,
+            end_at=end,
+            status=body.appointment_status or AppointmentStatus.NEW.value,
+            to_notify=body.to_notify if body.to_notify is not None else True,
+            guests=guests,
+            extra={},
+            version=1,
+            deleted=False,
+            master_id=None,
+            original_start_at=None,
+            is_exception=False,
+            materialized_until=None,
+            planned_until=None,
+            date_added=stamped,
+            date_updated=stamped,
+            **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
+        )
+        appointment.rrule = appointment.rrule.strip()
+        tx.write(rows.INSERT, appointment.values())
+        created = await events.record(
+            tx,
+            appointment,
+            AppointmentEventKind.CREATED,
+            before=None,
+            after=events.snapshot(appointment),
+            to_notify=appointment.to_notify,
+            now=stamped,
+        )
+        # A series is booked (and confirmed) once: these go to its master.
+        due = await store.plan_appointments(
+            tx,
+            [(appointment, [created])],
+            context.rules[calendar.id],
+            context.people,
+            now,
+            fresh={appointment.id},
+        )
+        if series.is_master(appointment):
+            due |= await series.plan_series(tx, appointment, now, horizon)
+    return Written(appointment, where, appointment.rrule, due)
 
-    calendar = await find_in_location(session, Calendar, body.calendar_id, principal.location_id)
-    if calendar is None:
-        errors.append(FieldError("calendarId", "is not a calendar of this location"))
-    contact = await find_in_location(session, Contact, body.contact_id, principal.location_id)
-    if contact is None:
-        errors.append(FieldError("contactId", "is not a contact of this location"))
-    assigned = await _assigned_user(session, principal, body, calendar, errors)
 
-    start = parse_instant(body.start_time, where)
-    if start is None:
-        errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
-    end = _end_time(body, start, calendar, where, errors)
-    guests = checked_guests(body.guests or [], errors)
-    _check_rrule((body.rrule or "").strip(), start, where, errors)
-    if errors:
-        raise BadRequest(errors)
-    assert calendar is not None
-    assert contact is not None
-    assert start is not None
-    assert end is not None
-
-    await lock_calendar(session, calendar.id)  # before anything of it is written
-    stamped = utcnow()
-    appointment = Appointment(
-        location_id=principal.location_id,
-        calendar_id=calendar.id,
-        contact_id=contact.id,
-        assigned_user_id=assigned,
-        start_at=start,
-        end_at=end,
-        status=body.appointment_status or AppointmentStatus.NEW,
-        to_notify=body.to_notify if body.to_notify is not None else True,
-        guests=guests,
-        extra={},
-        version=1,
-        deleted=False,
-        date_added=stamped,
-        date_updated=stamped,
-        **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
-    )
-    appointment.rrule = appointment.rrule.strip()
-    session.add(appointment)
-    await session.flush()
-    created = events.record(
-        session,
-        appointment,
-        AppointmentEventKind.CREATED,
-        before=None,
-        after=events.snapshot(appointment),
-        to_notify=appointment.to_notify,
-    )
-    await session.flush()
-    # A series is booked (and confirmed) once: these go to its master.
-    await plan_appointment_change(session, appointment, [created], now)
-    if series.is_master(appointment):
-        await series.plan_series(session, appointment, now, series.horizon_of(session))
-    return appointment
+# --- changing ------------------------------------------------------------------------------
 
 
 async def update_appointment(
-    session: AsyncSession,
+    db: Database,
     principal: Principal,
     event_id: str,
     body: AppointmentFieldsIn,
     now: datetime,
-) -> Appointment:
+    horizon: timedelta,
+) -> Written:
     given = body.given()
+    async with db.transaction() as tx:
+        moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
+        appointment, instance, due = await _target(tx, principal, event_id, given, now)
+        context = await read_context(
+            tx,
+            principal,
+            [appointment.calendar_id, *([moving_to] if moving_to else [])],
+            [appointment.contact_id],
+        )
+        before = events.snapshot(appointment)
+        was_series = series.is_master(appointment)
+        _apply(appointment, body, given, context, was_series)
+        after = events.snapshot(appointment)
+        kinds = events.kinds_of_change(before, after)
+        to_notify = body.to_notify if body.to_notify is not None else True
+        appointment.to_notify = to_notify
+        recorded: list[Event] = []
+        if kinds:
+            appointment.version += 1
+            appointment.date_updated = utcnow()
+            after["version"] = appointment.version
+            if instance:
+                appointment.is_exception = True
+        tx.write(rows.UPDATE, by_id(appointment.values()))
+        for kind in kinds:
+            recorded.append(
+                await events.record(
+                    tx,
+                    appointment,
+                    kind,
+                    before=before,
+                    after=after,
+                    to_notify=to_notify,
+                    now=appointment.date_updated,
+                )
+            )
+        if kinds:
+            due |= await store.plan_appointments(
+                tx,
+                [(appointment, recorded)],
+                context.rules[appointment.calendar_id],
+                context.people,
+                now,
+            )
+            if series.is_master(appointment):
+                due |= await series.plan_series(tx, appointment, now, horizon, resync=True)
+        rule = await reads.series_rule(tx, appointment)
+    return Written(appointment, context.zone, rule, due)
+
+
+async def _target(
+    tx: Tx, principal: Principal, event_id: str, given: dict[str, Any], now: datetime
+) -> tuple[AppointmentRow, bool, bool]:
+    """The appointment a change is for (an occurrence's row, made when it has none yet),
+    read under its calendars' planning locks; whether it is one occurrence; whether making
+    its row planned something due."""
     moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
     instance = parse_instance_id(event_id)
-    if instance is not None:
-        # One occurrence: from now on an exception, which series edits leave alone.
-        master = await _master(session, principal, instance[0])
-        await lock_calendar(session, master.calendar_id)
-        row = await series.materialize_one(session, master, instance[1], now)
-        if row is None:
+    if instance is None:
+        found = await _locked(tx, principal, event_id, moving_to)
+        if found is None or found.deleted:
             raise NotFound("Appointment not found")
-        if given.get("rrule"):
-            raise BadRequest(
-                [
-                    FieldError(
-                        "rrule", "is changed on the series (its master id), not on one occurrence"
-                    )
-                ]
-            )
-        given.pop("rrule", None)
-        event_id = row.id
-    appointment = await _locked(session, principal, event_id, also=moving_to)
-    was_series = series.is_master(appointment)
-    where = await location_zone(session, principal.location_id)
-    errors: list[FieldError] = []
+        return found, False, False
+    # One occurrence: from now on an exception, which series edits leave alone.
+    master = await reads.master_of(tx, principal, instance[0])
+    await _lock(tx, master.calendar_id, moving_to)
+    if given.get("rrule"):
+        raise BadRequest(
+            [FieldError("rrule", "is changed on the series (its master id), not on one occurrence")]
+        )
+    given.pop("rrule", None)
+    row = await series.materialize_one(tx, master, instance[1], now)
+    if row is None:
+        raise NotFound("Appointment not found")
+    # A row made now may have planned reminders: the dispatcher is woken to look.
+    return row, True, True
 
+
+async def _lock(tx: Tx, *calendar_ids: str | None) -> None:
+    """Take the calendars' planning locks (PostgreSQL), in id order: two moves in opposite
+    directions cannot deadlock."""
+    for calendar_id in sorted({c for c in calendar_ids if c and looks_like_id(c)}):
+        await store.lock_calendar(tx, calendar_id)
+
+
+async def _locked(
+    tx: Tx, principal: Principal, event_id: str, moving_to: str | None = None
+) -> AppointmentRow | None:
+    """The appointment, read again once its calendars are locked (PostgreSQL: a change
+    committed meanwhile is seen, never overwritten)."""
+    found = await reads.find(tx, principal.location_id, event_id)
+    if found is None:
+        return None
+    await _lock(tx, found.calendar_id, moving_to)
+    if tx.dialect.name == "sqlite":  # one writer: nothing can have changed it
+        return found
+    return await reads.find(tx, principal.location_id, event_id)
+
+
+def _apply(
+    appointment: AppointmentRow,
+    body: AppointmentFieldsIn,
+    given: dict[str, Any],
+    context: Context,
+    was_series: bool,
+) -> None:
+    """The request's changes on ``appointment``; 400 naming every problem."""
+    where = context.zone
+    errors: list[FieldError] = []
     calendar_id = appointment.calendar_id
     if "calendar_id" in given:
-        calendar = await find_in_location(
-            session, Calendar, str(given["calendar_id"]), principal.location_id
-        )
+        calendar = context.calendars.get(str(given["calendar_id"]))
         if calendar is None:
             errors.append(FieldError("calendarId", "is not a calendar of this location"))
         else:
             calendar_id = calendar.id
     assigned = appointment.assigned_user_id
     if "assigned_user_id" in given:
-        assigned = await _existing_user(session, principal, str(given["assigned_user_id"]), errors)
-
+        assigned = _existing_user(context.people, str(given["assigned_user_id"]), errors)
     start, end = appointment.start_at, appointment.end_at
     if "start_time" in given:
         parsed = parse_instant(str(given["start_time"]), where)
@@ -287,9 +361,6 @@ async def update_appointment(
         _check_rrule(new_rule, start, where, errors)
     if errors:
         raise BadRequest(errors)
-
-    to_notify = body.to_notify if body.to_notify is not None else True
-    before = events.snapshot(appointment)
     appointment.calendar_id = calendar_id
     appointment.assigned_user_id = assigned
     appointment.start_at, appointment.end_at = start, end
@@ -300,171 +371,96 @@ async def update_appointment(
         if wire in given:
             setattr(appointment, column, given[wire])
     appointment.rrule = (appointment.rrule or "").strip()
-    after = events.snapshot(appointment)
-    kinds = events.kinds_of_change(before, after)
-    appointment.to_notify = to_notify
-    if kinds:
-        appointment.version += 1
-        appointment.date_updated = utcnow()
-        after["version"] = appointment.version
-        recorded = [
-            events.record(
-                session, appointment, kind, before=before, after=after, to_notify=to_notify
-            )
-            for kind in kinds
-        ]
-        await session.flush()
-        await plan_appointment_change(session, appointment, recorded, now)
-        if instance is not None:
-            appointment.is_exception = True
-        if series.is_master(appointment):
-            horizon = series.horizon_of(session)
-            await series.plan_series(session, appointment, now, horizon, resync=True)
-    await session.flush()
-    return appointment
+
+
+# --- deleting ------------------------------------------------------------------------------
 
 
 async def delete_appointment(
-    session: AsyncSession, principal: Principal, event_id: str, now: datetime
-) -> None:
+    db: Database, principal: Principal, event_id: str, now: datetime, horizon: timedelta
+) -> bool:
     """Delete (idempotent): the appointment disappears and its pending notifications with it.
 
     An instance id removes that occurrence only (it stays as a tombstone, so the series
-    never brings it back); a series' master id removes the whole series.
-    """
-    instance = parse_instance_id(event_id)
-    if instance is not None:
-        master = await _master(session, principal, instance[0])
-        await lock_calendar(session, master.calendar_id)
-        if await series.find_occurrence(session, master, instance[1], tombstones=True):
-            return  # deleted already
-        row = await series.materialize_one(session, master, instance[1], now)
-        if row is None:
-            raise NotFound("Appointment not found")
-        row.is_exception = True
-        event_id = row.id
-    appointment = await _locked(session, principal, event_id, include_deleted=True)
-    if appointment.deleted:
-        return
-    before = events.snapshot(appointment)
-    appointment.deleted = True
-    appointment.version += 1
-    appointment.date_updated = utcnow()
-    deleted = events.record(
-        session,
-        appointment,
-        AppointmentEventKind.DELETED,
-        before=before,
-        after=None,
-        to_notify=False,
-    )
-    await session.flush()
-    await plan_appointment_change(session, appointment, [deleted], now)
-    if series.is_master(appointment):
-        await series.plan_series(session, appointment, now, series.horizon_of(session))
-
-
-async def list_events(
-    session: AsyncSession,
-    principal: Principal,
-    *,
-    location_id: str,
-    calendar_id: str | None,
-    user_id: str | None,
-    group_id: str | None,
-    start_ms: int,
-    end_ms: int,
-) -> Sequence[Appointment]:
-    """Appointments overlapping [startTime, endTime] of one calendar or one user."""
-    ensure_location(principal, location_id)
-    errors: list[FieldError] = []
-    start, end = from_epoch_ms(start_ms), from_epoch_ms(end_ms)
-    if start is None:
-        errors.append(FieldError("startTime", "must be epoch milliseconds"))
-    if end is None:
-        errors.append(FieldError("endTime", "must be epoch milliseconds"))
-    if start and end and not start < end <= start + MAX_RANGE:
-        errors.append(FieldError("endTime", "must be after startTime, within 366 days"))
-    if not (calendar_id or user_id or group_id):
-        errors.append(FieldError("calendarId", "one of calendarId, userId or groupId is required"))
-    if errors:
-        raise BadRequest(errors)
-    if group_id and not (calendar_id or user_id):
-        return []  # calnotify has no calendar groups
-    assert start is not None
-    assert end is not None
-    scope = [Appointment.location_id == principal.location_id, Appointment.deleted.is_(False)]
-    if calendar_id:
-        scope.append(Appointment.calendar_id == calendar_id)
-    if user_id:
-        scope.append(Appointment.assigned_user_id == user_id)
-    query = (
-        select(Appointment)
-        .where(
-            *scope,
-            Appointment.rrule == "",  # series are shown as their occurrences
-            Appointment.start_at < end,
-            Appointment.end_at > start,
+    never brings it back); a series' master id removes the whole series. Whether something
+    due to send was planned."""
+    async with db.transaction() as tx:
+        instance = parse_instance_id(event_id)
+        if instance is not None:
+            master = await reads.master_of(tx, principal, instance[0])
+            await store.lock_calendar(tx, master.calendar_id)
+            if await series.find_occurrence(tx, master, instance[1], tombstones=True):
+                return False  # deleted already
+            found = await series.materialize_one(tx, master, instance[1], now)
+            if found is None:
+                raise NotFound("Appointment not found")
+            found.is_exception = True
+        else:
+            found = await _locked(tx, principal, event_id)
+            if found is None:
+                raise NotFound("Appointment not found")
+        if found.deleted:
+            return False
+        before = events.snapshot(found)
+        found.deleted = True
+        found.version += 1
+        found.date_updated = utcnow()
+        tx.write(rows.UPDATE, by_id(found.values()))
+        deleted = await events.record(
+            tx,
+            found,
+            AppointmentEventKind.DELETED,
+            before=before,
+            after=None,
+            to_notify=False,
+            now=found.date_updated,
         )
-        .order_by(Appointment.start_at, Appointment.id)
-        .limit(MAX_EVENTS)
-    )
-    found = list((await session.scalars(query)).all())
-    masters = await session.scalars(
-        select(Appointment).where(
-            *scope,
-            Appointment.rrule != "",
-            Appointment.master_id.is_(None),
-            Appointment.start_at < end,
-        )
-    )
-    for master in masters:
-        found.extend(await series.unplanned_occurrences(session, master, start, end))
-    found.sort(key=lambda a: (a.start_at, series.wire_id(a)))
-    return found[:MAX_EVENTS]
+        context = await read_context(tx, principal, [found.calendar_id], [found.contact_id])
+        rules = context.rules.get(found.calendar_id, [])
+        due = await store.plan_appointments(tx, [(found, [deleted])], rules, context.people, now)
+        if series.is_master(found):
+            due |= await series.plan_series(tx, found, now, horizon)
+    return due
 
 
-async def _assigned_user(
-    session: AsyncSession,
-    principal: Principal,
-    body: AppointmentCreate,
-    calendar: Calendar | None,
-    errors: list[FieldError],
-) -> str | None:
-    if body.assigned_user_id:
-        return await _existing_user(session, principal, body.assigned_user_id, errors)
-    if calendar is None:
-        return None
-    return await calendar_default_user(session, calendar)
+# --- validation ----------------------------------------------------------------------------
 
 
-async def calendar_default_user(session: AsyncSession, calendar: Calendar) -> str | None:
+def default_user(calendar: Any, people: People) -> str | None:
     """Who an appointment of ``calendar`` is assigned to when the booking names no one: its
     primary team member, else its first one (that is still a user of the location)."""
     members = sorted(calendar.team_members or [], key=lambda m: not m.get("isPrimary", False))
     for member in members:
-        user = await find_in_location(session, User, member.get("userId"), calendar.location_id)
-        if user is not None:
-            return user.id
+        user_id = member.get("userId")
+        if isinstance(user_id, str) and user_id in people.users:
+            return user_id
     return None
 
 
-async def _existing_user(
-    session: AsyncSession, principal: Principal, user_id: str, errors: list[FieldError]
-) -> str | None:
+def _existing_user(people: People, user_id: str, errors: list[FieldError]) -> str | None:
     if user_id == "":
         return None
-    user = await find_in_location(session, User, user_id, principal.location_id)
-    if user is None:
+    if user_id not in people.users:
         errors.append(FieldError("assignedUserId", "is not a user of this location"))
         return None
-    return user.id
+    return user_id
+
+
+def _check_rrule(
+    text: str, start: datetime | None, where: ZoneInfo, errors: list[FieldError]
+) -> None:
+    if not text or start is None:
+        return
+    try:
+        parse(text, start, where)
+    except RecurrenceError as exc:
+        errors.append(FieldError("rrule", str(exc)))
 
 
 def _end_time(
     body: AppointmentCreate,
     start: datetime | None,
-    calendar: Calendar | None,
+    calendar: Any | None,
     where: ZoneInfo,
     errors: list[FieldError],
 ) -> datetime | None:
@@ -474,7 +470,7 @@ def _end_time(
             errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
             return None
     elif start is not None:
-        end = start + _slot(calendar)
+        end = start + slot_of(calendar)
     else:
         return None
     if start is not None:
@@ -482,7 +478,8 @@ def _end_time(
     return end
 
 
-def _slot(calendar: Calendar | None) -> timedelta:
+def slot_of(calendar: Any | None) -> timedelta:
+    """How long an appointment of the calendar lasts when the booking gives no end."""
     if calendar is None or not calendar.slot_duration:
         return DEFAULT_SLOT
     minutes = calendar.slot_duration * _SLOT_UNIT_MINUTES.get(calendar.slot_duration_unit, 1)
@@ -510,43 +507,3 @@ def checked_guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[
             errors.append(FieldError(f"guests[{i}]", "needs an email or a phone"))
         stored.append({"email": email, "name": guest.name or "", "phone": phone})
     return stored
-
-
-def to_out(appointment: Appointment, where: ZoneInfo, rule: str | None = None) -> AppointmentOut:
-    return AppointmentOut.model_validate(_wire(appointment, where, rule))
-
-
-def to_event(appointment: Appointment, where: ZoneInfo, rule: str | None = None) -> EventOut:
-    users = [appointment.assigned_user_id] if appointment.assigned_user_id else []
-    return EventOut.model_validate(
-        {
-            **_wire(appointment, where, rule),
-            "users": users,
-            "masterEventId": appointment.master_id or "",
-        }
-    )
-
-
-def _wire(appointment: Appointment, where: ZoneInfo, rule: str | None) -> dict[str, Any]:
-    rrule = appointment.rrule if rule is None else rule
-    return {
-        "id": series.wire_id(appointment),
-        "calendarId": appointment.calendar_id,
-        "locationId": appointment.location_id,
-        "contactId": appointment.contact_id,
-        "startTime": show_local(appointment.start_at, where),
-        "endTime": show_local(appointment.end_at, where),
-        "title": appointment.title,
-        "meetingLocationType": appointment.meeting_location_type,
-        "appointmentStatus": appointment.status,
-        "assignedUserId": appointment.assigned_user_id or "",
-        "address": appointment.address,
-        "isRecurring": bool(rrule),
-        "rrule": rrule,
-        "description": appointment.description,
-        "notes": appointment.notes,
-        "toNotify": appointment.to_notify,
-        "guests": appointment.guests or [],
-        "dateAdded": appointment.date_added,
-        "dateUpdated": appointment.date_updated,
-    }

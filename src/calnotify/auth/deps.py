@@ -51,7 +51,9 @@ class TokenWith(HTTPBearer):
         token = token.strip()
         if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LENGTH:
             raise InvalidToken()
-        principal = await resolve_token_cached(get_database(request), token)
+        principal = await resolve_token_cached(
+            get_database(request), request.app.state.principals, token
+        )
         if principal is None:
             raise InvalidToken()
         if not principal.can(self.scope):

@@ -3,26 +3,26 @@
 A token is shown once, when it is created; only its SHA-256 is stored. The secret has
 256 bits of entropy, so a plain (unsalted) hash is enough to make a stolen table useless.
 
-The API remembers who a token is, by its hash, for at most
-:data:`~calnotify.db.engine.PRINCIPAL_SECONDS` (:func:`resolve_token_cached`): a revocation
-committed through the same :class:`~calnotify.db.engine.Database` takes effect at once, one
-made by another process within that second.
+The API remembers who a token is, by its hash, for at most :data:`PRINCIPAL_SECONDS`
+(:func:`resolve_token_cached`): a revocation (``calnotify tokens revoke``) takes effect
+within that second in every API process.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.scopes import ALL_SCOPES, grants
 from calnotify.db.base import utcnow
-from calnotify.db.engine import PRINCIPALS_CHANGED, Database
+from calnotify.db.engine import Database
 from calnotify.db.statements import Statement
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import ApiToken, Location
@@ -81,7 +81,6 @@ async def revoke_token(session: AsyncSession, token_id: str) -> None:
         raise NotFound(f"Token {token_id} not found")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        session.info[PRINCIPALS_CHANGED] = True
 
 
 async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]:
@@ -114,14 +113,50 @@ async def resolve_token(session: AsyncSession, token: str) -> Principal | None:
     return _principal(found.all())
 
 
-async def resolve_token_cached(db: Database, token: str) -> Principal | None:
-    """:func:`resolve_token`, remembered for a second (an unknown token is not); read
-    outside any unit of work (:meth:`~calnotify.db.engine.Database.fetch`)."""
+async def resolve_token_cached(
+    db: Database, known: ShortLived[Principal], token: str
+) -> Principal | None:
+    """:func:`resolve_token`, remembered in ``known`` for a second (an unknown token is
+    not); read outside any unit of work (:meth:`~calnotify.db.engine.Database.fetch`)."""
     digest = hash_token(token)
-    principal: Principal | None = db.principals.get(digest)
+    principal = known.get(digest)
     if principal is None:
         [rows] = await db.fetch((TOKEN_HOLDER, {"token_hash": digest}))
         principal = _principal(rows)
         if principal is not None:
-            db.principals.put(digest, principal)
+            known.put(digest, principal)
     return principal
+
+
+#: Seconds a resolved token is trusted without asking the database again: a revoked token
+#: stops working within this time.
+PRINCIPAL_SECONDS = 1.0
+
+V = TypeVar("V")
+
+
+class ShortLived(Generic[V]):
+    """A map whose entries are forgotten ``seconds`` after they were put (and all at once
+    when it holds ``limit``)."""
+
+    def __init__(self, seconds: float, limit: int = 10_000) -> None:
+        self.seconds = seconds
+        self.limit = limit
+        self._entries: dict[str, tuple[float, V]] = {}
+
+    def get(self, key: str) -> V | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= time.monotonic():
+            self._entries.pop(key, None)
+            return None
+        return entry[1]
+
+    def put(self, key: str, value: V) -> None:
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[key] = (time.monotonic() + self.seconds, value)
+
+    def clear(self) -> None:
+        self._entries.clear()

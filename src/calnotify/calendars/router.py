@@ -15,7 +15,7 @@ from calnotify.calendars.schemas import (
     CalendarsEnvelope,
     CalendarUpdate,
 )
-from calnotify.deps import ClockDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep, SessionDep
 
 router = APIRouter(prefix="/calendars", tags=["Calendars"])
 
@@ -76,8 +76,12 @@ async def update_calendar(
 
 @router.delete("/{calendarId}", response_model=CalendarDeleted, operation_id="delete-calendar")
 async def delete_calendar(
-    calendarId: str, principal: CalendarsWrite, session: SessionDep, clock: ClockDep
+    calendarId: str,
+    principal: CalendarsWrite,
+    db: DatabaseDep,
+    clock: ClockDep,
+    planning: PlanningDep,
 ) -> CalendarDeleted:
     """Delete the calendar; its notification rules are deleted with it."""
-    await service.delete_calendar(session, principal, calendarId, clock.now())
+    planning.planned(await service.delete_calendar(db, principal, calendarId, clock.now()))
     return CalendarDeleted()

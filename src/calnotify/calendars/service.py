@@ -21,13 +21,14 @@ from calnotify.calendars.schemas import (
     TeamMemberOut,
 )
 from calnotify.db.base import utcnow
+from calnotify.db.engine import Database
 from calnotify.db.scoped import get_in_location
-from calnotify.db.statements import Statement
-from calnotify.errors import BadRequest, FieldError
+from calnotify.db.statements import Statement, table
+from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
 from calnotify.models import Calendar, Notification, User
+from calnotify.planning import store
 from calnotify.planning.jobs import cancel_for_calendar
-from calnotify.planning.planner import lock_calendar
 
 SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
 MAX_SLOT_MINUTES = 7 * 24 * 60
@@ -96,20 +97,35 @@ async def update_calendar(
 
 
 async def delete_calendar(
-    session: AsyncSession, principal: Principal, calendar_id: str, now: datetime
-) -> None:
-    """Soft-delete the calendar and its notification rules; nothing of it is sent any more."""
-    calendar = await get_calendar(session, principal, calendar_id)
-    await lock_calendar(session, calendar.id)
-    calendar.deleted = True
-    calendar.date_updated = now
-    await session.execute(
-        update(Notification)
-        .where(Notification.calendar_id == calendar.id, Notification.deleted.is_(False))
-        .values(deleted=True, version=Notification.version + 1, date_updated=now)
-    )
-    await cancel_for_calendar(session, calendar.location_id, calendar.id, now)
-    await session.flush()
+    db: Database, principal: Principal, calendar_id: str, now: datetime
+) -> bool:
+    """Soft-delete the calendar and its notification rules; nothing of it is sent any more.
+    Whether a planning job was left for the dispatcher (its pending deliveries beyond the
+    first page)."""
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    values = {"calendar_id": calendar_id, "location_id": principal.location_id}
+    async with db.transaction() as tx:
+        [found] = await tx.fetch((CALENDAR_IN_LOCATION, values))
+        if not found:
+            raise NotFound("Calendar not found")
+        await store.lock_calendar(tx, calendar_id)
+        tx.write(_DELETE, {"calendar_id": calendar_id, "now": now})
+        tx.write(_DELETE_RULES, {"calendar_id": calendar_id, "now": now})
+        return await cancel_for_calendar(tx, principal.location_id, calendar_id, now)
+
+
+_DELETE = Statement(
+    update(table(Calendar))
+    .where(Calendar.id == bindparam("calendar_id"))
+    .values(deleted=True, date_updated=bindparam("now"))
+)
+_N = Notification.__table__.c
+_DELETE_RULES = Statement(
+    update(table(Notification))
+    .where(_N.calendar_id == bindparam("calendar_id"), _N.deleted.is_(False))
+    .values(deleted=True, version=_N.version + 1, date_updated=bindparam("now"))
+)
 
 
 async def _apply(

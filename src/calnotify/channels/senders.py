@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, select
 
 from calnotify.channels.addresses import (
     AddressError,
@@ -28,6 +27,8 @@ from calnotify.channels.addresses import (
     normalise_number,
     parse_mailbox,
 )
+from calnotify.db.statements import Statement
+from calnotify.db.tx import Reader
 from calnotify.models.sender import AllowedSender
 
 
@@ -185,20 +186,27 @@ def _same_address(a: str, b: str) -> bool:
         return a.strip().lower() == b.strip().lower()
 
 
-async def allowed_senders(
-    session: AsyncSession, location_ids: Iterable[str]
-) -> dict[str, AllowedSenders]:
-    """The allowed senders of each location, in one query; every id given has an entry
-    (``NOTHING_ALLOWED`` for a location without any)."""
-    ids = set(location_ids)
+#: The allowed senders of the ``locations``.
+ALLOWED = Statement(
+    select(AllowedSender.location_id, AllowedSender.kind, AllowedSender.value).where(
+        AllowedSender.location_id.in_(bindparam("locations", expanding=True))
+    )
+)
+
+
+def allowed_of(location_ids: Iterable[str], rows: Iterable[Any]) -> dict[str, AllowedSenders]:
+    """Each location's allowed senders from :data:`ALLOWED`'s rows; every id given has an
+    entry (``NOTHING_ALLOWED`` for a location without any)."""
+    pairs: dict[str, list[tuple[str, str]]] = {location_id: [] for location_id in location_ids}
+    for location_id, kind, value in rows:
+        pairs.setdefault(location_id, []).append((kind, value))
+    return {location_id: AllowedSenders.of(found) for location_id, found in pairs.items()}
+
+
+async def allowed_senders(reader: Reader, location_ids: Iterable[str]) -> dict[str, AllowedSenders]:
+    """The allowed senders of each location, in one read (see :func:`allowed_of`)."""
+    ids = sorted(set(location_ids))
     if not ids:
         return {}
-    pairs: dict[str, list[tuple[str, str]]] = {location_id: [] for location_id in ids}
-    rows = await session.execute(
-        select(AllowedSender.location_id, AllowedSender.kind, AllowedSender.value).where(
-            AllowedSender.location_id.in_(ids)
-        )
-    )
-    for location_id, kind, value in rows:
-        pairs[location_id].append((kind, value))
-    return {location_id: AllowedSenders.of(found) for location_id, found in pairs.items()}
+    [rows] = await reader.fetch((ALLOWED, {"locations": ids}))
+    return allowed_of(ids, rows)

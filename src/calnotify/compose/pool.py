@@ -204,10 +204,15 @@ class ComposePool:
             self._caps[location_id] = max(1, min(processes, self.per_location))
         self._pump()
 
-    async def start(self) -> None:
-        """Start the processes now (else they start with the first message)."""
+    def warm(self) -> None:
+        """Start the processes in the background now, so the first message does not wait
+        for them (else they start with it)."""
         self._loop = asyncio.get_running_loop()
         self._ensure_processes()
+
+    async def start(self) -> None:
+        """Start the processes now, and wait until they run."""
+        self.warm()
         await asyncio.wait_for(self._all_started.wait(), timeout=60)
 
     async def close(self) -> None:

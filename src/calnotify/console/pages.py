@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
-from calnotify.appointments import series
-from calnotify.appointments.service import get_appointment
+from calnotify.appointments import reads, series
 from calnotify.auth.scopes import Scope
 from calnotify.console import charts, queries, words
 from calnotify.console.sessions import Operator
@@ -28,7 +27,7 @@ from calnotify.console.web import (
     render,
 )
 from calnotify.deliveries import service as deliveries
-from calnotify.deps import ReadSessionDep, SessionDep
+from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
 from calnotify.ops.checks import run_checks
@@ -96,12 +95,16 @@ def _day(text: str, where: object, errors: dict[str, str], name: str) -> datetim
 
 @router.get("/appointments/{appointment_id}")
 async def appointment_page(
-    request: Request, appointment_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    appointment_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.EVENTS_READ)
     if len(appointment_id) > 48:
         raise PageError(404, "Not found", "Appointment not found")
-    appointment = await get_appointment(session, operator.principal, appointment_id)
+    appointment = await reads.get_appointment(db, operator.principal, appointment_id)
     where = zone(operator.location_zone)
     shown_id = series.wire_id(appointment)
     contact = await session.get(Contact, appointment.contact_id)
@@ -114,7 +117,7 @@ async def appointment_page(
     master = None
     nearby: list[object] = []
     if appointment.master_id:
-        master = await get_appointment(session, operator.principal, appointment.master_id)
+        master = await reads.get_appointment(db, operator.principal, appointment.master_id)
         nearby = list(await queries.occurrences(session, master, appointment.start_at, 6))
     elif series.is_master(appointment):
         master = appointment

@@ -155,7 +155,7 @@ async def timeline(
 
 
 async def occurrences(
-    session: AsyncSession, master: Appointment, around: datetime | None, count: int = 12
+    session: AsyncSession, master: Any, around: datetime | None, count: int = 12
 ) -> Sequence[Appointment]:
     """Planned occurrences of a series near ``around`` (its start when None)."""
     query = select(Appointment).where(Appointment.master_id == master.id)

@@ -32,9 +32,10 @@ from calnotify.console.web import (
     read_form,
     render,
 )
-from calnotify.deps import ReadSessionDep, SessionDep
+from calnotify.db.tx import Reader
+from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep
 from calnotify.errors import BadRequest
-from calnotify.models import Appointment, Calendar, Notification, Template
+from calnotify.models import Appointment, Calendar, Template
 from calnotify.notifications import service
 from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
@@ -56,7 +57,7 @@ DONE = {
 
 
 @router.get("/calendars")
-async def calendars(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+async def calendars(request: Request, operator: OperatorDep, session: ReadSessionDep) -> Response:
     need(operator, Scope.CALENDARS_READ)
     rows = await queries.calendars_with_counts(session, operator.principal)
     return render(request, "calendars.html", {"rows": rows}, operator=operator)
@@ -64,7 +65,7 @@ async def calendars(request: Request, operator: OperatorDep, session: SessionDep
 
 @router.get("/calendars/{calendar_id}")
 async def calendar_page(
-    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+    request: Request, calendar_id: str, operator: OperatorDep, session: ReadSessionDep
 ) -> Response:
     need(operator, Scope.CALENDARS_READ)
     calendar = await get_calendar(session, operator.principal, calendar_id)
@@ -86,7 +87,7 @@ async def calendar_page(
 
 @router.get("/calendars/{calendar_id}/rules/new")
 async def new_rule(
-    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+    request: Request, calendar_id: str, operator: OperatorDep, session: ReadSessionDep
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
@@ -95,7 +96,12 @@ async def new_rule(
 
 @router.post("/calendars/{calendar_id}/rules")
 async def create_rule(
-    request: Request, calendar_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    calendar_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
+    planning: PlanningDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
@@ -104,88 +110,118 @@ async def create_rule(
     item = parse_rule(form, NotificationCreate)
     if item is not None and not form.failed:
         try:
-            await service.create_in_session(
-                session, operator.principal, calendar.id, [item], now_utc(request)
+            _, due = await service.create_many(
+                db, operator.principal, calendar.id, [item], now_utc(request)
             )
+            planning.planned(due)
         except BadRequest as exc:
-            await session.rollback()  # and what was loaded is read again
             form.add(exc.errors)
     if form.failed:
-        calendar = await get_calendar(session, operator.principal, calendar_id)
         return await _form_page(request, session, operator, calendar, None, form, status=400)
     return _back(calendar, "created")
 
 
 @router.get("/calendars/{calendar_id}/rules/{rule_id}/edit")
 async def edit_rule(
-    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    calendar_id: str,
+    rule_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
-    row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+    row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
     return await _form_page(request, session, operator, calendar, row, rule_from_row(row))
 
 
 @router.post("/calendars/{calendar_id}/rules/{rule_id}")
 async def update_rule(
-    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    calendar_id: str,
+    rule_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
+    planning: PlanningDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
-    row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+    row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
     form = rule_from_fields(fields)
     changes = parse_rule(form, NotificationUpdate)
     if changes is not None and not form.failed:
         try:
-            await service.update_notification(
-                session, operator.principal, calendar.id, row.id, changes, now_utc(request)
+            planning.planned(
+                await service.update_notification(
+                    db, operator.principal, calendar.id, row.id, changes, now_utc(request)
+                )
             )
         except BadRequest as exc:
-            await session.rollback()
             form.add(exc.errors)
     if form.failed:
-        calendar = await get_calendar(session, operator.principal, calendar_id)
-        row = await service.get_notification(session, operator.principal, calendar.id, rule_id)
+        row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
         return await _form_page(request, session, operator, calendar, row, form, status=400)
     return _back(calendar, "saved")
 
 
 @router.post("/calendars/{calendar_id}/rules/{rule_id}/active")
 async def set_active(
-    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    calendar_id: str,
+    rule_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
+    planning: PlanningDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     active = first(fields, "active") == "true"
-    await service.update_notification(
-        session,
-        operator.principal,
-        calendar.id,
-        rule_id,
-        NotificationUpdate.model_validate({"isActive": active}),
-        now_utc(request),
+    planning.planned(
+        await service.update_notification(
+            db,
+            operator.principal,
+            calendar.id,
+            rule_id,
+            NotificationUpdate.model_validate({"isActive": active}),
+            now_utc(request),
+        )
     )
     return _back(calendar, "activated" if active else "deactivated")
 
 
 @router.post("/calendars/{calendar_id}/rules/{rule_id}/delete")
 async def delete_rule(
-    request: Request, calendar_id: str, rule_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    calendar_id: str,
+    rule_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
+    planning: PlanningDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
-    await service.delete_notification(
-        session, operator.principal, calendar.id, rule_id, now_utc(request)
+    planning.planned(
+        await service.delete_notification(
+            db, operator.principal, calendar.id, rule_id, now_utc(request)
+        )
     )
     return _back(calendar, "deleted")
 
 
 @router.post("/calendars/{calendar_id}/preview")
 async def preview(
-    request: Request, calendar_id: str, operator: OperatorDep, reader: ReadSessionDep
+    request: Request,
+    calendar_id: str,
+    operator: OperatorDep,
+    reader: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     """The rule form's preview (an htmx partial): nothing is stored, nothing is sent."""
     need(operator, Scope.EVENTS_READ)
@@ -194,7 +230,7 @@ async def preview(
     form = rule_from_fields(fields)
     body = rule_body(form)
     result, problems = await run_preview(
-        reader, operator, calendar, body, first(fields, "previewAppointment"), request
+        db, operator, calendar, body, first(fields, "previewAppointment"), request
     )
     return render(
         request,
@@ -205,7 +241,7 @@ async def preview(
 
 
 async def run_preview(
-    session: AsyncSession,
+    reader: Reader,
     operator: Operator,
     calendar: Calendar,
     rule: dict[str, Any],
@@ -224,7 +260,7 @@ async def run_preview(
     try:
         wanted = PreviewRequest.model_validate(body)
         result = await preview_plan(
-            session, operator.principal, calendar.id, wanted, now, PreviewOptions.of(request.app)
+            reader, operator.principal, calendar.id, wanted, now, PreviewOptions.of(request.app)
         )
     except BadRequest as exc:
         return None, [str(e).removeprefix("notifications[0].") for e in exc.errors]
@@ -238,7 +274,7 @@ async def _form_page(
     session: AsyncSession,
     operator: Operator,
     calendar: Calendar,
-    row: Notification | None,
+    row: Any,
     form: RuleForm,
     *,
     status: int = 200,

@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.auth.scopes import Scope
@@ -27,9 +26,9 @@ from calnotify.console.web import (
     read_form,
     render,
 )
-from calnotify.deps import ReadSessionDep, SessionDep
+from calnotify.deps import DatabaseDep, ReadSessionDep
 from calnotify.errors import BadRequest
-from calnotify.models import Calendar, Template
+from calnotify.models import Calendar
 from calnotify.templates import service
 from calnotify.templates.schemas import TemplateFieldsIn
 
@@ -41,7 +40,7 @@ TYPES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
 
 @router.get("/templates")
 async def templates(
-    request: Request, operator: OperatorDep, session: SessionDep, page: str = "1"
+    request: Request, operator: OperatorDep, session: ReadSessionDep, page: str = "1"
 ) -> Response:
     need(operator, Scope.TEMPLATES_READ)
     number = page_number(page[:12])
@@ -70,14 +69,16 @@ async def templates(
 
 
 @router.get("/templates/new")
-async def new_template(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+async def new_template(
+    request: Request, operator: OperatorDep, session: ReadSessionDep
+) -> Response:
     need(operator, Scope.TEMPLATES_WRITE)
     form = RuleForm(values={"name": "", "type": "email", "subject": "", "html": "", "body": ""})
-    return await _form(request, session, operator, None, form)
+    return await _form(request, operator, None, form)
 
 
 @router.post("/templates")
-async def create_template(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
+async def create_template(request: Request, operator: OperatorDep, db: DatabaseDep) -> Response:
     need(operator, Scope.TEMPLATES_WRITE)
     fields = await read_form(request, operator.csrf)
     form = _typed(fields)
@@ -85,23 +86,26 @@ async def create_template(request: Request, operator: OperatorDep, session: Sess
     if body is not None:
         try:
             await service.create_template(
-                session, operator.principal, operator.principal.location_id, body
+                db, operator.principal, operator.principal.location_id, body
             )
         except BadRequest as exc:
-            await session.rollback()
             form.add(exc.errors)
     if form.failed:
-        return await _form(request, session, operator, None, form, status=400)
+        return await _form(request, operator, None, form, status=400)
     return RedirectResponse(f"{PREFIX}/templates?done=created", status_code=303)
 
 
 @router.get("/templates/{template_id}")
 async def edit_template(
-    request: Request, template_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    template_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.TEMPLATES_READ)
     row = await service.get_template(
-        session, operator.principal, operator.principal.location_id, template_id
+        db, operator.principal, operator.principal.location_id, template_id
     )
     form = RuleForm(
         values={
@@ -112,12 +116,16 @@ async def edit_template(
             "body": row.body,
         }
     )
-    return await _form(request, session, operator, row, form)
+    return await _form(request, operator, row, form)
 
 
 @router.post("/templates/{template_id}")
 async def update_template(
-    request: Request, template_id: str, operator: OperatorDep, session: SessionDep
+    request: Request,
+    template_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.TEMPLATES_WRITE)
     fields = await read_form(request, operator.csrf)
@@ -126,21 +134,22 @@ async def update_template(
     if body is not None:
         try:
             await service.update_template(
-                session, operator.principal, operator.principal.location_id, template_id, body
+                db, operator.principal, operator.principal.location_id, template_id, body
             )
         except BadRequest as exc:
-            await session.rollback()
             form.add(exc.errors)
     if form.failed:
         row = await service.get_template(
-            session, operator.principal, operator.principal.location_id, template_id
+            db, operator.principal, operator.principal.location_id, template_id
         )
-        return await _form(request, session, operator, row, form, status=400)
+        return await _form(request, operator, row, form, status=400)
     return RedirectResponse(f"{PREFIX}/templates?done=saved", status_code=303)
 
 
 @router.post("/templates-preview")
-async def preview(request: Request, operator: OperatorDep, reader: ReadSessionDep) -> Response:
+async def preview(
+    request: Request, operator: OperatorDep, reader: ReadSessionDep, db: DatabaseDep
+) -> Response:
     """The template form's preview: the template as a booked email or text to a sample."""
     need(operator, Scope.TEMPLATES_READ)
     fields = await read_form(request, operator.csrf)
@@ -161,7 +170,7 @@ async def preview(request: Request, operator: OperatorDep, reader: ReadSessionDe
             "subject": form.values["subject"],
             "body": form.values["html"] if kind == "email" else form.values["body"],
         }
-        result, problems = await run_preview(reader, operator, calendar, rule, "", request)
+        result, problems = await run_preview(db, operator, calendar, rule, "", request)
     return render(
         request,
         "_preview.html",
@@ -172,14 +181,12 @@ async def preview(request: Request, operator: OperatorDep, reader: ReadSessionDe
 
 async def _form(
     request: Request,
-    session: AsyncSession,
     operator: Operator,
-    row: Template | None,
+    row: Any,
     form: RuleForm,
     *,
     status: int = 200,
 ) -> Response:
-    del session
     return render(
         request,
         "template_form.html",

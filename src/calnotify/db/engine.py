@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -95,9 +94,6 @@ class Database:
                 self.url, pool_size=pool_size, max_overflow=pool_size, connect_args=timeout
             )
             self.read_engine = self.engine
-        self.on_wake: list[Callable[[], None]] = []
-        #: Who the callers' tokens are (see calnotify.auth.tokens), for a second at most.
-        self.principals: ShortLived[Any] = ShortLived(PRINCIPAL_SECONDS)
         self._write = async_sessionmaker(self.engine, expire_on_commit=False)
         self._read = async_sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -228,11 +224,6 @@ class Database:
                 yield session
                 if write:
                     await session.commit()
-                    if session.info.pop(PRINCIPALS_CHANGED, False):
-                        self.principals.clear()
-                    if session.info.pop("wake", False):
-                        for callback in self.on_wake:
-                            callback()
                 # A read-only unit of work just closes: the connection's transaction ends
                 # without expiring what was loaded.
             except BaseException:
@@ -253,43 +244,6 @@ class Database:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-
-
-#: Seconds a resolved token is trusted without asking the database again: a token revoked
-#: by another process (``calnotify tokens revoke``, another API process) stops working
-#: within this time; one revoked through this process's :class:`Database`, at once.
-PRINCIPAL_SECONDS = 1.0
-#: ``session.info`` key: this unit of work changed tokens; forget the resolved ones.
-PRINCIPALS_CHANGED = "principals_changed"
-
-V = TypeVar("V")
-
-
-class ShortLived(Generic[V]):
-    """A map whose entries are forgotten ``seconds`` after they were put (and all at once
-    when it holds ``limit``)."""
-
-    def __init__(self, seconds: float, limit: int = 10_000) -> None:
-        self.seconds = seconds
-        self.limit = limit
-        self._entries: dict[str, tuple[float, V]] = {}
-
-    def get(self, key: str) -> V | None:
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= time.monotonic():
-            self._entries.pop(key, None)
-            return None
-        return entry[1]
-
-    def put(self, key: str, value: V) -> None:
-        if len(self._entries) >= self.limit:
-            self._entries.clear()
-        self._entries[key] = (time.monotonic() + self.seconds, value)
-
-    def clear(self) -> None:
-        self._entries.clear()
 
 
 def _sqlite_engine(url: URL, busy_timeout_ms: int, *, begin: str) -> AsyncEngine:

@@ -21,7 +21,17 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import JSON, DateTime, Delete, Insert, Select, TypeDecorator, Update
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Delete,
+    Insert,
+    Select,
+    Table,
+    TextClause,
+    TypeDecorator,
+    Update,
+)
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Dialect
@@ -85,13 +95,19 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> Compiled:
         parts.append(_Part(before, name, converters.get(name), name in expanding))
     parts.append(_Part(rest, None, None, False))
     results = tuple(_result_processor(c, dialect) for c in _columns(statement))
+    defaults = _insert_defaults(statement)
     return Compiled(
         sql=sql,
         parts=tuple(parts),
         params=tuple((p.name, p.convert) for p in parts if p.name is not None),
         expands=bool(expanding),
-        fixed={name: b.value for name, b in compiled.binds.items() if not b.required},
-        defaults=_insert_defaults(statement),
+        # A column's own default is made per run, not a literal (its placeholder has None).
+        fixed={
+            name: b.value
+            for name, b in compiled.binds.items()
+            if not b.required and name not in defaults
+        },
+        defaults=defaults,
         results=results,
         placeholder=placeholder,
     )
@@ -106,20 +122,26 @@ def _columns(statement: ClauseElement) -> list[Any]:
 
 def _insert_defaults(statement: ClauseElement) -> dict[str, Callable[[], Any]]:
     """For an insert: each column's Python-side default (a value, or a function called for
-    each row), or NULL, used when a row leaves the column out."""
-    if not isinstance(statement, Insert):
-        return {}
+    each row), or NULL, used when a row leaves the column out. For an update: each column's
+    ``onupdate``, which SQLAlchemy adds to the ``SET`` of a statement that does not set the
+    column itself."""
     made: dict[str, Callable[[], Any]] = {}
-    for column in statement.table.c:
-        default = column.default
-        arg: Any = getattr(default, "arg", None)
-        if default is None or not (default.is_scalar or default.is_callable):
-            made[column.key] = _none
-        elif default.is_scalar:
-            made[column.key] = partial(_same, arg)
-        else:
-            made[column.key] = partial(arg, None)
+    if isinstance(statement, Insert):
+        for column in statement.table.c:
+            made[column.key] = _made_by(column.default) or _none
+    elif isinstance(statement, Update):
+        for changed in statement.table.c:
+            if (onupdate := _made_by(getattr(changed, "onupdate", None))) is not None:
+                made[changed.key] = onupdate
     return made
+
+
+def _made_by(default: Any) -> Callable[[], Any] | None:
+    """How a column's Python-side default makes its value (None: it has none)."""
+    if default is None or not (default.is_scalar or default.is_callable):
+        return None
+    arg: Any = default.arg
+    return partial(_same, arg) if default.is_scalar else partial(arg, None)
 
 
 def _none() -> None:
@@ -243,7 +265,7 @@ class Statement:
 
     def __init__(
         self,
-        statement: Select[*tuple[Any, ...]] | Insert | Update | Delete,
+        statement: Select[*tuple[Any, ...]] | Insert | Update | Delete | TextClause,
         *,
         convert: bool = True,
     ) -> None:
@@ -287,6 +309,19 @@ class Statement:
             )
             for r in raw
         ]
+
+
+def table(model: type) -> Table:
+    """A mapped class's table, typed as one (``Model.__table__`` is typed as any clause)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+def by_id(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's values for an ``UPDATE ... WHERE id = :b_id`` setting every column (a bound
+    parameter may not share a column's name in an update's ``WHERE``)."""
+    given = dict(values)
+    given["b_id"] = given.pop("id")
+    return given
 
 
 #: One statement with its parameters, as the transactions and reads take them.

@@ -24,7 +24,14 @@ from sqlalchemy.engine import Dialect
 from calnotify.db.sqlite_driver import Changed, InlineWriter, Step
 from calnotify.db.statements import Bound, Statement
 
-__all__ = ["Changed", "PostgresTx", "SQLiteTx", "Tx"]
+__all__ = ["Changed", "PostgresTx", "Reader", "SQLiteTx", "Tx"]
+
+
+class Reader(Protocol):
+    """What reads compiled statements: a :class:`Tx`, or the
+    :class:`~calnotify.db.engine.Database` itself outside a transaction."""
+
+    async def fetch(self, *reads: Bound) -> list[list[Any]]: ...
 
 
 class Tx(Protocol):

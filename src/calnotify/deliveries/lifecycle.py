@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, case, func, insert, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.db.engine import Database
 from calnotify.db.gate import Priority
-from calnotify.db.statements import Statement
+from calnotify.db.statements import Statement, table
 from calnotify.db.tx import Tx
 from calnotify.deliveries.states import (
     PENDING,
@@ -59,34 +59,91 @@ __all__ = [
 
 SENDING = DeliveryStatus.SENDING.value
 SCHEDULED = DeliveryStatus.SCHEDULED.value
-_TABLE: Table = Delivery.__table__  # type: ignore[assignment]
+_TABLE = table(Delivery)
 _D = _TABLE.c
 
 # --- planning -------------------------------------------------------------------------------
 
+_CANCEL = Statement(
+    update(_TABLE)
+    .where(_D.id.in_(bindparam("ids", expanding=True)), _D.status == SCHEDULED)
+    .values(
+        status=DeliveryStatus.CANCELLED.value,
+        reason=bindparam("reason"),
+        updated_at=bindparam("now"),
+    )
+)
+_CANCEL_MATCHING = Statement(
+    update(_TABLE)
+    .where(
+        _D.status == SCHEDULED,
+        _D.notification_id == bindparam("notification_id"),
+        _D.trigger == bindparam("trigger"),
+        or_(
+            _D.channel != bindparam("channel"),
+            _D.receiver_type != bindparam("receiver_type"),
+            _D.notification_type != bindparam("notification_type"),
+        ),
+    )
+    .values(
+        status=DeliveryStatus.CANCELLED.value,
+        reason=bindparam("reason"),
+        updated_at=bindparam("now"),
+    )
+)
+_REPLAN_COLUMNS = (
+    "status", "reason", "attempts", "handed_over_at", "lease_until", "claim_token",
+    "last_error", "recipient", "due_at", "run_at", "deadline_at", "appointment_version",
+    "notification_version", "updated_at",
+)  # fmt: skip
+_REPLAN = Statement(
+    update(_TABLE)
+    .where(_D.id == bindparam("b_id"), _D.status == DeliveryStatus.CANCELLED.value)
+    .values({name: bindparam(name) for name in _REPLAN_COLUMNS})
+)
 
-async def replan(session: AsyncSession, delivery_id: str, values: dict[str, Any]) -> None:
-    """A cancelled delivery wanted again (same key): planned anew, never a second row."""
-    check("replan", DeliveryStatus.CANCELLED, values["status"])
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.CANCELLED)
-        .values(**values)
+
+def cancel(tx: Tx, reason: Reason | str, ids: Sequence[str], now: datetime) -> None:
+    """Cancel the scheduled deliveries of ``ids`` (in-flight ones meet the fence)."""
+    if ids:
+        tx.write(_CANCEL, {"ids": list(ids), "reason": _known(reason), "now": now})
+
+
+def cancel_changed_sends(tx: Tx, rule: Any, now: datetime) -> None:
+    """Cancel a rule's pending immediate sends that no longer are what the rule sends (its
+    channel, receivers or type changed)."""
+    tx.write(
+        _CANCEL_MATCHING,
+        {
+            "notification_id": rule.id,
+            "trigger": "event",
+            "channel": rule.channel,
+            "receiver_type": rule.receiver_type,
+            "notification_type": rule.notification_type,
+            "reason": Reason.RULE_CHANGED.value,
+            "now": now,
+        },
     )
 
 
-async def cancel(session: AsyncSession, reason: Reason | str, now: datetime, *where: Any) -> None:
-    """Cancel the scheduled deliveries matching ``where`` (in-flight ones meet the fence)."""
+def replan(tx: Tx, rows: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Cancelled deliveries wanted again (same key): planned anew, never a second row."""
+    for _, values in rows:
+        check("replan", DeliveryStatus.CANCELLED, values["status"])
+    tx.write_many(
+        _REPLAN,
+        [
+            {**{n: values[n] for n in _REPLAN_COLUMNS}, "b_id": delivery_id}
+            for delivery_id, values in rows
+        ],
+    )
+
+
+def _known(reason: Reason | str) -> str:
     try:
-        known = Reason(reason)
+        return Reason(reason).value
     except ValueError:
         raise IllegalTransition(f"cancel: unknown reason {reason!r}") from None
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.status == DeliveryStatus.SCHEDULED, *where)
-        .values(status=DeliveryStatus.CANCELLED, reason=known.value, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
 
 
 # --- claiming ---------------------------------------------------------------------------
@@ -331,7 +388,7 @@ RECORD = Statement(
         updated_at=bindparam("b_now"),
     )
 )
-ATTEMPT = Statement(insert(DeliveryAttempt.__table__))  # type: ignore[arg-type]
+ATTEMPT = Statement(insert(table(DeliveryAttempt)))
 
 
 async def record(db: Database, outcomes: Sequence[Outcome], now: datetime) -> int:

@@ -19,13 +19,18 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from calnotify.channels.base import WireBuilder
-from calnotify.channels.senders import NOTHING_ALLOWED, AllowedSenders, SenderSettings
+from calnotify.channels.senders import (
+    ALLOWED,
+    NOTHING_ALLOWED,
+    AllowedSenders,
+    SenderSettings,
+    allowed_of,
+)
 from calnotify.compose.draft import Draft, Recipient, draft
 from calnotify.db.engine import Database
 from calnotify.db.statements import Statement
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason
 from calnotify.models import (
-    AllowedSender,
     Appointment,
     Calendar,
     Contact,
@@ -75,11 +80,6 @@ _TEMPLATES = Statement(
     )
     .distinct()
 )
-_ALLOWED = Statement(
-    select(AllowedSender.location_id, AllowedSender.kind, AllowedSender.value).where(
-        AllowedSender.location_id.in_(_ids("locations"))
-    )
-)
 # Occurrences of the chunk's series that were deleted on their own (an invitation's EXDATE).
 _DELETED = Statement(
     select(Appointment.master_id, Appointment.original_start_at).where(
@@ -127,16 +127,13 @@ async def load(db: Database, chunk: Sequence[Any]) -> Context:
         (_USERS, ids),
         (_CONTACTS, ids),
         (_TEMPLATES, ids),
-        (_ALLOWED, ids),
+        (ALLOWED, ids),
         (_DELETED, ids),
     )
     users_of: dict[str, dict[str, Any]] = defaultdict(dict)
     for user in users:
         users_of[user.location_id][user.id] = user
     contacts_by_id = {c.id: c for c in contacts}
-    senders: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for location_id, kind, value in allowed:
-        senders[location_id].append((kind, value))
     gone: dict[str, list[datetime]] = defaultdict(list)
     for master_id, start in deleted:
         if master_id and start:
@@ -150,7 +147,7 @@ async def load(db: Database, chunk: Sequence[Any]) -> Context:
             for loc in locations
         },
         templates={t.id: (t.subject, t.html or t.body) for t in templates},
-        allowed={loc.id: AllowedSenders.of(senders[loc.id]) for loc in locations},
+        allowed=allowed_of(ids["locations"], allowed),
         deleted=gone,
     )
 

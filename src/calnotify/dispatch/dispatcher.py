@@ -30,6 +30,7 @@ from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.producer import BATCHES_PER_LOOP, Producer
 from calnotify.dispatch.settings import DispatchSettings
 from calnotify.dispatch.stager import Stager
+from calnotify.dispatch.wakeup import Wakeup
 
 __all__ = ["DispatchSettings", "Dispatcher"]
 log = logging.getLogger("calnotify.dispatch")
@@ -44,9 +45,11 @@ class Dispatcher:
         settings: DispatchSettings | None = None,
         metrics: DispatchMetrics | None = None,
         pool: ComposePool | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         """``pool``: the render processes to compose in (None: the dispatcher starts its
-        own, and ends them when it stops)."""
+        own, and ends them when it stops); ``wakeup``: what the writes of this process tell
+        when they planned something due (None: only :meth:`wake` wakes it)."""
         self.db = db
         self.clock = clock
         self.channels = channels
@@ -59,7 +62,8 @@ class Dispatcher:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self.fairness = Fairness(self.pool, settings.concurrency * BATCHES_PER_LOOP)
-        self.producer = Producer(db, clock, settings, self.fairness, self.metrics)
+        self.wakeup = wakeup or Wakeup()
+        self.producer = Producer(db, clock, settings, self.fairness, self.metrics, self.wakeup)
         self.executor = Executor(
             db,
             clock,
@@ -69,14 +73,13 @@ class Dispatcher:
             self.fairness,
             lambda: self._stopping,
         )
-        self.stager = Stager(db, clock, settings)
+        self.stager = Stager(db, clock, settings, self.wakeup)
 
     # --- running ---------------------------------------------------------------------------
 
     def wake(self) -> None:
-        """New due work may exist (called after a commit that planned some)."""
-        self.producer.wake.set()
-        self.stager.wake.set()
+        """New due work may exist (another process planned some)."""
+        self.wakeup.due()
 
     def start(self) -> None:
         stopping = lambda: self._stopping  # noqa: E731

@@ -22,6 +22,7 @@ from calnotify.dispatch.fairness import Fairness
 from calnotify.dispatch.lifeline import Lifeline
 from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.settings import DispatchSettings
+from calnotify.dispatch.wakeup import Wakeup
 
 log = logging.getLogger("calnotify.dispatch")
 
@@ -37,6 +38,7 @@ class Producer:
         settings: DispatchSettings,
         fairness: Fairness,
         metrics: DispatchMetrics,
+        wakeup: Wakeup,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -44,7 +46,7 @@ class Producer:
         self.fairness = fairness
         self.metrics = metrics
         self.lifeline = Lifeline(db, settings, metrics)
-        self.wake = asyncio.Event()
+        self.wake = wakeup.waiter()
         self.slots = asyncio.Semaphore(settings.concurrency * BATCHES_PER_LOOP)
         self.batches: set[asyncio.Task[None]] = set()
 
@@ -113,10 +115,10 @@ class Producer:
 
     async def _idle(self) -> None:
         timeout = self.settings.poll_interval
+        self.wake.clear()  # before looking: a wake-up while it looks is kept
         upcoming = await lifecycle.next_run_at(self.db)
         if upcoming is not None:
             until = (upcoming - self.clock.now()).total_seconds()
             timeout = max(0.0, min(timeout, until))
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=timeout)

@@ -24,6 +24,7 @@ from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.dispatch.dispatcher import Dispatcher, DispatchSettings
 from calnotify.dispatch.metrics import DispatchMetrics
+from calnotify.dispatch.wakeup import Wakeup
 from calnotify.planning.planner import WAKE_CHANNEL
 
 log = logging.getLogger("calnotify.dispatch")
@@ -62,11 +63,18 @@ class Engine:
         metrics: DispatchMetrics | None = None,
         inbox_listener: InboxListener | None = None,
         pool: ComposePool | None = None,
+        wakeup: Wakeup | None = None,
     ) -> None:
         self.db = db
         self.channels = channels or build_channels(settings, db, clock, inbox_listener)
         self.dispatcher = Dispatcher(
-            db, clock, self.channels, dispatch_settings(settings, concurrency), metrics, pool
+            db,
+            clock,
+            self.channels,
+            dispatch_settings(settings, concurrency),
+            metrics,
+            pool,
+            wakeup,
         )
         self._listener: asyncio.Task[None] | None = None
 
@@ -75,14 +83,11 @@ class Engine:
         # statement; handing the lock over every millisecond instead of every five keeps a
         # write from queueing behind the event loop's work for long.
         sys.setswitchinterval(SWITCH_INTERVAL)
-        self.db.on_wake.append(self.dispatcher.wake)
         self.dispatcher.start()
         if not self.db.is_sqlite:
             self._listener = asyncio.create_task(self._listen(), name="dispatch-listen")
 
     async def stop(self) -> None:
-        if self.dispatcher.wake in self.db.on_wake:
-            self.db.on_wake.remove(self.dispatcher.wake)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -13,6 +13,7 @@ from calnotify.appointments.series import advance_horizons
 from calnotify.clock import Clock
 from calnotify.db.engine import DATABASE_ERRORS, Database
 from calnotify.dispatch.settings import DispatchSettings
+from calnotify.dispatch.wakeup import Wakeup
 from calnotify.planning import jobs
 
 log = logging.getLogger("calnotify.dispatch")
@@ -23,29 +24,36 @@ HORIZON_BATCH = 20
 
 
 class Stager:
-    def __init__(self, db: Database, clock: Clock, settings: DispatchSettings) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, settings: DispatchSettings, wakeup: Wakeup
+    ) -> None:
         self.db = db
         self.clock = clock
         self.settings = settings
-        self.wake = asyncio.Event()
+        self.wakeup = wakeup  # told when a page planned something due to send
+        self.wake = wakeup.waiter()
         self._last_horizon: datetime | None = None
 
     async def plan_once(self, pages: int = 20) -> int:
         """Up to ``pages`` pages of planning work, and the recurring horizon moved on for
         series that are behind (looked for once a minute); the work done."""
-        done = await jobs.run_jobs(self.db, self.clock, pages=pages)
+        done, due = await jobs.run_jobs(self.db, self.clock, pages=pages)
         now = self.clock.now()
         if self._last_horizon is None or now - self._last_horizon >= HORIZON_EVERY:
-            moved = await advance_horizons(
+            moved, more = await advance_horizons(
                 self.db, self.clock, self.settings.planning_horizon, limit=HORIZON_BATCH
             )
             if moved < HORIZON_BATCH:
                 self._last_horizon = now  # caught up: look again in a minute
             done += moved
+            due |= more
+        if due:
+            self.wakeup.due()
         return done
 
     async def run(self, stopping: Callable[[], bool]) -> None:
         while not stopping():
+            self.wake.clear()  # before looking: a wake-up while it looks is kept
             try:
                 done = await self.plan_once()
             except DATABASE_ERRORS as exc:
@@ -56,6 +64,5 @@ class Stager:
                 done = 0
             if done or stopping():
                 continue
-            self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout=self.settings.poll_interval)

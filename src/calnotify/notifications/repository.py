@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, bindparam, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, insert, select, update
 
-from calnotify.db.statements import Statement
+from calnotify.db.statements import Statement, table
+from calnotify.db.tx import Reader
 from calnotify.ids import new_id
 from calnotify.models import Notification, Template, User
-
-
-def page_of_calendar(
-    calendar_id: str,
-    *,
-    is_active: bool | None,
-    deleted: bool,
-    limit: int,
-    skip: int,
-) -> Select[Notification]:
-    """The rules of a calendar in creation order, one page."""
-    query = select(Notification).where(
-        Notification.calendar_id == calendar_id, Notification.deleted == deleted
-    )
-    if is_active is not None:
-        query = query.where(Notification.is_active == is_active)
-    return (
-        query.order_by(Notification.date_added, Notification.batch_index, Notification.id)
-        .limit(limit)
-        .offset(skip)
-    )
+from calnotify.notifications.rules import NotificationDraft
 
 
 def _page_query(*, is_active: bool) -> Statement:
@@ -66,25 +46,43 @@ ONE = Statement(
 )
 
 
-#: A user of the location that is not deleted: parameters ``user_id``, ``location_id``.
-USER_IN_LOCATION = Statement(
+#: One rule of a calendar, its columns converted: ``calendar_id``, ``notification_id``.
+RULE = Statement(
+    select(*Notification.__table__.c).where(
+        Notification.id == bindparam("notification_id"),
+        Notification.calendar_id == bindparam("calendar_id"),
+    )
+)
+#: The users of the location among ``ids`` that are not deleted: ``ids``, ``location_id``.
+USERS_IN_LOCATION = Statement(
     select(User.id).where(
-        User.id == bindparam("user_id"),
+        User.id.in_(bindparam("ids", expanding=True)),
         User.location_id == bindparam("location_id"),
         User.deleted.is_(False),
     )
 )
-#: A template of the location that is not deleted, and its type, locked against a delete or
-#: a change of type until the rule that uses it is saved (PostgreSQL; SQLite serialises
-#: writers anyway): parameters ``template_id``, ``location_id``.
-TEMPLATE_IN_LOCATION = Statement(
-    select(Template.id, Template.type)
-    .where(
-        Template.id == bindparam("template_id"),
+
+
+def _templates(*, lock: bool) -> Statement:
+    query = select(Template.id, Template.type).where(
+        Template.id.in_(bindparam("ids", expanding=True)),
         Template.location_id == bindparam("location_id"),
         Template.deleted.is_(False),
     )
-    .with_for_update(read=True)
+    # Shared lock: a template cannot be deleted or change type while a rule that uses it
+    # is being saved (PostgreSQL; SQLite serialises writers anyway).
+    return Statement(query.with_for_update(read=True) if lock else query)
+
+
+#: The templates of the location among ``ids`` that are not deleted, and their types.
+TEMPLATES = _templates(lock=False)
+TEMPLATES_LOCKED = _templates(lock=True)
+_SOURCES = Statement(
+    select(Template.id, Template.subject, Template.html, Template.body).where(
+        Template.id.in_(bindparam("ids", expanding=True)),
+        Template.location_id == bindparam("location_id"),
+        Template.deleted.is_(False),
+    )
 )
 
 _COLUMNS = tuple(c.key for c in Notification.__table__.c)
@@ -92,7 +90,7 @@ _ENUM_COLUMNS = ("receiver_type", "channel", "notification_type")
 #: A new rule row, every column given (:func:`new_rule`).
 INSERT = Statement(insert(Notification))
 #: A rule as its columns, as :data:`INSERT` wrote it.
-RuleRow = namedtuple("RuleRow", _COLUMNS)  # type: ignore[misc]
+RuleRow: Any = cast(Any, namedtuple("RuleRow", _COLUMNS))
 
 
 def new_rule(values: dict[str, Any]) -> dict[str, Any]:
@@ -108,74 +106,31 @@ def new_rule(values: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-async def list_for_calendar(
-    session: AsyncSession,
-    calendar_id: str,
-    *,
-    is_active: bool | None,
-    deleted: bool,
-    limit: int,
-    skip: int,
-) -> Sequence[Notification]:
-    query = page_of_calendar(
-        calendar_id, is_active=is_active, deleted=deleted, limit=limit, skip=skip
-    )
-    return (await session.scalars(query)).all()
+#: A rule's columns written back: every column but the id, ``b_id``.
+UPDATE = Statement(
+    update(table(Notification))
+    .where(Notification.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in _COLUMNS if name != "id"})
+)
 
 
-async def get_for_calendar(
-    session: AsyncSession, calendar_id: str, notification_id: str
-) -> Notification | None:
-    return await session.scalar(
-        select(Notification).where(
-            Notification.id == notification_id, Notification.calendar_id == calendar_id
-        )
-    )
-
-
-async def existing_user_ids(
-    session: AsyncSession, location_id: str, user_ids: Collection[str]
-) -> set[str]:
-    if not user_ids:
-        return set()
-    rows = await session.scalars(
-        select(User.id).where(
-            User.location_id == location_id, User.id.in_(user_ids), User.deleted.is_(False)
-        )
-    )
-    return set(rows)
-
-
-async def template_types(
-    session: AsyncSession, location_id: str, template_ids: Collection[str], *, lock: bool = True
-) -> dict[str, str]:
-    if not template_ids:
-        return {}
-    query = select(Template.id, Template.type).where(
-        Template.location_id == location_id,
-        Template.id.in_(template_ids),
-        Template.deleted.is_(False),
-    )
-    if lock:
-        # Shared lock: a template cannot be deleted or change type while a rule that uses
-        # it is being saved (PostgreSQL; SQLite serialises writers anyway).
-        query = query.with_for_update(read=True)
-    rows = await session.execute(query)
-    return {row.id: row.type for row in rows}
+def columns_of(draft: NotificationDraft) -> dict[str, Any]:
+    """A draft's columns as stored (enums as their text)."""
+    values = draft.as_columns()
+    for name in _ENUM_COLUMNS:
+        if isinstance(member := values.get(name), Enum):
+            values[name] = member.value
+    return values
 
 
 async def template_sources(
-    session: AsyncSession, location_id: str, template_ids: Collection[str]
+    reader: Reader, location_id: str, template_ids: Collection[str]
 ) -> dict[str, tuple[str, str]]:
     """(subject, html or body) of each template of the location that is not deleted, as
-    the dispatcher renders them."""
+    messages are composed from them."""
     if not template_ids:
         return {}
-    rows = await session.scalars(
-        select(Template).where(
-            Template.location_id == location_id,
-            Template.id.in_(template_ids),
-            Template.deleted.is_(False),
-        )
+    [found] = await reader.fetch(
+        (_SOURCES, {"ids": sorted(template_ids), "location_id": location_id})
     )
-    return {t.id: (t.subject, t.html or t.body) for t in rows}
+    return {t.id: (t.subject, t.html or t.body) for t in found}

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from calnotify.api.lean import LeanRoute
 from calnotify.api.types import JSONBytes, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
-from calnotify.deps import ClockDep, DatabaseDep, ReadSessionDep, SessionDep, WriteUnits
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 from calnotify.errors import BadRequest, FieldError
 from calnotify.notifications import service, wire
 from calnotify.notifications.preview import PreviewOptions, preview_plan
@@ -74,10 +74,13 @@ async def create_notifications(
     calendarId: str,
     body: Annotated[list[NotificationCreate], Body(min_length=1, max_length=MAX_BATCH)],
     principal: EventsWrite,
-    request: Request,
+    db: DatabaseDep,
+    clock: ClockDep,
+    planning: PlanningDep,
 ) -> JSONBytes:
     """Create 1 to 50 notifications; if any item is invalid, none is created."""
-    rows = await service.create_many(WriteUnits(request), principal, calendarId, body)
+    rows, due = await service.create_many(db, principal, calendarId, body, clock.now())
+    planning.planned(due)
     return JSONBytes(wire.rules_json(rows))
 
 
@@ -91,7 +94,7 @@ async def preview_notifications(
     calendarId: str,
     body: PreviewRequest,
     principal: EventsRead,
-    session: ReadSessionDep,
+    db: DatabaseDep,
     clock: ClockDep,
     request: Request,
 ) -> PreviewOut:
@@ -100,7 +103,7 @@ async def preview_notifications(
     calendar's active rules or draft ``notifications``, each message rendered. Nothing is
     stored and nothing is sent; the token needs ``calendars/events.readonly``."""
     return await preview_plan(
-        session, principal, calendarId, body, clock.now(), PreviewOptions.of(request.app)
+        db, principal, calendarId, body, clock.now(), PreviewOptions.of(request.app)
     )
 
 
@@ -121,12 +124,12 @@ async def find_notification(
     tags=["calnotify"],
 )
 async def notification_planning(
-    calendarId: str, notificationId: str, principal: EventsRead, session: SessionDep
+    calendarId: str, notificationId: str, principal: EventsRead, db: DatabaseDep
 ) -> PlanningOut:
     """Re-planning progress of one rule (a calnotify extension): ``planning`` while a
     background job is still re-planning the calendar's appointments after a change."""
-    row = await service.get_notification(session, principal, calendarId, notificationId)
-    recent = await jobs_of_rule(session, row.id)
+    row = await service.get_notification(db, principal, calendarId, notificationId)
+    recent = await jobs_of_rule(db, row.id)
     return PlanningOut(
         notification_id=row.id,
         state="planned" if row.planned_version >= row.version else "planning",
@@ -144,12 +147,15 @@ async def update_notification(
     notificationId: str,
     body: NotificationUpdate,
     principal: EventsWrite,
-    session: SessionDep,
+    db: DatabaseDep,
     clock: ClockDep,
+    planning: PlanningDep,
 ) -> MessageOut:
     """Partial update; the merged notification must pass the same rules as a create."""
-    await service.update_notification(
-        session, principal, calendarId, notificationId, body, clock.now()
+    planning.planned(
+        await service.update_notification(
+            db, principal, calendarId, notificationId, body, clock.now()
+        )
     )
     return MessageOut(message="Notification updated successfully")
 
@@ -161,11 +167,14 @@ async def delete_notification(
     calendarId: str,
     notificationId: str,
     principal: EventsWrite,
-    session: SessionDep,
+    db: DatabaseDep,
     clock: ClockDep,
+    planning: PlanningDep,
 ) -> MessageOut:
     """Soft delete (idempotent)."""
-    await service.delete_notification(session, principal, calendarId, notificationId, clock.now())
+    planning.planned(
+        await service.delete_notification(db, principal, calendarId, notificationId, clock.now())
+    )
     return MessageOut(message="Notification deleted successfully")
 
 

@@ -10,7 +10,7 @@ from calnotify.api.types import QueryBool
 from calnotify.auth.deps import ensure_location, require
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
-from calnotify.deps import SessionDep
+from calnotify.deps import DatabaseDep, SessionDep
 from calnotify.errors import BadRequest, FieldError
 from calnotify.templates import service
 from calnotify.templates.schemas import (
@@ -83,18 +83,18 @@ async def list_templates(
 
 @router.post("", response_model=TemplateOut, status_code=201, operation_id="create-template")
 async def create_template(
-    locationId: LocationIdPath, body: TemplateCreate, principal: TemplatesWrite, session: SessionDep
+    locationId: LocationIdPath, body: TemplateCreate, principal: TemplatesWrite, db: DatabaseDep
 ) -> TemplateOut:
     """``{"name", "type", "template": {"subject", "html"}}`` for email,
     ``{"template": {"body"}}`` for sms and whatsapp."""
-    return service.to_out(await service.create_template(session, principal, locationId, body))
+    return service.to_out(await service.create_template(db, principal, locationId, body))
 
 
 @router.get("/{templateId}", response_model=TemplateOut, operation_id="get-template")
 async def get_template(
-    locationId: LocationIdPath, templateId: str, principal: TemplatesRead, session: SessionDep
+    locationId: LocationIdPath, templateId: str, principal: TemplatesRead, db: DatabaseDep
 ) -> TemplateOut:
-    return service.to_out(await service.get_template(session, principal, locationId, templateId))
+    return service.to_out(await service.get_template(db, principal, locationId, templateId))
 
 
 @router.put("/{templateId}", response_model=TemplateOut, operation_id="update-template")
@@ -103,10 +103,10 @@ async def update_template(
     templateId: str,
     body: TemplateUpdate,
     principal: TemplatesWrite,
-    session: SessionDep,
+    db: DatabaseDep,
 ) -> TemplateOut:
     """Partial update. ``type`` cannot change while a notification uses the template."""
-    row = await service.update_template(session, principal, locationId, templateId, body)
+    row = await service.update_template(db, principal, locationId, templateId, body)
     return service.to_out(row)
 
 
@@ -114,10 +114,10 @@ async def update_template(
     "/{templateId}", response_model=TemplateDeleted, operation_id="DELETE-an-email-sms-template"
 )
 async def delete_template(
-    locationId: LocationIdPath, templateId: str, principal: TemplatesWrite, session: SessionDep
+    locationId: LocationIdPath, templateId: str, principal: TemplatesWrite, db: DatabaseDep
 ) -> TemplateDeleted:
     """Soft delete; refused (400) while a notification uses the template."""
-    await service.delete_template(session, principal, locationId, templateId)
+    await service.delete_template(db, principal, locationId, templateId)
     return TemplateDeleted()
 
 

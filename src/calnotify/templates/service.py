@@ -6,24 +6,29 @@ empty), an sms or whatsapp template keeps ``body`` (``subject`` and ``html`` emp
 
 Notification rules name templates by ``templateId`` and are checked against the
 template's type when they are saved, so a template that a rule (not deleted) still uses
-can neither be deleted nor change its type. Services never commit: the request's unit
-of work does.
+can neither be deleted nor change its type. Writes are one transaction of compiled
+statements each; reads of pages stay with the ORM.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
-from calnotify.db.scoped import get_in_location
-from calnotify.errors import BadRequest, FieldError
+from calnotify.db.engine import Database
+from calnotify.db.statements import Statement, by_id, table
+from calnotify.db.tx import Reader
+from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.ids import looks_like_id, new_id
 from calnotify.models import Notification, Template
 from calnotify.notifications.rules import MAX_BODY_BYTES, MAX_SUBJECT_CHARS
 from calnotify.templates.liquid import template_errors
@@ -49,7 +54,7 @@ class TemplateDraft:
     body: str = ""
 
     @classmethod
-    def from_row(cls, row: Template) -> TemplateDraft:
+    def from_row(cls, row: Any) -> TemplateDraft:
         return cls(
             name=row.name,
             type=TemplateType(row.type),
@@ -65,22 +70,20 @@ class TemplateDraft:
 
 
 async def get_template(
-    session: AsyncSession, principal: Principal, location_id: str, template_id: str
-) -> Template:
-    """A template of the token's location that is not deleted, else 404."""
+    reader: Reader, principal: Principal, location_id: str, template_id: str
+) -> Any:
+    """A template of the token's location that is not deleted (its columns), else 404."""
     ensure_location(principal, location_id)
-    return await get_in_location(
-        session, Template, template_id, principal.location_id, what="Template"
-    )
+    return await _template(reader, principal.location_id, template_id, _ONE)
 
 
-async def _locked(
-    session: AsyncSession, principal: Principal, location_id: str, template_id: str
-) -> Template:
-    """The template, locked against rules that start using it meanwhile (PostgreSQL)."""
-    row = await get_template(session, principal, location_id, template_id)
-    await session.refresh(row, with_for_update=True)
-    return row
+async def _template(reader: Reader, location_id: str, template_id: str, read: Statement) -> Any:
+    if not looks_like_id(template_id):
+        raise NotFound("Template not found")
+    [found] = await reader.fetch((read, {"id": template_id, "location_id": location_id}))
+    if not found:
+        raise NotFound("Template not found")
+    return found[0]
 
 
 async def list_templates(
@@ -110,8 +113,8 @@ async def list_templates(
 
 
 async def create_template(
-    session: AsyncSession, principal: Principal, location_id: str, body: TemplateFieldsIn
-) -> Template:
+    db: Database, principal: Principal, location_id: str, body: TemplateFieldsIn
+) -> Any:
     ensure_location(principal, location_id)
     errors: list[FieldError] = []
     if body.name is None:
@@ -124,83 +127,91 @@ async def create_template(
     errors.extend(p for p in problems if not (p.field == "name" and body.name is None))
     if errors:
         raise BadRequest(errors)
-
-    now = await _creation_time(session, principal.location_id)
-    row = Template(
-        location_id=principal.location_id,
-        name=draft.name,
-        type=draft.type.value,
-        subject=draft.subject,
-        html=draft.html,
-        body=draft.body,
-        deleted=False,
-        date_added=now,
-        date_updated=now,
-    )
-    session.add(row)
-    await session.flush()
-    return row
+    async with db.transaction() as tx:
+        [[newest]] = await tx.fetch((_NEWEST, {"location_id": principal.location_id}))
+        now = _creation_time(newest[0])
+        values = {
+            "id": new_id(),
+            "location_id": principal.location_id,
+            "name": draft.name,
+            "type": draft.type.value,
+            "subject": draft.subject,
+            "html": draft.html,
+            "body": draft.body,
+            "deleted": False,
+            "date_added": now,
+            "date_updated": now,
+        }
+        tx.write(_INSERT, values)
+    return _ROW(**values)
 
 
 async def update_template(
-    session: AsyncSession,
+    db: Database,
     principal: Principal,
     location_id: str,
     template_id: str,
     body: TemplateFieldsIn,
-) -> Template:
+) -> Any:
     """Partial update; the merged template must pass the same rules as a create."""
-    row = await _locked(session, principal, location_id, template_id)
-    current = TemplateDraft.from_row(row)
-    draft = _merged(current, body, body.type or current.type)
-    errors = _draft_problems(draft)
-    if draft.type is not current.type:
-        in_use = await _notifications_using(session, row)
-        if in_use:
-            errors.insert(
-                0,
-                FieldError(
-                    "type",
-                    f"cannot change from {current.type.value} to {draft.type.value} while "
-                    f"{_count(in_use)} {'uses' if in_use == 1 else 'use'} the template",
-                ),
-            )
-    if errors:
-        raise BadRequest(errors)
-    if draft != current:
-        row.name = draft.name
-        row.type = draft.type.value
-        row.subject = draft.subject
-        row.html = draft.html
-        row.body = draft.body
-        row.date_updated = max(utcnow(), row.date_added)
-        await session.flush()
+    ensure_location(principal, location_id)
+    async with db.transaction() as tx:
+        # Locked (PostgreSQL) against rules that start using it meanwhile.
+        row = await _template(tx, principal.location_id, template_id, _ONE_LOCKED)
+        current = TemplateDraft.from_row(row)
+        draft = _merged(current, body, body.type or current.type)
+        errors = _draft_problems(draft)
+        if draft.type is not current.type:
+            in_use = await _notifications_using(tx, row)
+            if in_use:
+                errors.insert(
+                    0,
+                    FieldError(
+                        "type",
+                        f"cannot change from {current.type.value} to {draft.type.value} "
+                        f"while {_count(in_use)} {'uses' if in_use == 1 else 'use'} the template",
+                    ),
+                )
+        if errors:
+            raise BadRequest(errors)
+        if draft == current:
+            return row
+        row = row._replace(
+            name=draft.name,
+            type=draft.type.value,
+            subject=draft.subject,
+            html=draft.html,
+            body=draft.body,
+            date_updated=max(utcnow(), row.date_added),
+        )
+        tx.write(_UPDATE, by_id(row._asdict()))
     return row
 
 
 async def delete_template(
-    session: AsyncSession, principal: Principal, location_id: str, template_id: str
+    db: Database, principal: Principal, location_id: str, template_id: str
 ) -> None:
     """Soft delete, refused while a notification rule (not deleted) uses the template."""
-    row = await _locked(session, principal, location_id, template_id)
-    in_use = await _notifications_using(session, row)
-    if in_use:
-        raise BadRequest(
-            [
-                FieldError(
-                    "templateId",
-                    f"is used by {_count(in_use)}; delete "
-                    + ("it or change its" if in_use == 1 else "them or change their")
-                    + " templateId before deleting the template",
-                )
-            ]
-        )
-    row.deleted = True
-    row.date_updated = max(utcnow(), row.date_added)
-    await session.flush()
+    ensure_location(principal, location_id)
+    async with db.transaction() as tx:
+        row = await _template(tx, principal.location_id, template_id, _ONE_LOCKED)
+        in_use = await _notifications_using(tx, row)
+        if in_use:
+            raise BadRequest(
+                [
+                    FieldError(
+                        "templateId",
+                        f"is used by {_count(in_use)}; delete "
+                        + ("it or change its" if in_use == 1 else "them or change their")
+                        + " templateId before deleting the template",
+                    )
+                ]
+            )
+        row = row._replace(deleted=True, date_updated=max(utcnow(), row.date_added))
+        tx.write(_UPDATE, by_id(row._asdict()))
 
 
-def to_out(row: Template) -> TemplateOut:
+def to_out(row: Any) -> TemplateOut:
     content: EmailTemplateContent | TextTemplateContent
     if row.type == TemplateType.EMAIL.value:
         content = EmailTemplateContent(subject=row.subject, html=row.html)
@@ -265,32 +276,56 @@ def _long_text_problems(field: str, source: str, kind: str) -> list[FieldError]:
     return template_errors(field, source)
 
 
-async def _notifications_using(session: AsyncSession, row: Template) -> int:
+async def _notifications_using(reader: Reader, row: Any) -> int:
     """How many notification rules of the location (not deleted) name the template."""
-    count = await session.scalar(
-        select(func.count(Notification.id)).where(
-            Notification.location_id == row.location_id,
-            Notification.template_id == row.id,
-            Notification.deleted.is_(False),
-        )
-    )
-    return int(count or 0)
+    [[found]] = await reader.fetch((_USING, {"id": row.id, "location_id": row.location_id}))
+    return int(found[0] or 0)
 
 
 def _count(n: int) -> str:
     return f"{n} notification" if n == 1 else f"{n} notifications"
 
 
-async def _creation_time(session: AsyncSession, location_id: str) -> datetime:
+def _creation_time(newest: datetime | None) -> datetime:
     """Now, but after the location's newest template, so creation order is listing order.
 
     Timestamps have millisecond precision; two templates created in the same millisecond
     would otherwise be listed in id order.
     """
     now = utcnow()
-    newest = await session.scalar(
-        select(func.max(Template.date_added)).where(Template.location_id == location_id)
-    )
     if newest is not None and newest >= now:
         now = newest + timedelta(milliseconds=1)
     return now
+
+
+_T = Template.__table__.c
+_ROW_COLUMNS = [c.key for c in Template.__table__.c]
+_ROW = namedtuple("_ROW", _ROW_COLUMNS)  # type: ignore[misc]
+
+
+def _one(*, lock: bool) -> Statement:
+    query = select(*Template.__table__.c).where(
+        _T.id == bindparam("id"), _T.location_id == bindparam("location_id"), _T.deleted.is_(False)
+    )
+    return Statement(query.with_for_update() if lock else query)
+
+
+_ONE = _one(lock=False)
+_ONE_LOCKED = _one(lock=True)
+_NEWEST = Statement(
+    select(func.max(_T.date_added)).where(_T.location_id == bindparam("location_id"))
+)
+_INSERT = Statement(insert(table(Template)))
+_UPDATE = Statement(
+    update(table(Template))
+    .where(_T.id == bindparam("b_id"))
+    .values({name: bindparam(name) for name in _ROW_COLUMNS if name != "id"})
+)
+_N = Notification.__table__.c
+_USING = Statement(
+    select(func.count(_N.id)).where(
+        _N.location_id == bindparam("location_id"),
+        _N.template_id == bindparam("id"),
+        _N.deleted.is_(False),
+    )
+)
