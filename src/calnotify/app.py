@@ -23,6 +23,7 @@ from calnotify.api.middleware import BodyLimit, CatchAll, Shedding, TrailingSlas
 from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS, VERSION_DESCRIPTION, TokenWith
+from calnotify.availability.router import router as availability_router
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
 from calnotify.compose.pool import ComposePool
@@ -145,6 +146,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     notifications_router,
     appointments_router,
     calendars_router,
+    availability_router,
     contacts_router,
     users_router,
     locations_router,
