@@ -70,6 +70,7 @@ async def test_contact_name_is_split(client: httpx.AsyncClient, tenant: Tenant) 
         ({"email": "nope"}, "email"),
         ({"phone": "4155550100"}, "phone"),
         ({"timezone": "Nowhere/City"}, "timezone"),
+        ({"timezone": "America"}, "timezone"),  # a folder of zones, not a zone
         ({"dnd": "yes"}, "dnd"),
         ({"dndSettings": {"SMS": {"status": "sometimes"}}}, "dndSettings.SMS.status"),
         ({"tags": "vip"}, "tags"),
@@ -252,6 +253,7 @@ async def test_location_get_and_update(client: httpx.AsyncClient, tenant: Tenant
     ("body", "field"),
     [
         ({"timezone": "Mars/Base"}, "timezone"),
+        ({"timezone": "Europe"}, "timezone"),
         ({"email": "x@"}, "email"),
         ({"phone": "abc"}, "phone"),
         ({"name": ""}, "name"),

@@ -25,6 +25,7 @@ from calnotify.api.ops import router as ops_router
 from calnotify.appointments.router import router as appointments_router
 from calnotify.auth.deps import API_VERSIONS, VERSION_DESCRIPTION, TokenWith
 from calnotify.auth.tokens import PRINCIPAL_SECONDS, Principal, ShortLived
+from calnotify.availability.router import router as availability_router
 from calnotify.calendars.router import router as calendars_router
 from calnotify.clock import Clock, SystemClock
 from calnotify.compose.pool import ComposePool
@@ -154,6 +155,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     notifications_router,
     appointments_router,
     calendars_router,
+    availability_router,
     contacts_router,
     users_router,
     locations_router,

@@ -14,7 +14,7 @@ def zone(name: str | None) -> ZoneInfo:
     if name:
         try:
             return ZoneInfo(name)
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, OSError):  # OSError: a folder of zones ("America")
             pass
     return ZoneInfo("UTC")
 

@@ -32,6 +32,6 @@ def timezone_problem(value: str) -> str | None:
         return f"{value!r} is not an IANA time zone"
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
         return f"{value!r} is not an IANA time zone"
     return None

@@ -28,18 +28,6 @@ ECHOED_FIELDS = (
     "eventTitle",
     "eventColor",
     "meetingLocation",
-    "slotInterval",
-    "slotIntervalUnit",
-    "slotBuffer",
-    "slotBufferUnit",
-    "preBuffer",
-    "preBufferUnit",
-    "appoinmentPerSlot",
-    "appoinmentPerDay",
-    "allowBookingAfter",
-    "allowBookingAfterUnit",
-    "allowBookingFor",
-    "allowBookingForUnit",
     "enableRecurring",
     "formId",
     "stickyContact",
@@ -47,8 +35,6 @@ ECHOED_FIELDS = (
     "shouldSendAlertEmailsToAssignedMember",
     "alertEmail",
     "googleInvitationEmails",
-    "allowReschedule",
-    "allowCancellation",
     "shouldAssignContactToTeamMember",
     "shouldSkipAssigningContactForExisting",
     "notes",
@@ -72,6 +58,23 @@ class TeamMemberIn(InputModel):
     meeting_location: Text | None = None
 
 
+class HourIn(InputModel):
+    """HighLevel's ``Hour``: one opening, from ``openHour:openMinute`` to
+    ``closeHour:closeMinute`` (wall-clock time in the location's zone)."""
+
+    open_hour: Number
+    open_minute: Number
+    close_hour: Number
+    close_minute: Number
+
+
+class OpenHourIn(InputModel):
+    """HighLevel's ``OpenHour``: openings on some days of the week (0 = Sunday … 6)."""
+
+    days_of_the_week: Annotated[list[Number], Field(max_length=MAX_LIST)]
+    hours: Annotated[list[HourIn], Field(max_length=MAX_LIST)]
+
+
 class CalendarFieldsIn(InputModel):
     model_config = ConfigDict(extra="allow")
 
@@ -83,6 +86,22 @@ class CalendarFieldsIn(InputModel):
     slot_duration_unit: Text | None = None
     is_active: Bool | None = None
     auto_confirm: Bool | None = None
+    # Availability (semantics §8), checked by calendars/availability.py.
+    open_hours: Annotated[list[OpenHourIn], Field(max_length=MAX_LIST)] | None = None
+    slot_interval: Number | None = None
+    slot_interval_unit: Text | None = None
+    slot_buffer: Number | None = None
+    slot_buffer_unit: Text | None = None
+    pre_buffer: Number | None = None
+    pre_buffer_unit: Text | None = None
+    appoinment_per_slot: Number | None = None  # sic: HighLevel's spelling
+    appoinment_per_day: Number | None = None
+    allow_booking_after: Number | None = None
+    allow_booking_after_unit: Text | None = None
+    allow_booking_for: Number | None = None
+    allow_booking_for_unit: Text | None = None
+    allow_reschedule: Bool | None = None
+    allow_cancellation: Bool | None = None
 
     def echoed(self) -> dict[str, Any]:
         extra = self.model_extra or {}
@@ -106,6 +125,18 @@ class TeamMemberOut(OutputModel):
     meeting_location: str | None = None
 
 
+class HourOut(OutputModel):
+    open_hour: int
+    open_minute: int
+    close_hour: int
+    close_minute: int
+
+
+class OpenHourOut(OutputModel):
+    days_of_the_week: list[int]
+    hours: list[HourOut]
+
+
 class CalendarOut(OutputModel):
     model_config = ConfigDict(extra="allow")
 
@@ -119,6 +150,21 @@ class CalendarOut(OutputModel):
     slot_duration_unit: str
     is_active: bool
     auto_confirm: bool
+    open_hours: list[OpenHourOut]
+    slot_interval: float | int
+    slot_interval_unit: str
+    slot_buffer: float | int
+    slot_buffer_unit: str
+    pre_buffer: float | int
+    pre_buffer_unit: str
+    appoinment_per_slot: int
+    appoinment_per_day: int
+    allow_booking_after: float | int
+    allow_booking_after_unit: str
+    allow_booking_for: float | int
+    allow_booking_for_unit: str
+    allow_reschedule: bool
+    allow_cancellation: bool
 
 
 class CalendarEnvelope(BaseModel):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.api.types import json_problem
 from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
+from calnotify.calendars import availability
 from calnotify.calendars.schemas import (
     MAX_ECHOED_JSON_BYTES,
     CalendarCreate,
@@ -79,6 +80,7 @@ async def create_calendar(
         auto_confirm=True,
         team_members=[],
         extra={},
+        **availability.DEFAULTS,
     )
     await _apply(session, principal, calendar, body)
     session.add(calendar)
@@ -144,6 +146,7 @@ async def _apply(
     ):
         errors.append(FieldError("slotDuration", "must be more than 0 and at most 7 days"))
 
+    changes = availability.checked_availability(body, calendar, errors)
     echoed = body.echoed()
     for key, value in echoed.items():
         if problem := json_problem(value):
@@ -196,6 +199,8 @@ async def _apply(
     ):
         if name in given:
             setattr(calendar, name, given[name])
+    for column, value in changes.items():
+        setattr(calendar, column, value)
     if members is not None:
         calendar.team_members = members
     if echoed:
@@ -217,10 +222,9 @@ def to_out(calendar: Calendar) -> CalendarOut:
             "slotDurationUnit": calendar.slot_duration_unit,
             "isActive": calendar.is_active,
             "autoConfirm": calendar.auto_confirm,
+            **availability.availability_out(calendar),
         }
     )
 
 
-def _number(value: float) -> float | int:
-    """1.0 → 1: JSON clients compare what they sent with what they get back."""
-    return int(value) if float(value).is_integer() else value
+_number = availability.plain_number
