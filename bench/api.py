@@ -207,6 +207,20 @@ function make(tid, n)
   return "PUT", {lua_string(base + "/")} .. ids[((tid * 7 + n) % #ids) + 1],
     string.format('{{"subject":"Subject %d-%d"}}', tid, n)
 end"""
+    slot = f"{context['slot_base']} + (tid * {SLOTS_PER_THREAD} + n) * {SLOT_SECONDS}"
+    if kind == "book":
+        return f"""
+function make(tid, n)
+  return "POST", {lua_string(f"/book/{REFERENCE_CALENDAR}")},
+    string.format('{{"startTime":"%s"}}', iso({slot}))
+end"""
+    if kind == "reschedule":
+        return f"""
+local ids = {ids}
+function make(tid, n)
+  return "PUT", {lua_string(f"/book/{REFERENCE_CALENDAR}/")} .. ids[((tid * 97 + n) % #ids) + 1],
+    string.format('{{"startTime":"%s"}}', iso({slot} + {SLOT_SECONDS // 2}))
+end"""
     raise ValueError(kind)
 
 

@@ -1,4 +1,4 @@
-"""HighLevel's ``rrule`` (RFC 5545): parsed, checked and expanded (semantics §3a).
+"""HighLevel's ``rrule`` (RFC 5545): parsed, checked and expanded (docs/semantics.md §3a).
 
 An ``RRULE:`` line, optionally followed by ``EXDATE`` lines; the series starts at the
 appointment's ``startTime`` (a ``DTSTART`` line is ignored). Expansion is done by

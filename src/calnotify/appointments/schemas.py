@@ -17,7 +17,7 @@ MAX_GUESTS = 50
 
 
 class GuestIn(InputModel):
-    """A guest of the appointment (calnotify extension, semantics §4)."""
+    """A guest of the appointment (calnotify extension, docs/semantics.md §4)."""
 
     email: Text | None = None
     name: Text | None = None

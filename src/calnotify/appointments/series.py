@@ -1,5 +1,5 @@
 """Recurring series as rows: the master carries the rule, each occurrence within reach is
-an appointment of its own (semantics §3a, docs/recurring.md).
+an appointment of its own (docs/semantics.md §3a, docs/recurring.md).
 
 An occurrence becomes a row (``master_id``, ``original_start_at``) once its start is within
 the planning horizon plus the calendar's longest reminder offset, so that every delivery

@@ -1,4 +1,4 @@
-"""Calendar availability (semantics §8): HighLevel's open hours and slot settings, the free
+"""Calendar availability (docs/semantics.md §8): HighLevel's open hours and slot settings, the free
 slots they leave (``GET /calendars/{calendarId}/free-slots``), and the check a booking
 or a reschedule can make against them (:func:`booking_problem`).
 

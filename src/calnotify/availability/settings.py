@@ -1,4 +1,4 @@
-"""A calendar's availability settings as the slot computation reads them (semantics §8).
+"""A calendar's availability settings as the slot computation reads them (docs/semantics.md §8).
 
 The wire fields are HighLevel's (``openHours``, ``slotInterval``/``slotIntervalUnit``, …);
 :func:`settings_of` turns a calendar's stored columns into plain values: durations as

@@ -1,4 +1,4 @@
-"""Free slots of a calendar, and why a booking does not fit them (semantics §8).
+"""Free slots of a calendar, and why a booking does not fit them (docs/semantics.md §8).
 
 Pure: the calendar's settings, the location's zone, the calendar's appointments, ``now``
 and a range in; instants (UTC) or words out. No database, no clock.

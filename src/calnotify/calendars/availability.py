@@ -1,4 +1,4 @@
-"""HighLevel's availability fields of a calendar (semantics §8): checked, stored in their
+"""HighLevel's availability fields of a calendar (docs/semantics.md §8): checked, stored in their
 columns, shown. Names, types, units and defaults are those of ``CalendarCreateDTO``."""
 
 from __future__ import annotations

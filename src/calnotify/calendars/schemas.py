@@ -86,7 +86,7 @@ class CalendarFieldsIn(InputModel):
     slot_duration_unit: Text | None = None
     is_active: Bool | None = None
     auto_confirm: Bool | None = None
-    # Availability (semantics §8), checked by calendars/availability.py.
+    # Availability (docs/semantics.md §8), checked by calendars/availability.py.
     open_hours: Annotated[list[OpenHourIn], Field(max_length=MAX_LIST)] | None = None
     slot_interval: Number | None = None
     slot_interval_unit: Text | None = None

@@ -1,4 +1,4 @@
-"""Who a message is from (docs: semantics §7, "Senders").
+"""Who a message is from (docs/semantics.md §7, "Senders").
 
 Email goes out from the operator's domain: ``From`` is the address of
 ``CALNOTIFY_EMAIL_FROM``, with the rule's ``fromName``, else the location's name, as display
@@ -115,7 +115,7 @@ def choose_sender(
     settings: SenderSettings,
 ) -> SenderChoice:
     """The sender of a message of ``channel`` ("email", "sms", "whatsapp"; anything else,
-    e.g. "inApp", has none) for a rule of a location, as semantics §7 says."""
+    e.g. "inApp", has none) for a rule of a location, as docs/semantics.md §7 says."""
     if channel == "email":
         return _email(
             rule_from_name=rule_from_name,

@@ -82,7 +82,7 @@ def for_customer(kind: str) -> bool:
 
 def recipient_zone(kind: str, contact: Any | None, location: Any) -> ZoneInfo:
     """Times are shown in the contact's zone to the people the appointment is for (when it
-    has one), else in the location's (semantics §5)."""
+    has one), else in the location's (docs/semantics.md §5)."""
     if for_customer(kind) and contact is not None and contact.timezone:
         return zone(contact.timezone)
     return zone(location.timezone)
@@ -104,7 +104,7 @@ def draft(
     wire: WireBuilder | None = None,
 ) -> Draft:
     """The draft of ``rule``'s message of ``notification_type`` about ``data.appointment``
-    to ``recipient`` (semantics §5 and §7). ``deleted``: for a series' invitation, the
+    to ``recipient`` (docs/semantics.md §5 and §7). ``deleted``: for a series' invitation, the
     original starts of occurrences deleted on their own."""
     location, appointment = data.location, data.appointment
     customer = for_customer(recipient.kind)
@@ -171,7 +171,7 @@ def _invite(
         summary=appointment.title or data.calendar.name,
         description=appointment.description,
         location=appointment.address,
-        # The organizer is who the email is from (semantics §7): never an address that is
+        # The organizer is who the email is from (docs/semantics.md §7): never an address that is
         # not an allowed sender of the location.
         organizer_name=sender.from_name,
         organizer_email=sender.from_address,

@@ -89,7 +89,7 @@ def _classify(
 
 
 def sender_of(message: Message) -> str:
-    """Who the message went out as, for the delivery's record (semantics §7)."""
+    """Who the message went out as, for the delivery's record (docs/semantics.md §7)."""
     if message.channel in ("sms", "whatsapp"):
         return message.from_number
     if message.channel != "email":

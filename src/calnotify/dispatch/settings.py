@@ -23,7 +23,7 @@ class DispatchSettings:
     # Messages handed to providers and not yet recorded, at most, in this process: a worker
     # killed mid-send leaves at most this many to be sent again (docs/engine.md).
     in_flight: int = 32
-    # The operator's senders (semantics §7): CALNOTIFY_EMAIL_FROM and the Twilio numbers.
+    # The operator's senders (docs/semantics.md §7): CALNOTIFY_EMAIL_FROM and the Twilio numbers.
     email_from: str = "calnotify <notifications@calnotify.invalid>"
     twilio_from_number: str = ""
     twilio_whatsapp_from: str = ""

@@ -12,9 +12,10 @@ from calnotify.models._mixins import IdMixin, TimestampsMixin
 class Calendar(IdMixin, TimestampsMixin, Base):
     """A bookable calendar; its notification rules live in ``notifications``.
 
-    The availability columns are HighLevel's calendar fields of the same names (semantics
-    §8; ``appointments_per_*`` is HighLevel's ``appoinmentPer*``). ``open_hours`` is None
-    until the calendar has opening hours: until then bookings are not checked against it.
+    The availability columns are HighLevel's calendar fields of the same names
+    (docs/semantics.md §8; ``appointments_per_*`` is HighLevel's ``appoinmentPer*``).
+    ``open_hours`` is None until the calendar has opening hours: until then bookings are
+    not checked against it.
     """
 
     __tablename__ = "calendars"

@@ -86,7 +86,7 @@ _EVENT_KINDS = {
 @dataclass(frozen=True, slots=True)
 class PreviewOptions:
     """How a preview plans and composes: the service's planning horizon (series), its
-    render processes, and its senders (semantics §7)."""
+    render processes, and its senders (docs/semantics.md §7)."""
 
     pool: ComposePool
     senders: SenderSettings

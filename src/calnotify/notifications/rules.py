@@ -1,4 +1,4 @@
-"""The validation rules of a calendar notification (semantics §2).
+"""The validation rules of a calendar notification (docs/semantics.md §2).
 
 ``draft_problems`` checks one complete rule on its own; ``NotificationRules`` adds the
 checks that need the database (selected users, templates). Every problem names its
@@ -115,7 +115,7 @@ def offset_seconds(entry: dict[str, Any]) -> float:
 
 
 def draft_problems(draft: NotificationDraft, prefix: str = "") -> list[FieldError]:
-    """Every rule of semantics §2 that one draft breaks, without looking at the database."""
+    """Every rule of docs/semantics.md §2 that one draft breaks, without looking at the database."""
     errors: list[FieldError] = []
 
     def add(name: str, message: str) -> None:

@@ -1,4 +1,4 @@
-"""The five Calendar Notifications operations (semantics §2).
+"""The five Calendar Notifications operations (docs/semantics.md §2).
 
 Each write is one transaction of compiled statements: one read of what it needs (the
 calendar, the rule, the users and templates it names), the validation
@@ -259,7 +259,7 @@ async def problems(
     drafts: Sequence[NotificationDraft],
     prefixes: Sequence[str],
 ) -> list[FieldError]:
-    """Every problem of the drafts (semantics §2), each field named with its prefix: what
+    """Every problem of the drafts (docs/semantics.md §2), each field named with its prefix: what
     a create or an update refuses, for previews and forms that judge without saving."""
     static = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
     return static + await _lookup_problems(

@@ -16,7 +16,7 @@ re-planned is held back for a second (not skipped) as long as the rule's
 ``planned_version`` is behind its ``version``. Pages go in start order, so the
 appointments that come first are re-planned first; a reminder whose due time passes
 before its page is reached is planned ``skipped``/``late`` like any reminder planned late
-(semantics §3), never silently dropped.
+(docs/semantics.md §3), never silently dropped.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class Plan:
 
 
 def immediate_types(kind: str, status: str | None) -> list[NotificationType]:
-    """What an appointment event sends at once (semantics §3), given the status after it."""
+    """What an appointment event sends at once (docs/semantics.md §3), given the status after it."""
     if kind == AppointmentEventKind.CREATED:
         if status == AppointmentStatus.NEW:
             return [NotificationType.BOOKED]

@@ -1,4 +1,4 @@
-"""Who a notification goes to (semantics §4), and their address for a channel.
+"""Who a notification goes to (docs/semantics.md §4), and their address for a channel.
 
 Planning records *how* to find each recipient (:class:`RecipientKind` + a reference); the
 address itself is looked up again when the message is sent, so a contact who fixes their

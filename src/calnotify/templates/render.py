@@ -50,7 +50,7 @@ class RenderData:
     location: Any
     contact: Any | None
     user: Any | None  # the assigned user
-    # The recipient's action links (semantics §8), absolute URLs; "" where there are none.
+    # The recipient's action links (docs/semantics.md §8), absolute URLs; "" where there are none.
     links: dict[str, str] | None = None
 
 
