@@ -215,3 +215,27 @@ async def test_concurrent_bookings_on_one_calendar_all_succeed(
     # On PostgreSQL, planning locks the calendar row; with FOR UPDATE two bookings
     # deadlocked against the key-share locks of their own inserts.
     assert await asyncio.gather(*(book(i) for i in range(12))) == [200] * 12
+
+
+@pytest.mark.parametrize("depth", [5_000, 60_000])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/calendars/{calendar}/notifications"),
+        ("PUT", "/calendars/{calendar}/notifications/some-rule"),
+        ("POST", "/calendars/events/appointments"),
+        ("POST", "/contacts/"),
+    ],
+)
+async def test_json_nested_to_any_depth_is_400(
+    client: httpx.AsyncClient, tenant: Tenant, method: str, path: str, depth: int
+) -> None:
+    for body in ("[" * depth, "[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+        response = await client.request(
+            method,
+            path.format(calendar=tenant.calendar_id),
+            content=body.encode(),
+            headers={**tenant.headers(), "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text[:200]
+        assert response.json()["statusCode"] == 400

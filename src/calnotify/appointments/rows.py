@@ -6,7 +6,7 @@ insert and update it, and record its events (:mod:`calnotify.appointments.events
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -46,10 +46,13 @@ class AppointmentRow:
     date_updated: datetime
 
     def values(self) -> dict[str, Any]:
-        return dict(zip(COLUMNS, astuple(self), strict=True))
+        """The columns by name (the values themselves, not copies: a statement's parameters)."""
+        return {name: getattr(self, name) for name in COLUMNS}
 
     def copy(self) -> AppointmentRow:
-        return AppointmentRow(*astuple(self))
+        """A copy whose columns can be set apart from this row's (guests and extra are
+        replaced, never changed in place)."""
+        return AppointmentRow(*(getattr(self, name) for name in COLUMNS))
 
 
 COLUMNS = tuple(f.name for f in fields(AppointmentRow))

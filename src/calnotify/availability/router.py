@@ -7,14 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from calnotify.api.lean import LeanRoute
 from calnotify.api.types import JSONBytes
 from calnotify.auth.deps import CalendarsRead
 from calnotify.availability import service
 from calnotify.availability.schemas import FreeSlotsOut, FreeSlotsQuery
 from calnotify.deps import ClockDep, DatabaseDep
 
-router = APIRouter(prefix="/calendars", tags=["Calendars"], route_class=LeanRoute)
+router = APIRouter(prefix="/calendars", tags=["Calendars"])
 
 
 @router.get(

@@ -8,7 +8,7 @@ MAX_USERS = 50
 
 
 class FreeSlotsQuery(BaseModel):
-    """The query string, read as one parameter (see calnotify.api.lean)."""
+    """The query string, read as one parameter."""
 
     start_date: float = Field(
         alias="startDate",

@@ -32,7 +32,7 @@ _LEASED = text("status = 'sending'")
 class Delivery(IdMixin, Base):
     """One message to one recipient: the schedule is this table.
 
-    ``status``, ``reason`` and ``attempts`` are written only by deliveries/lifecycle.py.
+    ``status``, ``reason`` and ``attempts`` are written only by deliveries/lifecycle/.
 
     ``run_at`` is when it may next be claimed (its due time, or a retry's); ``due_at`` never
     moves, so lateness is ``sent_at - due_at``.

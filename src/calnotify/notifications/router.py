@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request
 from pydantic import BaseModel, Field
 
-from calnotify.api.lean import LeanRoute
 from calnotify.api.types import JSONBytes, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
 from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
@@ -29,7 +28,6 @@ from calnotify.planning.jobs import jobs_of_rule
 router = APIRouter(
     prefix="/calendars/{calendarId}/notifications",
     tags=["Calendar Notifications"],
-    route_class=LeanRoute,
 )
 
 MAX_BATCH = 50
