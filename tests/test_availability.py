@@ -1199,6 +1199,7 @@ async def book_at(
         "contactId": contact,
         "startTime": start,
         **({"endTime": end} if end else {}),
+        "ignoreFreeSlotValidation": True,  # the appointments around the range, as they are
     }
     response = await client.post(BOOK, json=body, headers=tenant.headers())
     assert response.status_code == 200, response.text
@@ -1273,3 +1274,79 @@ async def test_booking_problem_with_stored_rows(
     assert booking_problem(settings, local(WEEK, 12), local(WEEK, 13), rows, now, where) == (
         "is outside the calendar's open hours"
     )
+
+
+# --- bookings held to the calendar's availability -------------------------------------------
+
+
+async def booked(
+    client: httpx.AsyncClient, tenant: Tenant, contact: str, start: datetime, **fields: Any
+) -> httpx.Response:
+    body = {
+        "calendarId": tenant.calendar_id,
+        "locationId": tenant.location_id,
+        "contactId": contact,
+        "startTime": start.isoformat(),
+        **fields,
+    }
+    return await client.post(BOOK, json=body, headers=tenant.headers())
+
+
+def start_problem(response: httpx.Response) -> str:
+    assert response.status_code == 400, response.text
+    [error] = [e for e in response.json()["errors"] if e["field"] == "startTime"]
+    return str(error["message"])
+
+
+async def test_a_booking_must_take_a_free_slot(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    await open_calendar(client, tenant)
+    contact = await tenant.add_contact()
+    early = await booked(client, tenant, contact, local(WEEK, 8))
+    assert "outside the calendar's open hours" in start_problem(early)
+    odd = await booked(client, tenant, contact, local(WEEK, 9, 15))
+    assert "slot times" in start_problem(odd)
+    first = await booked(client, tenant, contact, local(WEEK, 9))
+    assert first.status_code == 200, first.text
+    again = await booked(client, tenant, contact, local(WEEK, 9))
+    assert "is taken" in start_problem(again)
+    slots = (await free(client, tenant, day_range(WEEK))).json()
+    assert slots["2030-01-07"]["slots"] == [
+        "2030-01-07T10:00:00-05:00",
+        "2030-01-07T11:00:00-05:00",
+    ]
+    # HighLevel's switch books anyway.
+    forced = await booked(client, tenant, contact, local(WEEK, 9), ignoreFreeSlotValidation=True)
+    assert forced.status_code == 200, forced.text
+
+
+async def test_without_open_hours_any_time_books(client: httpx.AsyncClient, tenant: Tenant) -> None:
+    contact = await tenant.add_contact()
+    for _ in range(2):
+        response = await booked(client, tenant, contact, local(WEEK, 3, 17))
+        assert response.status_code == 200, response.text
+
+
+async def test_a_reschedule_must_take_a_free_slot(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await open_calendar(client, tenant)
+    contact = await tenant.add_contact()
+    nine = (await booked(client, tenant, contact, local(WEEK, 9))).json()["id"]
+    ten = (await booked(client, tenant, contact, local(WEEK, 10))).json()["id"]
+
+    async def move(event_id: str, **fields: Any) -> httpx.Response:
+        return await client.put(f"{BOOK}/{event_id}", json=fields, headers=tenant.headers())
+
+    assert "is taken" in start_problem(await move(ten, startTime=local(WEEK, 9).isoformat()))
+    late = await move(ten, startTime=local(WEEK, 13).isoformat())
+    assert "outside the calendar's open hours" in start_problem(late)
+    # Its own slot is not in its way: a longer meeting over its own hour and the free one.
+    longer = await move(ten, endTime=local(WEEK, 12).isoformat())
+    assert longer.status_code == 200, longer.text
+    moved = await move(nine, startTime=local(WEEK + timedelta(days=1), 9).isoformat())
+    assert moved.status_code == 200, moved.text
+    forced = await move(nine, startTime=local(WEEK, 7).isoformat(), ignoreFreeSlotValidation=True)
+    assert forced.status_code == 200, forced.text
+    # A change that does not move it is not checked again.
+    renamed = await move(nine, title="Early one")
+    assert renamed.status_code == 200, renamed.text

@@ -42,6 +42,11 @@ class AppointmentFieldsIn(InputModel):
         default=None, description="ISO 8601; default start + the calendar's slot duration"
     )
     guests: Annotated[list[GuestIn], Field(max_length=MAX_GUESTS)] | None = None
+    ignore_free_slot_validation: Bool | None = Field(
+        default=None,
+        description="true: book or move the appointment even where the calendar's "
+        "availability has no free slot",
+    )
 
 
 class AppointmentCreate(AppointmentFieldsIn):

@@ -21,9 +21,10 @@ from calnotify.auth.tokens import Principal
 from calnotify.availability import repository
 from calnotify.availability.schemas import FreeSlotsQuery
 from calnotify.availability.settings import AvailabilitySettings, settings_of
-from calnotify.availability.slots import free_slots
+from calnotify.availability.slots import booking_problem, free_slots
 from calnotify.db.engine import Database
 from calnotify.db.statements import Bound
+from calnotify.db.tx import Reader
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import instance_id, looks_like_id
 from calnotify.timefmt import from_epoch_ms, show_local, zone
@@ -162,8 +163,30 @@ def _day_end(instant: datetime, where: ZoneInfo) -> datetime:
     return datetime.combine(day, time()).replace(tzinfo=where).astimezone(UTC)
 
 
+async def booking_problem_of(
+    reader: Reader,
+    calendar: Any,
+    home: ZoneInfo,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    *,
+    moving: str | None = None,
+) -> str | None:
+    """Why ``calendar``'s availability does not allow an appointment at ``[start, end)``
+    (words to follow ``startTime:``), or None; ``moving`` is the appointment being moved,
+    on a reschedule. Read inside the booking's unit of work, after its calendar lock, so
+    two bookings of the last free place cannot both pass."""
+    settings = settings_of(calendar)
+    if not settings.open_hours:
+        return None
+    asked = Range(start, end, None, ())
+    bookings, _ = await _bookings(reader, calendar.id, settings, home, asked)
+    return booking_problem(settings, start, end, bookings, now, home, ignore_appointment_id=moving)
+
+
 async def _bookings(
-    db: Database, calendar_id: str, settings: AvailabilitySettings, home: ZoneInfo, asked: Range
+    db: Reader, calendar_id: str, settings: AvailabilitySettings, home: ZoneInfo, asked: Range
 ) -> tuple[list[Any], datetime]:
     """The calendar's appointments the slots of the range depend on: those that reach
     within the buffers of a slot, and those starting on the range's (local) days; and how
@@ -197,7 +220,7 @@ async def _bookings(
 
 
 async def _occurrences(
-    db: Database,
+    db: Reader,
     calendar_id: str,
     series: Sequence[Any],
     home: ZoneInfo,
