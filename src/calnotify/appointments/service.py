@@ -17,11 +17,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select
 
-from calnotify.api.validators import email_problem, phone_problem
-from calnotify.appointments import events, reads, rows, series
-from calnotify.appointments.recurrence import RecurrenceError, parse
+from calnotify.appointments import checks, events, reads, rows, series
 from calnotify.appointments.rows import AppointmentRow
-from calnotify.appointments.schemas import AppointmentCreate, AppointmentFieldsIn, GuestIn
+from calnotify.appointments.schemas import AppointmentCreate, AppointmentFieldsIn
 from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
@@ -36,10 +34,6 @@ from calnotify.planning import store
 from calnotify.planning.recipients import People
 from calnotify.planning.store import Event
 from calnotify.timefmt import parse_instant, zone
-
-DEFAULT_SLOT = timedelta(minutes=30)
-MAX_DURATION = timedelta(days=31)
-_SLOT_UNIT_MINUTES = {"mins": 1, "minutes": 1, "hours": 60}
 
 # Stored column ← wire field, for the fields copied as given.
 _COPIED = {
@@ -141,15 +135,15 @@ async def create_appointment(
         if contact is None:
             errors.append(FieldError("contactId", "is not a contact of this location"))
         if body.assigned_user_id:
-            assigned = _existing_user(context.people, body.assigned_user_id, errors)
+            assigned = checks.existing_user(context.people, body.assigned_user_id, errors)
         else:
-            assigned = default_user(calendar, context.people) if calendar else None
+            assigned = checks.default_user(calendar, context.people) if calendar else None
         start = parse_instant(body.start_time, where)
         if start is None:
             errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
-        end = _end_time(body, start, calendar, where, errors)
-        guests = checked_guests(body.guests or [], errors)
-        _check_rrule((body.rrule or "").strip(), start, where, errors)
+        end = checks.end_time(body, start, calendar, where, errors)
+        guests = checks.checked_guests(body.guests or [], errors)
+        checks.check_rrule((body.rrule or "").strip(), start, where, errors)
         if errors:
             raise BadRequest(errors)
         assert calendar is not None
@@ -335,7 +329,7 @@ def _apply(
             calendar_id = calendar.id
     assigned = appointment.assigned_user_id
     if "assigned_user_id" in given:
-        assigned = _existing_user(context.people, str(given["assigned_user_id"]), errors)
+        assigned = checks.existing_user(context.people, str(given["assigned_user_id"]), errors)
     start, end = appointment.start_at, appointment.end_at
     if "start_time" in given:
         parsed = parse_instant(str(given["start_time"]), where)
@@ -350,15 +344,19 @@ def _apply(
             errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
         else:
             end = parsed
-    check_span(start, end, errors)
-    guests = checked_guests(body.guests, errors) if body.guests is not None else appointment.guests
+    checks.check_span(start, end, errors)
+    guests = (
+        checks.checked_guests(body.guests, errors)
+        if body.guests is not None
+        else appointment.guests
+    )
     new_rule = str(given.get("rrule", appointment.rrule) or "").strip()
     if was_series and not new_rule:
         errors.append(
             FieldError("rrule", "cannot be removed from a series: end it with UNTIL, or delete it")
         )
     if new_rule and (new_rule != appointment.rrule or start != appointment.start_at):
-        _check_rrule(new_rule, start, where, errors)
+        checks.check_rrule(new_rule, start, where, errors)
     if errors:
         raise BadRequest(errors)
     appointment.calendar_id = calendar_id
@@ -421,89 +419,3 @@ async def delete_appointment(
         if series.is_master(found):
             due |= await series.plan_series(tx, found, now, horizon)
     return due
-
-
-# --- validation ----------------------------------------------------------------------------
-
-
-def default_user(calendar: Any, people: People) -> str | None:
-    """Who an appointment of ``calendar`` is assigned to when the booking names no one: its
-    primary team member, else its first one (that is still a user of the location)."""
-    members = sorted(calendar.team_members or [], key=lambda m: not m.get("isPrimary", False))
-    for member in members:
-        user_id = member.get("userId")
-        if isinstance(user_id, str) and user_id in people.users:
-            return user_id
-    return None
-
-
-def _existing_user(people: People, user_id: str, errors: list[FieldError]) -> str | None:
-    if user_id == "":
-        return None
-    if user_id not in people.users:
-        errors.append(FieldError("assignedUserId", "is not a user of this location"))
-        return None
-    return user_id
-
-
-def _check_rrule(
-    text: str, start: datetime | None, where: ZoneInfo, errors: list[FieldError]
-) -> None:
-    if not text or start is None:
-        return
-    try:
-        parse(text, start, where)
-    except RecurrenceError as exc:
-        errors.append(FieldError("rrule", str(exc)))
-
-
-def _end_time(
-    body: AppointmentCreate,
-    start: datetime | None,
-    calendar: Any | None,
-    where: ZoneInfo,
-    errors: list[FieldError],
-) -> datetime | None:
-    if body.end_time is not None:
-        end = parse_instant(body.end_time, where)
-        if end is None:
-            errors.append(FieldError("endTime", "must be an ISO 8601 date and time"))
-            return None
-    elif start is not None:
-        end = start + slot_of(calendar)
-    else:
-        return None
-    if start is not None:
-        check_span(start, end, errors)
-    return end
-
-
-def slot_of(calendar: Any | None) -> timedelta:
-    """How long an appointment of the calendar lasts when the booking gives no end."""
-    if calendar is None or not calendar.slot_duration:
-        return DEFAULT_SLOT
-    minutes = calendar.slot_duration * _SLOT_UNIT_MINUTES.get(calendar.slot_duration_unit, 1)
-    return timedelta(minutes=minutes)
-
-
-def check_span(start: datetime, end: datetime, errors: list[FieldError]) -> None:
-    """An appointment's ``endTime`` must be after its start, and at most 31 days later."""
-    if end <= start:
-        errors.append(FieldError("endTime", "must be after startTime"))
-    elif end - start > MAX_DURATION:
-        errors.append(FieldError("endTime", "must be at most 31 days after startTime"))
-
-
-def checked_guests(guests: Sequence[GuestIn], errors: list[FieldError]) -> list[dict[str, Any]]:
-    """The guests as stored, each problem added to ``errors`` (naming ``guests[i]``)."""
-    stored: list[dict[str, Any]] = []
-    for i, guest in enumerate(guests):
-        email, phone = guest.email or "", guest.phone or ""
-        if email and (problem := email_problem(email)):
-            errors.append(FieldError(f"guests[{i}].email", problem))
-        if phone and (problem := phone_problem(phone)):
-            errors.append(FieldError(f"guests[{i}].phone", problem))
-        if not email and not phone:
-            errors.append(FieldError(f"guests[{i}]", "needs an email or a phone"))
-        stored.append({"email": email, "name": guest.name or "", "phone": phone})
-    return stored

@@ -29,15 +29,10 @@ from zoneinfo import ZoneInfo
 from starlette.applications import Starlette
 
 from calnotify.appointments import reads, series
+from calnotify.appointments.checks import check_span, checked_guests, default_user
 from calnotify.appointments.recurrence import RecurrenceError, parse
 from calnotify.appointments.rows import AppointmentRow
-from calnotify.appointments.service import (
-    Context,
-    check_span,
-    checked_guests,
-    default_user,
-    read_context,
-)
+from calnotify.appointments.service import Context, read_context
 from calnotify.auth.tokens import Principal
 from calnotify.channels.senders import SenderSettings, allowed_senders
 from calnotify.compose.pool import ComposePool
