@@ -71,6 +71,7 @@ async def test_email_headers_parts_and_message_id(smtp: tuple[SmtpInbox, int]) -
     assert received["Subject"] == "Booked"
     assert received["Message-ID"] == "<DDDDDDDDDDDDDDDDDDDD@acme.example>"
     assert receipt.message_id == received["Message-ID"]
+    assert received["Auto-Submitted"] == "auto-generated"  # RFC 3834: no auto-replies
     assert received.get_content_type() == "multipart/alternative"
     plain = received.get_body(preferencelist=("plain",))
     html = received.get_body(preferencelist=("html",))
