@@ -113,6 +113,7 @@ async def test_calendar_invitation(smtp: tuple[SmtpInbox, int]) -> None:
     start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
     invite = invitation(
         method="REQUEST",
+        status="TENTATIVE",
         appointment_id="A" * 20,
         sequence=3,
         start=start,
@@ -143,6 +144,7 @@ async def test_calendar_invitation(smtp: tuple[SmtpInbox, int]) -> None:
         "DTSTART:20300304T150000Z",
         "DTEND:20300304T153000Z",
         "SUMMARY:Cleaning",
+        "STATUS:TENTATIVE",
         "ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=FALSE:mailto:rosa@example.com",
     ):
         assert line in ics
@@ -316,6 +318,7 @@ def test_invitation_organizer_name_is_quoted() -> None:
     start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
     invite = invitation(
         method="REQUEST",
+        status="CONFIRMED",
         appointment_id="A" * 20,
         sequence=1,
         start=start,
