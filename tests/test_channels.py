@@ -71,6 +71,7 @@ async def test_email_headers_parts_and_message_id(smtp: tuple[SmtpInbox, int]) -
     assert received["Subject"] == "Booked"
     assert received["Message-ID"] == "<DDDDDDDDDDDDDDDDDDDD@acme.example>"
     assert receipt.message_id == received["Message-ID"]
+    assert received["Auto-Submitted"] == "auto-generated"  # RFC 3834: no auto-replies
     assert received.get_content_type() == "multipart/alternative"
     plain = received.get_body(preferencelist=("plain",))
     html = received.get_body(preferencelist=("html",))
@@ -112,6 +113,7 @@ async def test_calendar_invitation(smtp: tuple[SmtpInbox, int]) -> None:
     start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
     invite = invitation(
         method="REQUEST",
+        status="TENTATIVE",
         appointment_id="A" * 20,
         sequence=3,
         start=start,
@@ -142,6 +144,7 @@ async def test_calendar_invitation(smtp: tuple[SmtpInbox, int]) -> None:
         "DTSTART:20300304T150000Z",
         "DTEND:20300304T153000Z",
         "SUMMARY:Cleaning",
+        "STATUS:TENTATIVE",
         "ATTENDEE;ROLE=REQ-PARTICIPANT;RSVP=FALSE:mailto:rosa@example.com",
     ):
         assert line in ics
@@ -315,6 +318,7 @@ def test_invitation_organizer_name_is_quoted() -> None:
     start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
     invite = invitation(
         method="REQUEST",
+        status="CONFIRMED",
         appointment_id="A" * 20,
         sequence=1,
         start=start,

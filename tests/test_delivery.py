@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from email.message import EmailMessage
 from typing import Any
 
 import httpx
@@ -172,6 +173,50 @@ async def test_dnd_contact_gets_nothing(
     assert inbox.messages == []
     assert twilio.messages() == []
     assert {(d["status"], d["reason"]) for d in await live.deliveries()} == {("skipped", "dnd")}
+
+
+def calendar_of(message: EmailMessage) -> dict[str, str]:
+    """The properties of the invitation an email carries (unfolded, parameters dropped)."""
+    [attachment] = list(message.iter_attachments())
+    ics = attachment.get_content()
+    text = ics.decode() if isinstance(ics, bytes) else ics
+    lines = text.replace("\r\n ", "").splitlines()
+    return {line.split(":", 1)[0].split(";", 1)[0]: line.split(":", 1)[1] for line in lines}
+
+
+async def test_the_invitation_follows_the_appointments_status(
+    live: Scenario, providers: tuple[SmtpInbox, int, TwilioRecord, str]
+) -> None:
+    inbox, _, _, _ = providers
+    await live.rules(
+        *(rule("contact", "email", kind) for kind in ("booked", "confirmation", "cancellation"))
+    )
+    appointment = await live.book(await live.tenant.add_contact(), START)
+    for change in ({"appointmentStatus": "confirmed"}, {"appointmentStatus": "cancelled"}, None):
+        await live.dispatcher.drain()
+        if change is not None:
+            await live.change(appointment["id"], **change)
+    received = inbox.to("rosa@example.com")
+    assert [m["Auto-Submitted"] for m in received] == ["auto-generated"] * 3  # RFC 3834
+    invites = [calendar_of(m) for m in received]
+    assert [(i["METHOD"], i["STATUS"], i["SEQUENCE"]) for i in invites] == [
+        ("REQUEST", "TENTATIVE", "1"),  # booked, not yet confirmed
+        ("REQUEST", "CONFIRMED", "2"),
+        ("CANCEL", "CANCELLED", "3"),
+    ]
+    assert {i["UID"] for i in invites} == {f"{appointment['id']}@calnotify"}
+
+
+async def test_an_appointment_booked_confirmed_is_invited_confirmed(
+    live: Scenario, providers: tuple[SmtpInbox, int, TwilioRecord, str]
+) -> None:
+    inbox, _, _, _ = providers
+    await live.rules(rule("contact", "email", "confirmation"))
+    await live.book(await live.tenant.add_contact(), START, appointmentStatus="confirmed")
+    await live.dispatcher.drain()
+    [received] = inbox.to("rosa@example.com")
+    invite = calendar_of(received)
+    assert (invite["METHOD"], invite["STATUS"]) == ("REQUEST", "CONFIRMED")
 
 
 async def test_retry_on_smtp_4xx_then_permanent_5xx(

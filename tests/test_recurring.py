@@ -102,6 +102,27 @@ async def test_a_series_is_booked_once_and_reminded_per_occurrence(scenario: Sce
     assert [d["notificationType"] for d in one] == ["reminder"]
 
 
+async def test_the_series_id_lists_the_deliveries_of_every_occurrence(scenario: Scenario) -> None:
+    await scenario.rules(BOOKED, REMINDER)
+    master = await series(scenario)
+    single = await scenario.book(await scenario.tenant.add_contact(), START)
+    found = await scenario.deliveries(appointmentId=master["id"])
+    assert sorted((d["notificationType"], d["appointmentId"]) for d in found) == sorted(
+        [("booked", master["id"])] + [("reminder", occurrence_id(master, k)) for k in range(4)]
+    )
+    assert [d["id"] for d in found] == [
+        d["id"] for d in await scenario.deliveries(masterEventId=master["id"])
+    ]
+    one = await scenario.deliveries(appointmentId=occurrence_id(master, 3))
+    assert [(d["notificationType"], d["appointmentId"]) for d in one] == [
+        ("reminder", occurrence_id(master, 3))
+    ]
+    # An appointment that is no series lists its own, and nothing of the series.
+    alone = await scenario.deliveries(appointmentId=single["id"])
+    assert sorted(d["notificationType"] for d in alone) == ["booked", "reminder"]
+    assert {d["appointmentId"] for d in alone} == {single["id"]}
+
+
 async def test_events_list_every_occurrence_in_the_window(scenario: Scenario) -> None:
     master = await series(scenario, "RRULE:FREQ=WEEKLY")  # unbounded
     # Far beyond the planning horizon, across the start of daylight saving time (10 March).

@@ -72,8 +72,10 @@ async def record(
     after: dict[str, Any] | None,
     to_notify: bool,
     now: datetime,
+    past: bool = False,
 ) -> Event:
-    """Write one event of ``appointment`` (as it is now); the event, with its id."""
+    """Write one event of ``appointment`` (as it is now); the event, with its id (``past``:
+    a booking of an appointment already started, see :class:`Event`)."""
     [[row]] = await tx.fetch(
         (
             rows.INSERT_EVENT,
@@ -89,4 +91,4 @@ async def record(
             },
         )
     )
-    return Event(row.id, kind.value, to_notify, (after or {}).get("appointmentStatus"))
+    return Event(row.id, kind.value, to_notify, (after or {}).get("appointmentStatus"), past)

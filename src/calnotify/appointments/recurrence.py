@@ -66,6 +66,13 @@ class Recurrence:
                 return start
         return None
 
+    def next_start(self, after: datetime) -> datetime | None:
+        """The first original start at or after ``after`` (None: the series has ended)."""
+        for start in self._iter(after):
+            if start >= after and not self._excluded(start):
+                return start
+        return None
+
     def is_occurrence(self, start: datetime) -> bool:
         return start in self.starts(start, start + timedelta(microseconds=1))
 

@@ -54,6 +54,11 @@ class AppointmentCreate(AppointmentFieldsIn):
     location_id: Text
     contact_id: Text
     start_time: Text
+    notify_past: Bool | None = Field(
+        default=None,
+        description="calnotify extension: true sends the booked or confirmation message even "
+        "when the appointment has already started (by default it is recorded skipped, past)",
+    )
 
 
 class AppointmentUpdate(AppointmentFieldsIn):

@@ -125,6 +125,16 @@ def wire_id(appointment: Any) -> str:
     return str(appointment.id)
 
 
+def started(appointment: Any, where: ZoneInfo, now: datetime) -> bool:
+    """Whether ``appointment`` has started by ``now``: a series once its last occurrence has
+    (a series still running is booked for what is to come)."""
+    if appointment.start_at >= now:
+        return False
+    if not is_master(appointment):
+        return True
+    return parse(appointment.rrule, appointment.start_at, where).next_start(now) is None
+
+
 async def location_zone(reader: Reader, location_id: str) -> ZoneInfo:
     [found] = await reader.fetch((_ZONE, {"location_id": location_id}))
     return zone(found[0].timezone if found else None)

@@ -186,6 +186,7 @@ async def create_appointment(
             after=events.snapshot(appointment),
             to_notify=appointment.to_notify,
             now=stamped,
+            past=not body.notify_past and series.started(appointment, where, now),
         )
         # A series is booked (and confirmed) once: these go to its master.
         due = await store.plan_appointments(

@@ -2,6 +2,8 @@
 
 One UID per appointment, SEQUENCE = the appointment's version, so calendar apps update
 the one event they have: REQUEST for booked/confirmed/rescheduled, CANCEL for cancelled.
+The event's STATUS is the appointment's: TENTATIVE until it is confirmed, CONFIRMED, or
+CANCELLED.
 """
 
 from __future__ import annotations
@@ -13,6 +15,17 @@ from calnotify.channels.base import Attachment
 
 INVITE_TYPES = {"booked": "REQUEST", "confirmation": "REQUEST", "reschedule": "REQUEST",
                 "cancellation": "CANCEL"}  # fmt: skip
+# An appointment's status as a VEVENT's STATUS (RFC 5545 §3.8.1.11); the ended ones
+# (cancelled, no-show, invalid) are CANCELLED.
+_EVENT_STATUS = {"new": "TENTATIVE", "confirmed": "CONFIRMED", "showed": "CONFIRMED"}
+
+
+def event_status(method: str, appointment_status: str) -> str:
+    """The invitation's STATUS: CANCELLED with METHOD:CANCEL (RFC 5546 §3.2.5), else the
+    appointment's."""
+    if method == "CANCEL":
+        return "CANCELLED"
+    return _EVENT_STATUS.get(appointment_status, "CANCELLED")
 
 
 def _escape(text: str) -> str:
@@ -51,6 +64,7 @@ def _fold(line: str) -> str:
 def invitation(
     *,
     method: str,
+    status: str,
     appointment_id: str,
     sequence: int,
     start: datetime,
@@ -66,8 +80,9 @@ def invitation(
     recurrence: Sequence[str] = (),
     recurrence_id: datetime | None = None,
 ) -> Attachment:
-    """``recurrence``: the RRULE and EXDATE lines of a series (its booking); a change of
-    one occurrence has the series' UID and the occurrence's ``recurrence_id`` instead."""
+    """``status``: the event's STATUS (:func:`event_status`). ``recurrence``: the RRULE and
+    EXDATE lines of a series (its booking); a change of one occurrence has the series' UID
+    and the occurrence's ``recurrence_id`` instead."""
     cancelled = method == "CANCEL"
     lines = [
         "BEGIN:VCALENDAR",
@@ -84,7 +99,7 @@ def invitation(
         *recurrence,
         *([f"RECURRENCE-ID:{_stamp(recurrence_id)}"] if recurrence_id is not None else []),
         f"SUMMARY:{_escape(summary)}",
-        f"STATUS:{'CANCELLED' if cancelled else 'CONFIRMED'}",
+        f"STATUS:{status}",
     ]
     if description:
         lines.append(f"DESCRIPTION:{_escape(description)}")

@@ -204,6 +204,8 @@ def mime(message: Message, email_from: str, domain: str) -> tuple[MIMEBase, _Env
     # Deterministic: a message retried after a crash carries the same id, so mail
     # systems can tell the copies apart from two different messages.
     root["Message-ID"] = f"<{message.delivery_id}@{domain}>"
+    # RFC 3834: sent by a program, so vacation responders and other robots do not answer it.
+    root["Auto-Submitted"] = "auto-generated"
     envelope = _Envelope(sender.address, recipient.address, needs_utf8[0] if needs_utf8 else "")
     return root, envelope
 

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from calnotify.channels.base import WireBuilder
-from calnotify.channels.ics import INVITE_TYPES, series_lines
+from calnotify.channels.ics import INVITE_TYPES, event_status, series_lines
 from calnotify.channels.senders import AllowedSenders, SenderChoice, SenderSettings, choose_sender
 from calnotify.models.delivery import RecipientKind
 from calnotify.templates.render import RenderData, context, sources
@@ -27,6 +27,7 @@ class Invite:
     """The calendar invitation attached to an email (RFC 5545, see channels/ics.py)."""
 
     method: str
+    status: str  # the VEVENT's STATUS, from the appointment's
     appointment_id: str  # the UID's: a series' occurrences share their master's
     sequence: int
     start: datetime
@@ -164,6 +165,7 @@ def _invite(
         recurrence = series_lines(appointment.rrule, deleted)
     return Invite(
         method=method,
+        status=event_status(method, appointment.status),
         appointment_id=uid,
         sequence=appointment.version,
         start=appointment.start_at,

@@ -58,6 +58,7 @@ STATUSES = {
 }
 REASONS = {
     "late": "too late to send",
+    "past": "booked after the appointment had started",
     "dnd": "do not disturb",
     "no_address": "no address to send to",
     "inactive": "rule inactive",

@@ -36,8 +36,9 @@ async def list_deliveries(
 ) -> DeliveriesOut:
     """Deliveries of the token's location, by due time: every planned send and its outcome.
 
-    ``appointmentId`` takes an occurrence's instance id too; ``masterEventId`` lists a whole
-    series' (its sends for the series itself and for every occurrence)."""
+    ``appointmentId`` takes an occurrence's instance id too (that occurrence's); a series'
+    master id lists the whole series' (its sends for the series itself and for every
+    occurrence), as ``masterEventId`` does."""
     rows, total = await service.list_deliveries(
         session,
         principal,

@@ -37,14 +37,18 @@ async def list_deliveries(
     filters = dict(filters)
     conditions: list[Any] = [Delivery.location_id == principal.location_id]
     if (appointment := filters.pop("appointment_id", None)) is not None:
-        if parse_instance_id(appointment) is not None:
-            conditions.append(Delivery.instance_id == appointment)
+        if (instance := parse_instance_id(appointment)) is not None:
+            # The series' index finds its occurrences' deliveries; the instance id picks one.
+            conditions += [
+                Delivery.master_event_id == instance[0],
+                Delivery.instance_id == appointment,
+            ]
         else:
-            conditions.append(Delivery.appointment_id == appointment)
+            # An appointment's own deliveries and, for a series' master id, its occurrences'
+            # (a single appointment is no one's master): both sides indexed.
+            conditions.append(_of_appointment_or_series(appointment))
     if (master := filters.pop("master_event_id", None)) is not None:
-        conditions.append(
-            or_(Delivery.master_event_id == master, Delivery.appointment_id == master)
-        )
+        conditions.append(_of_appointment_or_series(master))
     conditions += [columns[k] == v for k, v in filters.items() if v is not None]
     total = await session.scalar(select(func.count()).select_from(Delivery).where(*conditions))
     rows = await session.scalars(
@@ -55,6 +59,12 @@ async def list_deliveries(
         .offset(skip)
     )
     return rows.all(), int(total or 0)
+
+
+def _of_appointment_or_series(appointment_id: str) -> Any:
+    return or_(
+        Delivery.appointment_id == appointment_id, Delivery.master_event_id == appointment_id
+    )
 
 
 async def get_delivery(session: AsyncSession, principal: Principal, delivery_id: str) -> Delivery:

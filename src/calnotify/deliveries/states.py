@@ -22,6 +22,7 @@ class Reason(StrEnum):
     NONE = ""
     # skipped
     LATE = "late"
+    PAST = "past"
     DND = "dnd"
     NO_ADDRESS = "no_address"
     INACTIVE = "inactive"

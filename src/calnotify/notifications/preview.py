@@ -46,7 +46,7 @@ from calnotify.notifications.preview_compose import Planned, Renderer, Sources
 from calnotify.notifications.schemas import PreviewContactIn, PreviewOut, PreviewRequest
 from calnotify.notifications.service import draft_of, problems
 from calnotify.planning import store
-from calnotify.planning.planner import ENDED, immediate_types, planned_state, wanted_deliveries
+from calnotify.planning.planner import ENDED, immediate_sends, planned_state, wanted_deliveries
 from calnotify.timefmt import parse_instant
 
 MAX_OCCURRENCES = 10
@@ -136,7 +136,11 @@ async def preview_plan(
 
     event = request.event or "booked"
     appointment.status = _status_after(event, appointment.status)
-    immediate = [(0, t) for t in immediate_types(_EVENT_KINDS[event], appointment.status)]
+    # A booking of what has already started plans its message skipped (past), as booking does.
+    past = event == "booked" and series.started(appointment, context.zone, now)
+    immediate = immediate_sends(
+        [store.Event(0, _EVENT_KINDS[event], True, appointment.status, past)]
+    )
     occurrences = await _occurrences(
         reader, appointment, rules, context.zone, now, options.horizon,
         stored=request.appointment_id is not None,

@@ -213,7 +213,7 @@ class PreviewDeliveryOut(OutputModel):
     due_at: Timestamp
     due_at_local: str = Field(description="The due time in the zone the message is shown in")
     status: Literal["planned", "skipped"]
-    skip_reason: str | None = Field(description="late, dnd or no_address when skipped")
+    skip_reason: str | None = Field(description="late, past, dnd or no_address when skipped")
     subject: str | None = Field(description="Email subject or inApp title")
     text: str | None
     html: str | None = Field(description="Email only")

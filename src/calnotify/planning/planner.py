@@ -58,6 +58,7 @@ class Wanted:
     deadline_at: datetime
     recipient: RecipientRef
     key: str
+    skip: Reason | None = None  # skipped at once whoever it is for (a booking in the past)
 
 
 @dataclass
@@ -106,15 +107,31 @@ def immediate_types(kind: str, status: str | None) -> list[NotificationType]:
     return []
 
 
+#: What an event sends at once: (event id, notification type, why it is skipped at once).
+Immediate = tuple[int, NotificationType, Reason | None]
+
+
+def immediate_sends(events: Iterable[Any]) -> list[Immediate]:
+    """What appointment events send at once. A booking of an appointment that has already
+    started (``past``: and the request did not ask to notify anyway) plans its ``booked`` or
+    ``confirmation`` message ``skipped``/``past``: recorded, never sent as a surprise."""
+    return [
+        (e.id, kind, Reason.PAST if e.past else None)
+        for e in events
+        if e.to_notify
+        for kind in immediate_types(e.kind, e.status_after)
+    ]
+
+
 def wanted_deliveries(
     appointment: Any,
     rules: Iterable[Any],
     people: People,
     now: datetime,
-    immediate: Sequence[tuple[int, NotificationType]],
+    immediate: Sequence[Immediate],
 ) -> dict[str, Wanted]:
     """Every delivery ``rules`` want for ``appointment``, by dedupe key: those sent at once
-    for the ``immediate`` (event id, notification type) pairs, and its reminders and
+    for the ``immediate`` sends (see :func:`immediate_sends`), and its reminders and
     follow-ups."""
     if appointment.deleted:
         return {}
@@ -122,12 +139,12 @@ def wanted_deliveries(
     for rule in rules:
         if rule.deleted or not rule.is_active:
             continue
-        for event_id, kind in immediate:
+        for event_id, kind, skip in immediate:
             if rule.notification_type != kind:
                 continue
             for ref in recipients(rule, appointment, people):
                 key = _key(rule, appointment.id, f"event:{event_id}", ref)
-                out[key] = Wanted(rule, Trigger.EVENT, now, now + DEADLINE, ref, key)
+                out[key] = Wanted(rule, Trigger.EVENT, now, now + DEADLINE, ref, key, skip)
         for due in _scheduled_dues(rule, appointment):
             deadline = due + DEADLINE
             if rule.notification_type == NotificationType.REMINDER:
@@ -297,7 +314,7 @@ def planned_state(
     """The recipient's address a wanted delivery is planned with, and why it is skipped at
     once (``None``: it is scheduled)."""
     resolved = resolve(wanted.recipient, wanted.notification.channel, appointment, people)
-    skip = resolved.skip
+    skip = resolved.skip or wanted.skip
     if skip is None and wanted.trigger == Trigger.SCHEDULE and wanted.due_at < now:
         skip = Reason.LATE
     return resolved, skip

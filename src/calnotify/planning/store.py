@@ -28,7 +28,7 @@ from calnotify.planning.planner import (
     Plan,
     Wanted,
     add_rows,
-    immediate_types,
+    immediate_sends,
     settle,
     wanted_deliveries,
 )
@@ -43,6 +43,7 @@ class Event:
     kind: str
     to_notify: bool
     status_after: str | None
+    past: bool = False  # a booking of an appointment already started (docs/engine.md)
 
 
 _D = Delivery.__table__.c
@@ -204,13 +205,7 @@ async def plan_appointments(
     plan = Plan()
     wanted_of: list[tuple[Any, dict[str, Wanted]]] = []
     for appointment, events in changes:
-        immediate = [
-            (e.id, kind)
-            for e in events
-            if e.to_notify
-            for kind in immediate_types(e.kind, e.status_after)
-        ]
-        wanted = wanted_deliveries(appointment, rules, people, now, immediate)
+        wanted = wanted_deliveries(appointment, rules, people, now, immediate_sends(events))
         if appointment.id not in fresh:
             settle(
                 plan,
