@@ -113,20 +113,7 @@ def create_app(
             if owns_database:
                 await db.dispose()
 
-    # /docs (Swagger UI) and /redoc with their scripts served from fastapi-offline's
-    # packaged copies: the docs work on a machine without internet access.
-    app = FastAPIOffline(
-        title="calnotify",
-        version=__version__,
-        description=DESCRIPTION,
-        lifespan=lifespan,
-        redirect_slashes=False,
-        static_url=DOCS_ASSETS_URL,
-        swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
-        # FastAPI's OpenTelemetry hooks look for a configured provider on every request;
-        # calnotify configures none (its measures are /metrics).
-        telemetry={"tracing": False, "metrics": False, "logs": False},
-    )
+    app = _fastapi(lifespan)
     app.state.db = db
     app.state.clock = clock
     app.state.metrics = metrics
@@ -146,6 +133,23 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
     return app
+
+
+def _fastapi(lifespan: Any) -> FastAPI:
+    """The application object: /docs (Swagger UI) and /redoc with their scripts served from
+    fastapi-offline's packaged copies, so the docs work on a machine without internet."""
+    return FastAPIOffline(
+        title="calnotify",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        redirect_slashes=False,
+        static_url=DOCS_ASSETS_URL,
+        swagger_ui_parameters={"validatorUrl": None},  # no badge from swagger.io
+        # FastAPI's OpenTelemetry hooks look for a configured provider on every request;
+        # calnotify configures none (its measures are /metrics).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
 
 
 #: In the order requests are matched against them: a request is compared with every route

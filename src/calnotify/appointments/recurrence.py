@@ -91,9 +91,8 @@ class Recurrence:
         return start in self.excluded or start.astimezone(self.zone).date() in self.excluded_days
 
 
-def parse(text: str, start: datetime, zone: ZoneInfo) -> Recurrence:
-    """The series of ``text`` starting at ``start``; :class:`RecurrenceError` when it cannot
-    be served or yields no occurrence at all."""
+def _lines(text: str, zone: ZoneInfo) -> tuple[str, set[datetime], set[date]]:
+    """The RRULE line's value and the EXDATE values of ``text``."""
     rule_line: str | None = None
     excluded: set[datetime] = set()
     excluded_days: set[date] = set()
@@ -120,6 +119,13 @@ def parse(text: str, start: datetime, zone: ZoneInfo) -> Recurrence:
         raise RecurrenceError("needs an RRULE (e.g. RRULE:FREQ=WEEKLY;COUNT=10)")
     if len(excluded) + len(excluded_days) > MAX_EXDATES:
         raise RecurrenceError(f"has more than {MAX_EXDATES} EXDATE values")
+    return rule_line, excluded, excluded_days
+
+
+def parse(text: str, start: datetime, zone: ZoneInfo) -> Recurrence:
+    """The series of ``text`` starting at ``start``; :class:`RecurrenceError` when it cannot
+    be served or yields no occurrence at all."""
+    rule_line, excluded, excluded_days = _lines(text, zone)
 
     parts: dict[str, str] = {}
     for item in rule_line.split(";"):

@@ -19,7 +19,15 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _locations()
+    _api_tokens()
+    _calendars()
+    _templates()
+    _users()
+    _notifications()
 
+
+def _locations() -> None:
     op.create_table(
         "locations",
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -37,6 +45,9 @@ def upgrade() -> None:
         sa.Column("date_updated", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_locations")),
     )
+
+
+def _api_tokens() -> None:
     op.create_table(
         "api_tokens",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -60,6 +71,8 @@ def upgrade() -> None:
             batch_op.f("ix_api_tokens_location_id"), ["location_id"], unique=False
         )
 
+
+def _calendars() -> None:
     op.create_table(
         "calendars",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -89,6 +102,8 @@ def upgrade() -> None:
             batch_op.f("ix_calendars_location_id_deleted"), ["location_id", "deleted"], unique=False
         )
 
+
+def _templates() -> None:
     op.create_table(
         "templates",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -114,6 +129,8 @@ def upgrade() -> None:
             batch_op.f("ix_templates_location_id_deleted"), ["location_id", "deleted"], unique=False
         )
 
+
+def _users() -> None:
     op.create_table(
         "users",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -139,6 +156,8 @@ def upgrade() -> None:
             batch_op.f("ix_users_location_id_deleted"), ["location_id", "deleted"], unique=False
         )
 
+
+def _notifications() -> None:
     op.create_table(
         "notifications",
         sa.Column("location_id", sa.String(length=20), nullable=False),

@@ -17,6 +17,12 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _contacts()
+    _appointments()
+    _appointment_events()
+
+
+def _contacts() -> None:
     op.create_table(
         "contacts",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -58,6 +64,8 @@ def upgrade() -> None:
             batch_op.f("ix_contacts_location_id_deleted"), ["location_id", "deleted"], unique=False
         )
 
+
+def _appointments() -> None:
     op.create_table(
         "appointments",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -123,6 +131,8 @@ def upgrade() -> None:
             unique=False,
         )
 
+
+def _appointment_events() -> None:
     op.create_table(
         "appointment_events",
         sa.Column(

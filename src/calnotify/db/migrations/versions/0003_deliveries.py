@@ -16,7 +16,13 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    _outbox_messages()
+    _inbox_items()
+    _deliveries()
+    _deliveries_indexes()
 
+
+def _outbox_messages() -> None:
     op.create_table(
         "outbox_messages",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -49,6 +55,8 @@ def upgrade() -> None:
             unique=False,
         )
 
+
+def _inbox_items() -> None:
     op.create_table(
         "inbox_items",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -78,6 +86,8 @@ def upgrade() -> None:
             batch_op.f("ix_inbox_items_user_id_created_at"), ["user_id", "created_at"], unique=False
         )
 
+
+def _deliveries() -> None:
     op.create_table(
         "deliveries",
         sa.Column("location_id", sa.String(length=20), nullable=False),
@@ -132,6 +142,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_deliveries")),
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_deliveries_dedupe_key")),
     )
+
+
+def _deliveries_indexes() -> None:
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.create_index(
             batch_op.f("ix_deliveries_appointment_id_status"),
