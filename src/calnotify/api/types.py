@@ -9,7 +9,7 @@ are coerced, but only from the spellings docs/api.md lists (see :data:`QueryBool
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Response
 from pydantic import (
@@ -20,7 +20,6 @@ from pydantic import (
     Field,
     PlainSerializer,
     Strict,
-    TypeAdapter,
     WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
@@ -124,17 +123,6 @@ def json_problem(value: object, depth: int = 0) -> str | None:
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return "must be a finite number"
     return None
-
-
-class JSONAnswer(Response):
-    """An answer serialised once by pydantic (by alias), not validated again by FastAPI:
-    the routes that return many objects spend most of their time there otherwise. The
-    route keeps its ``response_model`` for the documentation."""
-
-    media_type = "application/json"
-
-    def __init__(self, adapter: TypeAdapter[Any], value: Any, status_code: int = 200) -> None:
-        super().__init__(adapter.dump_json(value, by_alias=True), status_code=status_code)
 
 
 class JSONBytes(Response):

@@ -180,11 +180,6 @@ def parse(text: str, start: datetime, zone: ZoneInfo) -> Recurrence:
     return recurrence
 
 
-def exdate_line(start: datetime) -> str:
-    """The EXDATE line that removes the occurrence originally at ``start``."""
-    return "EXDATE:" + start.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
 def _exdates(
     params: str, value: str, zone: ZoneInfo, instants: set[datetime], days: set[date]
 ) -> None:

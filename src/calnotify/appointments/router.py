@@ -21,8 +21,6 @@ from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 
 router = APIRouter(prefix="/calendars/events", tags=["Calendar Events"])
 
-IdQuery = Annotated[str | None, Query(max_length=64)]
-
 
 @router.get("", response_model=EventsEnvelope, operation_id="get-calendar-events")
 async def get_calendar_events(

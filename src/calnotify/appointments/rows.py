@@ -69,8 +69,6 @@ def row_of(found: Any) -> AppointmentRow:
 IN_LOCATION = Statement(
     select(*_SELECTED).where(_T.id == bindparam("id"), _T.location_id == bindparam("location_id"))
 )
-#: Appointments by id: ``ids``.
-BY_IDS = Statement(select(*_SELECTED).where(_T.id.in_(bindparam("ids", expanding=True))))
 INSERT = Statement(insert(table(Appointment)))
 UPDATE = Statement(
     update(table(Appointment))

@@ -42,26 +42,16 @@ class Step(NamedTuple):
     parameters: Any = ()
     #: ``parameters`` is a sequence of parameter rows (``executemany``).
     many: bool = False
-    #: Whether the rows it read are the ones expected; if not, :class:`Changed` is raised
-    #: and the statements after it are not run.
-    check: Callable[[list[Any]], bool] | None = None
-
-
-class Changed(Exception):
-    """What a statement read is no longer what it was expected to be."""
 
 
 def run_steps(connection: sqlite3.Connection, steps: Sequence[Step]) -> list[list[Any]]:
     """Run ``steps`` in order on ``connection`` (on its thread); the rows each read."""
     out: list[list[Any]] = []
-    for sql, parameters, many, check in steps:
+    for sql, parameters, many in steps:
         cursor = (
             connection.executemany(sql, parameters) if many else connection.execute(sql, parameters)
         )
-        rows = cursor.fetchall() if cursor.description else []
-        if check is not None and not check(rows):
-            raise Changed(sql)
-        out.append(rows)
+        out.append(cursor.fetchall() if cursor.description else [])
     return out
 
 

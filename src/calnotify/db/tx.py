@@ -6,8 +6,7 @@ A :class:`Tx` reads with :meth:`Tx.fetch` and writes with :meth:`Tx.write` /
 transaction that reads what it needs, then writes, is two trips to the database whatever
 it writes: on PostgreSQL two round trips (statements sent together in psycopg's pipeline
 mode); on SQLite the statements run on the event loop's thread
-(:class:`~calnotify.db.sqlite_driver.InlineWriter`). :meth:`Tx.expect` checks that a read
-made before the transaction still reads the same, in the same trip as what follows it.
+(:class:`~calnotify.db.sqlite_driver.InlineWriter`).
 
 Transactions are opened by :meth:`calnotify.db.engine.Database.transaction`, which commits
 when the block ends cleanly and rolls back otherwise.
@@ -21,10 +20,10 @@ from typing import Any, Protocol
 import psycopg
 from sqlalchemy.engine import Dialect
 
-from calnotify.db.sqlite_driver import Changed, InlineWriter, Step
+from calnotify.db.sqlite_driver import InlineWriter, Step
 from calnotify.db.statements import Bound, Statement
 
-__all__ = ["Changed", "PostgresTx", "Reader", "SQLiteTx", "Tx"]
+__all__ = ["PostgresTx", "Reader", "SQLiteTx", "Tx"]
 
 
 class Reader(Protocol):
@@ -51,11 +50,6 @@ class Tx(Protocol):
         """``statement`` once per row of values (nothing for no rows)."""
         ...
 
-    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
-        """``read`` must still read ``rows``; :class:`Changed` is raised when it does not
-        (on SQLite, checked in the same trip as what follows)."""
-        ...
-
 
 class SQLiteTx:
     """A transaction on the process's :class:`InlineWriter` (begun by the caller)."""
@@ -79,14 +73,6 @@ class SQLiteTx:
     def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self._pending.append(Step(*statement.bind_many(self.dialect, rows), many=True))
-
-    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
-        statement, values = read
-        dialect, expected = self.dialect, list(rows)
-        sql, parameters = statement.bind(dialect, values)
-        self._pending.append(
-            Step(sql, parameters, check=lambda found: statement.rows(dialect, found) == expected)
-        )
 
     async def commit(self) -> None:
         steps, self._pending = self._pending, []
@@ -140,11 +126,6 @@ class PostgresTx:
     def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         if rows:
             self._pending.append((*statement.bind_many(self.dialect, rows), True))
-
-    async def expect(self, read: Bound, rows: Sequence[Any]) -> None:
-        [found] = await self.fetch(read)
-        if found != list(rows):
-            raise Changed(str(read[0].statement))
 
     async def commit(self) -> None:
         if self._pending:

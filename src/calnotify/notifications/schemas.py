@@ -4,7 +4,7 @@ preview)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -113,10 +113,6 @@ class NotificationOut(OutputModel):
 
 class MessageOut(BaseModel):
     message: str
-
-
-def schedule_to_wire(entries: list[dict[str, Any]]) -> list[ScheduleOut]:
-    return [ScheduleOut(timeOffset=e.get("timeOffset"), unit=e.get("unit")) for e in entries]
 
 
 class PlanningJobOut(OutputModel):

@@ -68,7 +68,3 @@ MERGE_FIELDS: dict[str, frozenset[str]] = {
 
 # Properties Liquid itself gives every value (``{{ contact.first_name.size }}``).
 VALUE_PROPERTIES = frozenset({"size", "first", "last"})
-
-
-def describe() -> list[str]:
-    return [f"{root}.{name}" for root, names in MERGE_FIELDS.items() for name in sorted(names)]
