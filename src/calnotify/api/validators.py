@@ -7,7 +7,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 
-_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+from calnotify.channels.addresses import AddressError, normalise_number
+
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
 
@@ -22,9 +23,15 @@ def email_problem(value: str) -> str | None:
 
 
 def phone_problem(value: str) -> str | None:
-    if _E164.fullmatch(value) is None:
-        return f"{value!r} is not an E.164 phone number (+ and 8 to 15 digits)"
-    return None
+    """Why ``value`` is not exactly an E.164 number, for the fields HighLevel stores as
+    given (a contact's or user's phone); fields calnotify sends from are read with
+    :func:`calnotify.channels.addresses.normalise_number` instead."""
+    try:
+        if normalise_number(value) == value:
+            return None
+    except AddressError:
+        pass
+    return f"{value!r} is not an E.164 phone number (+ and 8 to 15 digits)"
 
 
 def timezone_problem(value: str) -> str | None:
