@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 
 from calnotify.channels.addresses import AddressError, normalise_number
+from calnotify.zones import written_offset_hint
 
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
@@ -35,10 +36,14 @@ def phone_problem(value: str) -> str | None:
 
 
 def timezone_problem(value: str) -> str | None:
-    if len(value) > 64 or _ZONE_NAME.fullmatch(value) is None:
-        return f"{value!r} is not an IANA time zone"
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
-        return f"{value!r} is not an IANA time zone"
-    return None
+    """Why ``value`` is not an IANA zone (with what to give instead for an offset such as
+    ``GMT+2``), or None. Legacy names that IANA still knows (``US/Eastern``) are zones:
+    :func:`calnotify.zones.zone_warning` says what they most likely mean."""
+    if len(value) <= 64 and _ZONE_NAME.fullmatch(value) is not None:
+        try:
+            ZoneInfo(value)
+            return None
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America")
+            pass
+    hint = written_offset_hint(value)
+    return f"{value!r} is not an IANA time zone" + (f": {hint}" if hint else "")
