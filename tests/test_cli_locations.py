@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from calnotify.app import create_app
+from calnotify.cli import main
 from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.base import Base
@@ -267,3 +268,23 @@ def test_an_offset_written_as_a_zone_is_refused_with_what_to_give(
     err = one_line_error(capsys, "locations", "create", "--name", "A", "--timezone", "GMT+2")
     assert "'GMT+2' is not an IANA time zone: for UTC+02:00" in err
     assert "Europe/Athens" in err and "Etc/GMT-2" in err
+
+
+def test_check_warns_of_each_location_with_a_legacy_zone(
+    use_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create(capsys, "--timezone", "America/New_York")
+    assert main(["check"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ok", "database"], ["ok", "time_zones"]]
+    assert lines[1].endswith("every location has a current IANA zone (1 location)")
+
+    legacy = str(create(capsys, "--timezone", "US/Eastern")["id"])
+    assert main(["check"]) == 0  # a warning, not a failure
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ok    database")
+    assert lines[1:] == [
+        f"warn  time_zones  location {legacy} (Acme): 'US/Eastern' is a legacy name of "
+        "America/New_York: use America/New_York "
+        f"(`calnotify locations update {legacy} --timezone ZONE`)"
+    ]

@@ -107,10 +107,12 @@ def _add_database(commands: Any, add: AddCommand) -> None:
         commands,
         "check",
         help="check the database and the configured providers",
-        description="Check that the database is reachable and at the latest migration, that "
-        "the SMTP server and Twilio accept the configured credentials (nothing is sent), and "
-        "that CALNOTIFY_PUBLIC_URL is set when Twilio reports delivery. One line per check; "
-        "exit status 1 when any fails, so it can serve as a health check.",
+        description="Check, in this order, that the database is reachable and at the latest "
+        "migration, that the SMTP server and Twilio accept the configured credentials "
+        "(nothing is sent; a provider that is not configured is not checked), that "
+        "CALNOTIFY_PUBLIC_URL is set when Twilio reports delivery, and which locations have "
+        "a legacy or fixed-offset time zone (a warning). One line per check: ok, warn or "
+        "FAIL; exit status 1 when any fails, so it can serve as a health check.",
     )
     check.add_argument(
         "--timeout", type=seconds, default=10, metavar="S", help="seconds per check (default 10)"
@@ -237,8 +239,15 @@ def _warn_on_failed_providers(settings: Settings) -> None:
 
 def _check(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.ops.checks import run_checks
+    from calnotify.ops.zone_checks import check_time_zones
 
-    results = asyncio.run(run_checks(settings, timeout=args.timeout))
+    async def run() -> list[Any]:
+        results = await run_checks(settings, timeout=args.timeout)
+        if results[0].ok:  # the database: reachable and migrated
+            results += await check_time_zones(settings, timeout=args.timeout)
+        return results
+
+    results = asyncio.run(run())
     for result in results:
         print(result.line())
     return 0 if all(result.ok for result in results) else 1
