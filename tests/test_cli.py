@@ -63,6 +63,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["tokens", "revoke"],
         ["tokens", "list"],
         ["locations", "list"],
+        ["locations", "update"],
+        ["locations", "delete"],
         ["users", "list"],
         ["db", "backup"],
         ["check"],

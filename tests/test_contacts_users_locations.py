@@ -269,6 +269,22 @@ async def test_invalid_location_updates(
     assert response.json()["errors"][0]["field"] == field
 
 
+async def test_legacy_zone_names_are_zones_and_offsets_say_what_to_give(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    url = f"/locations/{tenant.location_id}"
+    legacy = await client.put(url, json={"timezone": "US/Eastern"}, headers=tenant.headers())
+    assert legacy.status_code == 200 and legacy.json()["timezone"] == "US/Eastern"
+    offset = await client.put(url, json={"timezone": "GMT+2"}, headers=tenant.headers())
+    assert offset.status_code == 400
+    [error] = offset.json()["errors"]
+    assert error["field"] == "timezone"
+    assert error["message"] == (
+        "'GMT+2' is not an IANA time zone: for UTC+02:00, give the zone of the place "
+        "(Area/City, e.g. Europe/Athens) (or Etc/GMT-2: POSIX signs are inverted)"
+    )
+
+
 async def test_other_locations_are_forbidden(
     client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
 ) -> None:

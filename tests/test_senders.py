@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from sqlalchemy import delete
 
@@ -27,7 +28,7 @@ from calnotify.channels.smtp import SmtpAdapter
 from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.models import AllowedSender, Location
-from tests.factories import Tenant
+from tests.factories import Tenant, create_notifications, notification
 from tests.providers import SmtpInbox, smtp_server
 
 SETTINGS = Settings(
@@ -99,6 +100,17 @@ def test_an_allowed_from_address_is_the_from() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "address", ["DESK@acme.example", "Desk@ACME.EXAMPLE", " desk@acme.example"]
+)
+def test_an_allowed_address_matches_whatever_its_case(address: str) -> None:
+    stored_in_capitals = AllowedSenders.of([("email", "Desk@acme.example")])
+    for allowed in (ALLOWED, stored_in_capitals):
+        choice = choose(address=address, allowed=allowed)
+        assert choice.from_address.lower() == "desk@acme.example"
+        assert (choice.reply_to, choice.note) == ("office@acme.example", "")
+
+
 def test_an_allowed_idn_address_is_matched_and_sent_in_its_ascii_form() -> None:
     choice = choose(address="info@Bücher.example")
     assert choice.from_address == "info@xn--bcher-kva.example"
@@ -147,6 +159,12 @@ def test_sms_from_the_configured_number_unless_the_rule_number_is_allowed() -> N
     assert (refused.from_name, refused.from_address, refused.reply_to) == ("", "", "")
 
 
+@pytest.mark.parametrize("number", ["+1 (415) 555-1111", "+1.415.555.1111", "+1 415 555 1111"])
+def test_an_allowed_number_matches_in_any_common_form(number: str) -> None:
+    choice = choose("sms", number=number)
+    assert choice == SenderChoice(from_number="+14155551111")
+
+
 def test_whatsapp_from_its_own_number_unless_the_rule_number_is_allowed() -> None:
     assert choose("whatsapp").from_number == "+14155559999"
     assert choose("whatsapp", number="+14155551111").from_number == "+14155551111"
@@ -191,6 +209,31 @@ def test_number_normalisation() -> None:
     for bad in ("14155550100", "+0123456789", "+1415", "+1415555010012345", "call me"):
         with pytest.raises(AddressError, match=r"E\.164"):
             normalise_number(bad)
+    with pytest.raises(AddressError, match="set the location's country"):
+        normalise_number("1-555-010-2000")
+
+
+@pytest.mark.parametrize(
+    ("given", "country", "e164"),
+    [
+        ("+1 (555) 010-2000", "", "+15550102000"),
+        ("+15550102000", "", "+15550102000"),
+        ("+1 (555) 010-2000", "GB", "+15550102000"),
+        ("1-555-010-2000", "US", "+15550102000"),
+        ("(555) 010-2000", "US", "+15550102000"),
+        ("555.010.2000", "us", "+15550102000"),
+        ("020 7946 0000", "GB", "+442079460000"),
+        ("00 49 30 1234567", "DE", "+49301234567"),
+    ],
+)
+def test_numbers_in_a_country(given: str, country: str, e164: str) -> None:
+    assert normalise_number(given, country) == e164
+
+
+@pytest.mark.parametrize("bad", ["555", "1-800-FLOWERS", "2000", "+1-phone"])
+def test_numbers_that_are_not_numbers_of_the_country(bad: str) -> None:
+    with pytest.raises(AddressError, match=r"E\.164"):
+        normalise_number(bad, "US")
 
 
 # --- loading the allowed senders ----------------------------------------------------------
@@ -212,9 +255,9 @@ async def test_allowed_senders(db: Database, tenant: Tenant, other_tenant: Tenan
     assert loaded[tenant.location_id] == AllowedSenders(
         frozenset({"a@x.example"}), frozenset({"+14155551111"})
     )
-    # The domain is case-insensitive; the local part, as RFC 5321 says, is not.
+    # The domain is case-insensitive, and so is the local part, as mail servers treat it.
     assert loaded[other_tenant.location_id].allows_email("b@Y.Example")
-    assert not loaded[other_tenant.location_id].allows_email("B@y.example")
+    assert loaded[other_tenant.location_id].allows_email("B@y.example")
     assert not loaded[other_tenant.location_id].allows_email("a@x.example")
     assert loaded["nowhere"] == NOTHING_ALLOWED
 
@@ -226,6 +269,48 @@ async def test_allowed_senders_go_with_their_location(db: Database, tenant: Tena
         await session.execute(delete(Location).where(Location.id == tenant.location_id))
     loaded = await allowed_senders(db, {tenant.location_id})
     assert loaded[tenant.location_id] == NOTHING_ALLOWED
+
+
+# --- a rule's fromNumber ------------------------------------------------------------------
+
+
+async def test_from_number_is_stored_in_e164_as_its_location_reads_it(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    rules_url = f"/calendars/{tenant.calendar_id}/notifications"
+    [written] = await create_notifications(
+        client, tenant, notification(channel="sms", fromNumber="+1 (415) 555-0100")
+    )
+    assert written["fromNumber"] == "+14155550100"
+    # Without a country, a number without + cannot be read.
+    national = notification(channel="sms", fromNumber="1-415-555-0100")
+    refused = await client.post(rules_url, json=[national], headers=tenant.headers())
+    assert refused.status_code == 400
+    [error] = refused.json()["errors"]
+    assert error["field"] == "[0].fromNumber"
+    assert "set the location's country" in error["message"]
+
+    located = await client.put(
+        f"/locations/{tenant.location_id}", json={"country": "US"}, headers=tenant.headers()
+    )
+    assert located.status_code == 200, located.text
+    [national_rule] = await create_notifications(client, tenant, national)
+    assert national_rule["fromNumber"] == "+14155550100"
+    changed = await client.put(
+        f"{rules_url}/{national_rule['_id']}",
+        json={"fromNumber": "(415) 555-0199"},
+        headers=tenant.headers(),
+    )
+    assert changed.status_code == 200, changed.text
+    stored = await client.get(f"{rules_url}/{national_rule['_id']}", headers=tenant.headers())
+    assert stored.json()["fromNumber"] == "+14155550199"
+    unreadable = await client.put(
+        f"{rules_url}/{national_rule['_id']}",
+        json={"fromNumber": "555"},
+        headers=tenant.headers(),
+    )
+    assert unreadable.status_code == 400
+    assert "nor a phone number of US" in unreadable.text
 
 
 # --- what the SMTP server receives --------------------------------------------------------

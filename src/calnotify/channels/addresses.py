@@ -9,6 +9,7 @@ from email.headerregistry import Address
 from email.utils import formataddr, parseaddr
 from functools import lru_cache
 
+import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from calnotify.channels.base import Message
@@ -37,13 +38,47 @@ def normalise_email(text: str) -> str:
     return f"{checked.local_part}@{checked.ascii_domain}"
 
 
-def normalise_number(text: str) -> str:
-    """An E.164 number (``+`` and 8 to 15 digits); spaces, dots, dashes and parentheses
-    between the digits are dropped (``+1 (415) 555-0100`` → ``+14155550100``)."""
+def normalise_number(text: str, country: str = "") -> str:
+    """A phone number as E.164 (``+`` and 8 to 15 digits), from the forms people write.
+
+    Spaces, dots, dashes and parentheses between the digits are dropped
+    (``+1 (415) 555-0100`` → ``+14155550100``). A number without ``+`` is read in
+    ``country`` (ISO 3166 alpha-2, e.g. a location's ``US``: ``1-415-555-0100`` and
+    ``(415) 555-0100`` → ``+14155550100``); without a country it must start with ``+``.
+    The one place calnotify reads a phone number it will send from or to."""
     candidate = _NUMBER_SEPARATORS.sub("", text)
-    if _E164.fullmatch(candidate) is None:
+    if _E164.fullmatch(candidate) is not None:
+        return candidate
+    region = country.strip().upper()
+    if candidate.startswith("+"):
         raise AddressError(f"{text!r} is not an E.164 phone number (+ and 8 to 15 digits)")
-    return candidate
+    if not region:
+        raise AddressError(
+            f"{text!r} is not an E.164 phone number (+ and 8 to 15 digits): write it with + "
+            "and its country code, or set the location's country to write national numbers"
+        )
+    number = _national_number(text, region)
+    if number is None:
+        raise AddressError(
+            f"{text!r} is neither an E.164 phone number (+ and 8 to 15 digits) nor a phone "
+            f"number of {region}"
+        )
+    return number
+
+
+def _national_number(text: str, region: str) -> str | None:
+    """``text`` as dialled in ``region`` (a national number, a trunk prefix, an
+    international prefix), in E.164; None when it cannot be a number there."""
+    if len(text) > 64 or any(c.isalpha() for c in text):
+        return None  # letters would be read as keypad digits ("1-800-FLOWERS")
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(parsed):
+        return None
+    e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return e164 if _E164.fullmatch(e164) else None
 
 
 @dataclass(frozen=True, slots=True)

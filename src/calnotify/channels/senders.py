@@ -48,10 +48,21 @@ NUMBER = "number"
 KINDS = (EMAIL, NUMBER)
 
 
+def sender_key(kind: str, value: str, country: str = "") -> str:
+    """What two allowed senders are compared by: an email address normalised (see
+    :func:`~calnotify.channels.addresses.normalise_email`) and lowercased whole, the local
+    part too, as mail servers treat it in practice (``Desk@Acme.example`` is
+    ``desk@acme.example``); a number in E.164, read in ``country`` when it has no ``+``
+    (:func:`~calnotify.channels.addresses.normalise_number`). Raises
+    :class:`~calnotify.channels.addresses.AddressError`."""
+    if kind == EMAIL:
+        return normalise_email(value).lower()
+    return normalise_number(value, country)
+
+
 @dataclass(frozen=True, slots=True)
 class AllowedSenders:
-    """The allowed senders of one location, normalised (see ``normalise_email`` and
-    ``normalise_number`` in :mod:`calnotify.channels.addresses`)."""
+    """The allowed senders of one location, as :func:`sender_key` compares them."""
 
     emails: frozenset[str] = frozenset()
     numbers: frozenset[str] = frozenset()
@@ -62,18 +73,21 @@ class AllowedSenders:
         emails: set[str] = set()
         numbers: set[str] = set()
         for kind, value in rows:
-            (emails if kind == EMAIL else numbers).add(value)
+            if kind == EMAIL:
+                emails.add(value.lower())
+            else:
+                numbers.add(value)
         return cls(frozenset(emails), frozenset(numbers))
 
     def allows_email(self, address: str) -> bool:
         try:
-            return normalise_email(address) in self.emails
+            return sender_key(EMAIL, address) in self.emails
         except AddressError:
             return False
 
     def allows_number(self, number: str) -> bool:
         try:
-            return normalise_number(number) in self.numbers
+            return sender_key(NUMBER, number) in self.numbers
         except AddressError:
             return False
 
@@ -159,7 +173,7 @@ def _email(
         valid = normalise_email(asked) if asked else ""
     except AddressError:  # the API refuses these; a row from elsewhere may still hold one
         valid = ""
-    if valid and valid in allowed.emails:
+    if valid and allowed.allows_email(valid):
         address, reply_to, note = valid, location_email, ""
     elif asked and not valid:
         address, reply_to = default_address, location_email

@@ -21,6 +21,7 @@ from calnotify.console.forms import (
     rule_from_fields,
     rule_from_row,
 )
+from calnotify.console.sender_warnings import allowed_of, rule_warnings, sender_warning
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
@@ -65,18 +66,24 @@ async def calendars(request: Request, operator: OperatorDep, session: ReadSessio
 
 @router.get("/calendars/{calendar_id}")
 async def calendar_page(
-    request: Request, calendar_id: str, operator: OperatorDep, session: ReadSessionDep
+    request: Request,
+    calendar_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.CALENDARS_READ)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     rules = await queries.rules_of(session, calendar.id)
     templates = await _templates(session, operator)
+    allowed = await allowed_of(db, calendar.location_id)
     return render(
         request,
         "calendar.html",
         {
             "calendar": calendar,
             "rules": rules,
+            "sender_warnings": rule_warnings(calendar.location_id, list(rules), allowed),
             "words": words,
             "template_names": {t.id: t.name for t in templates},
             "flash": DONE.get(request.query_params.get("done", ""), ""),
@@ -87,11 +94,15 @@ async def calendar_page(
 
 @router.get("/calendars/{calendar_id}/rules/new")
 async def new_rule(
-    request: Request, calendar_id: str, operator: OperatorDep, session: ReadSessionDep
+    request: Request,
+    calendar_id: str,
+    operator: OperatorDep,
+    session: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
-    return await _form_page(request, session, operator, calendar, None, empty_rule())
+    return await _form_page(request, session, db, operator, calendar, None, empty_rule())
 
 
 @router.post("/calendars/{calendar_id}/rules")
@@ -117,7 +128,7 @@ async def create_rule(
         except BadRequest as exc:
             form.add(exc.errors)
     if form.failed:
-        return await _form_page(request, session, operator, calendar, None, form, status=400)
+        return await _form_page(request, session, db, operator, calendar, None, form, status=400)
     return _back(calendar, "created")
 
 
@@ -133,7 +144,7 @@ async def edit_rule(
     need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
-    return await _form_page(request, session, operator, calendar, row, rule_from_row(row))
+    return await _form_page(request, session, db, operator, calendar, row, rule_from_row(row))
 
 
 @router.post("/calendars/{calendar_id}/rules/{rule_id}")
@@ -163,7 +174,7 @@ async def update_rule(
             form.add(exc.errors)
     if form.failed:
         row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
-        return await _form_page(request, session, operator, calendar, row, form, status=400)
+        return await _form_page(request, session, db, operator, calendar, row, form, status=400)
     return _back(calendar, "saved")
 
 
@@ -272,6 +283,7 @@ async def run_preview(
 async def _form_page(
     request: Request,
     session: AsyncSession,
+    reader: Reader,
     operator: Operator,
     calendar: Calendar,
     row: Any,
@@ -281,6 +293,14 @@ async def _form_page(
 ) -> Response:
     users = await queries.users_of(session, operator.principal)
     templates = await _templates(session, operator)
+    values = form.values
+    warning = sender_warning(
+        calendar.location_id,
+        str(values.get("channel", "")),
+        str(values.get("fromAddress", "")),
+        str(values.get("fromNumber", "")),
+        await allowed_of(reader, calendar.location_id),
+    )
     upcoming = await session.scalars(
         select(Appointment)
         .where(
@@ -302,6 +322,7 @@ async def _form_page(
             "users": users,
             "templates": templates,
             "upcoming": upcoming.all(),
+            "sender_warning": warning,
             "words": words,
             "action": (
                 f"{PREFIX}/calendars/{calendar.id}/rules/{row.id}"

@@ -25,9 +25,11 @@ async def create_location(
     email: str = "",
     phone: str = "",
     timezone: str = "UTC",
+    country: str = "",
 ) -> Location:
     location = Location(name="", email="", phone="", timezone="UTC")
-    _apply(location, {"name": name, "email": email, "phone": phone, "timezone": timezone})
+    given = {"name": name, "email": email, "phone": phone, "timezone": timezone}
+    _apply(location, {**given, "country": country})
     session.add(location)
     await session.flush()
     return location

@@ -44,7 +44,7 @@ from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
 from calnotify.notifications import repository
 from calnotify.notifications.preview_compose import Planned, Renderer, Sources
 from calnotify.notifications.schemas import PreviewContactIn, PreviewOut, PreviewRequest
-from calnotify.notifications.service import draft_of, problems
+from calnotify.notifications.service import checked, draft_of
 from calnotify.planning import store
 from calnotify.planning.planner import ENDED, immediate_sends, planned_state, wanted_deliveries
 from calnotify.timefmt import parse_instant
@@ -180,9 +180,11 @@ async def _preview_rules(
     if request.notifications is None:
         stored = context.rules.get(calendar.id, [])
         return sorted(stored, key=lambda r: (r.date_added, r.batch_index, r.id))
-    drafts = [draft_of(item) for item in request.notifications]
-    prefixes = [f"notifications[{i}]." for i in range(len(drafts))]
-    errors.extend(await problems(reader, principal, drafts, prefixes))
+    prefixes = [f"notifications[{i}]." for i in range(len(request.notifications))]
+    drafts, found = await checked(
+        reader, principal, [draft_of(item) for item in request.notifications], prefixes
+    )
+    errors.extend(found)
     return [
         repository.RuleRow(
             **repository.new_rule(

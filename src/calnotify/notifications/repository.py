@@ -12,7 +12,7 @@ from sqlalchemy import bindparam, insert, select, update
 from calnotify.db.statements import Statement, table
 from calnotify.db.tx import Reader
 from calnotify.ids import new_id
-from calnotify.models import Notification, Template, User
+from calnotify.models import Location, Notification, Template, User
 from calnotify.notifications.rules import NotificationDraft
 
 
@@ -60,6 +60,11 @@ USERS_IN_LOCATION = Statement(
         User.location_id == bindparam("location_id"),
         User.deleted.is_(False),
     )
+)
+
+#: The location's country, which phone numbers without ``+`` are read in: ``location_id``.
+LOCATION_COUNTRY = Statement(
+    select(Location.country).where(Location.id == bindparam("location_id"))
 )
 
 

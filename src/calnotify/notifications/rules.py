@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from calnotify.api.validators import email_problem, phone_problem
+from calnotify.channels.addresses import AddressError, normalise_number
 from calnotify.errors import FieldError
 from calnotify.models.notification import Channel, NotificationType, ReceiverType
 from calnotify.templates.liquid import template_errors
@@ -155,8 +156,6 @@ def draft_problems(draft: NotificationDraft, prefix: str = "") -> list[FieldErro
 
     if draft.from_address and (problem := email_problem(draft.from_address)):
         add("fromAddress", problem)
-    if draft.from_number and (problem := phone_problem(draft.from_number)):
-        add("fromNumber", problem)
     if draft.template_id and draft.channel is Channel.IN_APP:
         add("templateId", "inApp notifications cannot use a stored template")
 
@@ -170,6 +169,19 @@ def draft_problems(draft: NotificationDraft, prefix: str = "") -> list[FieldErro
         errors.extend(template_errors(prefix + "body", draft.body))
     errors.extend(template_errors(prefix + "subject", draft.subject))
     return errors
+
+
+def with_sender_number(
+    draft: NotificationDraft, country: str, prefix: str = ""
+) -> tuple[NotificationDraft, list[FieldError]]:
+    """The draft with its ``fromNumber`` in E.164, as any common form of it is read in the
+    location's ``country`` (``1-415-555-0100`` in the US), or the problem with it."""
+    if not draft.from_number:
+        return draft, []
+    try:
+        return replace(draft, from_number=normalise_number(draft.from_number, country)), []
+    except AddressError as exc:
+        return draft, [FieldError(prefix + "fromNumber", str(exc))]
 
 
 def _schedule_problems(entries: list[dict[str, Any]], name: str, kind: str) -> list[FieldError]:

@@ -28,6 +28,7 @@ from calnotify.notifications.rules import (
     NotificationDraft,
     draft_problems,
     schedule_entries,
+    with_sender_number,
 )
 from calnotify.notifications.schemas import (
     NotificationCreate,
@@ -72,7 +73,8 @@ async def create_many(
     location_id = principal.location_id
     async with db.transaction() as tx:
         await _calendar(tx, location_id, calendar_id)
-        errors = static + await _lookup_problems(tx, location_id, drafts, prefixes, lock=True)
+        drafts, found = await _checked(tx, location_id, drafts, prefixes, lock=True)
+        errors = static + found
         if errors:
             raise BadRequest(errors)
         stamp = utcnow()
@@ -112,10 +114,9 @@ async def update_notification(
     async with db.transaction() as tx:
         row = await _rule(tx, principal.location_id, calendar_id, notification_id)
         current = NotificationDraft.from_row(row)
-        draft = current.merged(_wire_changes(changes))
-        errors = draft_problems(draft) + await _lookup_problems(
-            tx, principal.location_id, [draft], [""], lock=True
-        )
+        merged = current.merged(_wire_changes(changes))
+        [draft], found = await _checked(tx, principal.location_id, [merged], [""], lock=True)
+        errors = draft_problems(merged) + found
         if errors:
             raise BadRequest(errors)
         if draft == current:
@@ -253,32 +254,33 @@ def draft_of(item: NotificationCreate) -> NotificationDraft:
     return NotificationDraft(**{k: v for k, v in changes.items() if k in DRAFT_FIELDS})
 
 
-async def problems(
+async def checked(
     reader: Reader,
     principal: Principal,
     drafts: Sequence[NotificationDraft],
     prefixes: Sequence[str],
-) -> list[FieldError]:
-    """Every problem of the drafts (docs/semantics.md §2), each field named with its prefix: what
-    a create or an update refuses, for previews and forms that judge without saving."""
+) -> tuple[list[NotificationDraft], list[FieldError]]:
+    """The drafts as they would be stored (``fromNumber`` in E.164) and every problem of
+    them (docs/semantics.md §2), each field named with its prefix: what a create or an
+    update refuses, for previews and forms that judge without saving."""
     static = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
-    return static + await _lookup_problems(
-        reader, principal.location_id, drafts, prefixes, lock=False
-    )
+    stored, found = await _checked(reader, principal.location_id, drafts, prefixes, lock=False)
+    return stored, static + found
 
 
-async def _lookup_problems(
+async def _checked(
     reader: Reader,
     location_id: str,
     drafts: Sequence[NotificationDraft],
     prefixes: Sequence[str],
     *,
     lock: bool,
-) -> list[FieldError]:
-    """The drafts' users that are not users of the location, and templates that are not
-    its templates or not of the channel's type (``lock``: the templates are about to be
-    used by a saved rule, and are locked against a delete or a change of type meanwhile,
-    on PostgreSQL)."""
+) -> tuple[list[NotificationDraft], list[FieldError]]:
+    """The drafts with their ``fromNumber`` read in the location's country, and the
+    problems that need the database: users that are not users of the location, templates
+    that are not its templates or not of the channel's type (``lock``: the templates are
+    about to be used by a saved rule, and are locked against a delete or a change of type
+    meanwhile, on PostgreSQL), numbers that are not phone numbers."""
     users = sorted(
         {u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)}
     )
@@ -289,10 +291,18 @@ async def _lookup_problems(
             repository.TEMPLATES_LOCKED if lock else repository.TEMPLATES,
             {"ids": templates, "location_id": location_id},
         ),
+        (repository.LOCATION_COUNTRY, {"location_id": location_id}),
     )
     known_users = {row.id for row in found[0]}
     known_templates = {row.id: row.type for row in found[1]}
-    return _lookup_errors(drafts, prefixes, known_users, known_templates)
+    country = found[2][0].country if found[2] else ""
+    stored: list[NotificationDraft] = []
+    errors = _lookup_errors(drafts, prefixes, known_users, known_templates)
+    for draft, prefix in zip(drafts, prefixes, strict=True):
+        draft, problems = with_sender_number(draft, country, prefix)
+        stored.append(draft)
+        errors.extend(problems)
+    return stored, errors
 
 
 def _lookup_errors(

@@ -69,18 +69,20 @@ _E = TypeVar("_E", bound=BaseException)
 class CheckResult:
     """The outcome of one check.
 
-    ``name`` is ``database``, ``smtp``, ``twilio`` or ``public_url``; ``detail`` is one
-    line: what was checked and, on failure, why and what to do.
+    ``name`` is ``database``, ``smtp``, ``twilio``, ``public_url`` or ``time_zones``;
+    ``detail`` is one line: what was checked and, on failure, why and what to do.
     """
 
     name: str
     ok: bool
     detail: str
+    # Ok, but something the operator should look at (``warn``; the exit status stays 0).
+    warning: bool = False
 
     def line(self) -> str:
         """The result as printed by ``calnotify check``, in aligned columns, e.g.
         ``ok    database    sqlite:///./calnotify.db at migration 0004 (latest)``."""
-        status = "ok" if self.ok else "FAIL"
+        status = ("warn" if self.warning else "ok") if self.ok else "FAIL"
         return f"{status:<6}{self.name:<{_NAME_WIDTH}}{self.detail}"
 
 

@@ -1,0 +1,300 @@
+"""``calnotify serve``, ``worker``, ``check`` and ``db``: running the service and looking
+after its database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shlex
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from calnotify.cli.common import (
+    AddCommand,
+    CommandError,
+    at_least_one,
+    existing_database,
+    port,
+    seconds,
+)
+from calnotify.config import Settings
+from calnotify.db.engine import Database
+from calnotify.db.urls import database_url_without_password, shown_database_url, sqlite_path
+
+
+def add_commands(commands: Any, add: AddCommand) -> None:
+    """``serve``, ``worker``, ``db`` and ``check``."""
+    _add_processes(commands, add)
+    _add_database(commands, add)
+
+
+def _add_processes(commands: Any, add: AddCommand) -> None:
+    serve = add(
+        commands,
+        "serve",
+        help="run the HTTP API (migrates the database first)",
+        description="Run the HTTP API. The database is migrated to the latest schema first.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=port, default=8000, help="TCP port (default 8000)")
+    serve.add_argument(
+        "--no-worker",
+        action="store_true",
+        help="serve the API only; leave sending to `calnotify worker` processes",
+    )
+    serve.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=1,
+        metavar="N",
+        help="HTTP server processes (default 1); each also dispatches unless --no-worker",
+    )
+    serve.add_argument(
+        "--concurrency",
+        type=at_least_one,
+        default=None,
+        metavar="N",
+        help="dispatch loops in this process (default CALNOTIFY_DISPATCH_CONCURRENCY)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    worker = add(
+        commands,
+        "worker",
+        help="send due notifications (no HTTP API)",
+        description="Claim and send due deliveries until stopped. Any number of workers and "
+        "servers may run against one database; SIGTERM or Ctrl-C finishes the messages in "
+        "flight and exits.",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=at_least_one,
+        default=None,
+        metavar="N",
+        help="dispatch loops, each claiming its own batches (default "
+        "CALNOTIFY_DISPATCH_CONCURRENCY)",
+    )
+    worker.set_defaults(handler=_worker)
+
+
+def _add_database(commands: Any, add: AddCommand) -> None:
+    db = add(commands, "db", help="database schema", description="Database schema.")
+    db_commands = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    upgrade = add(
+        db_commands,
+        "upgrade",
+        help="apply the migrations to the configured database",
+        description="Apply the Alembic migrations to CALNOTIFY_DATABASE_URL.",
+    )
+    upgrade.set_defaults(handler=_db_upgrade)
+    backup = add(
+        db_commands,
+        "backup",
+        help="copy the SQLite database to a file while the service runs",
+        description="Copy the SQLite database to PATH with SQLite's online backup: a consistent "
+        "copy, taken while calnotify keeps running. On PostgreSQL, use pg_dump.",
+    )
+    backup.add_argument("path", metavar="PATH", help="the file to write (must not exist)")
+    backup.set_defaults(handler=_db_backup)
+
+    check = add(
+        commands,
+        "check",
+        help="check the database and the configured providers",
+        description="Check, in this order, that the database is reachable and at the latest "
+        "migration, that the SMTP server and Twilio accept the configured credentials "
+        "(nothing is sent; a provider that is not configured is not checked), that "
+        "CALNOTIFY_PUBLIC_URL is set when Twilio reports delivery, and which locations have "
+        "a legacy or fixed-offset time zone (a warning). One line per check: ok, warn or "
+        "FAIL; exit status 1 when any fails, so it can serve as a health check.",
+    )
+    check.add_argument(
+        "--timeout", type=seconds, default=10, metavar="S", help="seconds per check (default 10)"
+    )
+    check.set_defaults(handler=_check)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from calnotify.app import SERVE_DISPATCH_ENV, create_app
+    from calnotify.db.migrate import upgrade
+
+    _configure_logging(settings)
+    upgrade(settings.database_url)
+    loops = args.concurrency or settings.dispatch_concurrency
+    processes = f"{args.workers} processes" if args.workers > 1 else "1 process"
+    if args.no_worker:
+        mode = f"API only ({processes}); sending is left to `calnotify worker`"
+    else:
+        each = " each" if args.workers > 1 else ""
+        mode = f"API and dispatcher ({processes}, {loops} dispatch loops{each})"
+    _announce(settings, mode=mode)
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": settings.log_level,
+        "proxy_headers": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if args.workers > 1:
+        # Each process builds its own app (and engine) from the environment.
+        os.environ[SERVE_DISPATCH_ENV] = "0" if args.no_worker else "1"
+        if args.concurrency:
+            os.environ["CALNOTIFY_DISPATCH_CONCURRENCY"] = str(args.concurrency)
+        uvicorn.run(
+            "calnotify.app:app_from_environment", factory=True, workers=args.workers, **options
+        )
+        return 0
+    app = create_app(settings, run_dispatcher=not args.no_worker, concurrency=args.concurrency)
+    uvicorn.run(app, **options)
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from calnotify.clock import SystemClock
+    from calnotify.db.migrate import upgrade
+    from calnotify.dispatch.runtime import Engine
+
+    _configure_logging(settings)
+    upgrade(settings.database_url)
+    loops = args.concurrency or settings.dispatch_concurrency
+    _announce(settings, mode=f"dispatcher only ({loops} dispatch loops)")
+
+    async def run() -> None:
+        db = Database(
+            settings.database_url,
+            pool_size=settings.database_pool_size,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        )
+        engine = Engine(settings, db, SystemClock(), concurrency=args.concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        engine.start()
+        logging.getLogger("calnotify.worker").info("worker started")
+        await stop.wait()
+        logging.getLogger("calnotify.worker").info("stopping: finishing messages in flight")
+        await engine.stop()
+        await db.dispose()
+
+    asyncio.run(run())
+    return 0
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    if settings.log_level != "debug":
+        # Alembic tells every start which SQL dialect it found; not news at info level.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def _announce(settings: Settings, *, mode: str) -> None:
+    """Log what this process runs with, then check the configured providers in the background."""
+    from calnotify.ops.checks import startup_summary
+
+    log = logging.getLogger("calnotify")
+    for line in startup_summary(settings, mode=mode):
+        log.info(line)
+    if settings.smtp_configured or settings.twilio_configured:
+        threading.Thread(
+            target=_warn_on_failed_providers, args=(settings,), name="provider-checks", daemon=True
+        ).start()
+
+
+def _warn_on_failed_providers(settings: Settings) -> None:
+    from calnotify.ops.checks import check_public_url, check_smtp, check_twilio
+
+    async def run() -> list[Any]:
+        return [
+            await check_smtp(settings, timeout=10),
+            await check_twilio(settings, timeout=10),
+            check_public_url(settings),
+        ]
+
+    log = logging.getLogger("calnotify")
+    for result in asyncio.run(run()):
+        if result is None:
+            continue
+        if result.ok:
+            log.info("check %s", result.line())
+        else:
+            log.warning(
+                "PROVIDER CHECK FAILED: %s: %s (messages stay queued and are retried; "
+                "`calnotify check` tests again)",
+                result.name,
+                result.detail,
+            )
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    from calnotify.ops.checks import run_checks
+    from calnotify.ops.zone_checks import check_time_zones
+
+    async def run() -> list[Any]:
+        results = await run_checks(settings, timeout=args.timeout)
+        if results[0].ok:  # the database: reachable and migrated
+            results += await check_time_zones(settings, timeout=args.timeout)
+        return results
+
+    results = asyncio.run(run())
+    for result in results:
+        print(result.line())
+    return 0 if all(result.ok for result in results) else 1
+
+
+def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
+    import sqlite3
+
+    source_path = sqlite_path(settings.database_url)
+    if source_path is None:
+        url = shlex.quote(database_url_without_password(settings.database_url))
+        raise CommandError(
+            "db backup copies SQLite databases; on PostgreSQL use pg_dump, e.g. "
+            f"`pg_dump --format=custom --file=calnotify.dump {url}` with the password in "
+            "PGPASSWORD or ~/.pgpass"
+        )
+    existing_database(settings)
+    target = Path(args.path).expanduser().resolve()
+    if target.exists():
+        raise CommandError(f"{target} already exists: choose another path or remove it first")
+    if not target.parent.is_dir():
+        raise CommandError(f"cannot write {target}: the folder {target.parent} does not exist")
+    source = sqlite3.connect(
+        f"file:{quote(str(source_path))}?mode=ro",
+        uri=True,
+        timeout=settings.sqlite_busy_timeout_ms / 1000,
+    )
+    try:
+        destination = sqlite3.connect(target)
+        try:
+            # In one step: in WAL mode the copy's read transaction holds up no writer, while
+            # a copy in steps starts over after every write the running service makes
+            # between two steps, and under steady writes might never finish.
+            source.backup(destination, pages=-1)
+        finally:
+            destination.close()
+    finally:
+        source.close()
+    size = target.stat().st_size
+    print(f"backed up {source_path} to {target} ({size:,} bytes)", file=sys.stderr)
+    return 0
+
+
+def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:
+    from calnotify.db.migrate import current_head, upgrade
+
+    upgrade(settings.database_url)
+    shown = shown_database_url(settings.database_url)
+    print(f"upgraded {shown}: at the latest migration, {current_head()}", file=sys.stderr)
+    return 0
