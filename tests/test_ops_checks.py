@@ -26,8 +26,8 @@ from calnotify.ops.checks import (
     check_twilio,
     masked_database_url,
     run_checks,
-    startup_summary,
 )
+from calnotify.ops.summary import startup_summary
 from tests.providers import TwilioRecord, free_port, smtp_server, twilio_server
 
 HEAD = current_head()

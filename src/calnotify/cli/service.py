@@ -201,7 +201,7 @@ def _configure_logging(settings: Settings) -> None:
 
 def _announce(settings: Settings, *, mode: str) -> None:
     """Log what this process runs with, then check the configured providers in the background."""
-    from calnotify.ops.checks import startup_summary
+    from calnotify.ops.summary import startup_summary
 
     log = logging.getLogger("calnotify")
     for line in startup_summary(settings, mode=mode):

@@ -21,22 +21,18 @@ import math
 import os
 import socket
 import ssl
-from collections.abc import Coroutine, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiosmtplib
 import aiosqlite
 import httpx
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from calnotify import __version__
 from calnotify.channels.smtp import smtp_client
 from calnotify.channels.twilio import _error as twilio_error
 from calnotify.config import Settings
@@ -45,7 +41,14 @@ from calnotify.db.urls import (
     DatabaseURLError,
     async_url,
     masked_database_url,
-    shown_database_url,
+)
+from calnotify.ops.results import (
+    CheckResult,
+    bounded,
+    fail,
+    find_in_chain,
+    first_line,
+    reason,
 )
 
 __all__ = [
@@ -56,34 +59,9 @@ __all__ = [
     "check_twilio",
     "masked_database_url",
     "run_checks",
-    "startup_summary",
 ]
 
 DEFAULT_TIMEOUT = 10.0
-_NAME_WIDTH = len("public_url") + 2
-_MAX_DETAIL = 500
-_E = TypeVar("_E", bound=BaseException)
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of one check.
-
-    ``name`` is ``database``, ``smtp``, ``twilio``, ``public_url`` or ``time_zones``;
-    ``detail`` is one line: what was checked and, on failure, why and what to do.
-    """
-
-    name: str
-    ok: bool
-    detail: str
-    # Ok, but something the operator should look at (``warn``; the exit status stays 0).
-    warning: bool = False
-
-    def line(self) -> str:
-        """The result as printed by ``calnotify check``, in aligned columns, e.g.
-        ``ok    database    sqlite:///./calnotify.db at migration 0004 (latest)``."""
-        status = ("warn" if self.warning else "ok") if self.ok else "FAIL"
-        return f"{status:<6}{self.name:<{_NAME_WIDTH}}{self.detail}"
 
 
 async def run_checks(
@@ -119,18 +97,18 @@ async def check_database(
     migrations.
     """
     shown = masked_database_url(settings.database_url)
-    return await _bounded("database", shown, _database(settings, shown, timeout), timeout, settings)
+    return await bounded("database", shown, _database(settings, shown, timeout), timeout, settings)
 
 
 async def _database(settings: Settings, shown: str, seconds: float) -> CheckResult:
     try:
         url = async_url(settings.database_url)
     except DatabaseURLError as exc:
-        return _fail("database", f"CALNOTIFY_DATABASE_URL: {exc}")
+        return fail("database", f"CALNOTIFY_DATABASE_URL: {exc}")
     if url.get_backend_name() == "sqlite":
         opened = _sqlite_engine(url, seconds)
         if isinstance(opened, str):
-            return _fail("database", f"{shown}: {opened}")
+            return fail("database", f"{shown}: {opened}")
         engine, where = opened
     else:
         engine = create_async_engine(
@@ -143,10 +121,9 @@ async def _database(settings: Settings, shown: str, seconds: float) -> CheckResu
         try:
             connection = await engine.connect()
         except Exception as exc:
-            return _fail(
+            return fail(
                 "database",
-                f"{shown}: cannot connect to {where}: {_reason(exc)} "
-                "(check CALNOTIFY_DATABASE_URL)",
+                f"{shown}: cannot connect to {where}: {reason(exc)} (check CALNOTIFY_DATABASE_URL)",
             )
         try:
             heads = await connection.run_sync(_current_heads)
@@ -197,7 +174,7 @@ def _current_heads(connection: Connection) -> tuple[str, ...]:
 def _compare_revisions(shown: str, heads: tuple[str, ...]) -> CheckResult:
     problem = revision_problem(shown, heads)
     if problem is not None:
-        return _fail("database", problem)
+        return fail("database", problem)
     return CheckResult("database", True, f"{shown} at migration {heads[0]} (latest)")
 
 
@@ -216,7 +193,7 @@ async def check_smtp(
     if not settings.smtp_configured:
         return None
     target = f"{settings.smtp_host}:{settings.smtp_port_or_default}"
-    return await _bounded("smtp", target, _smtp(settings, target, timeout), timeout, settings)
+    return await bounded("smtp", target, _smtp(settings, target, timeout), timeout, settings)
 
 
 _SECURITY = {"none": "plain, no TLS", "starttls": "STARTTLS", "tls": "implicit TLS"}
@@ -233,7 +210,7 @@ async def _smtp(settings: Settings, target: str, seconds: float) -> CheckResult:
             if settings.smtp_security == "starttls":
                 if not client.supports_extension("starttls"):
                     await _quit(client)
-                    return _fail(
+                    return fail(
                         "smtp",
                         f"{target}: server does not offer STARTTLS (set "
                         "CALNOTIFY_SMTP_SECURITY=none for a plain relay, or tls for "
@@ -242,22 +219,22 @@ async def _smtp(settings: Settings, target: str, seconds: float) -> CheckResult:
                 await client.starttls()
                 await _hello(client)
         except (aiosmtplib.SMTPException, OSError) as exc:
-            return _fail("smtp", _smtp_connect_problem(exc, settings, target, seconds))
+            return fail("smtp", _smtp_connect_problem(exc, settings, target, seconds))
         username = settings.smtp_username
         if username:
             try:
                 await client.login(username, settings.smtp_password.get_secret_value())
             except aiosmtplib.SMTPAuthenticationError as exc:
-                return _fail(
+                return fail(
                     "smtp",
                     f"{target}: login as {username} refused ({exc.code} "
-                    f"{_first_line(exc.message)}): check CALNOTIFY_SMTP_USERNAME and "
+                    f"{first_line(exc.message)}): check CALNOTIFY_SMTP_USERNAME and "
                     "CALNOTIFY_SMTP_PASSWORD",
                 )
             except aiosmtplib.SMTPResponseException as exc:
-                return _fail("smtp", f"{target}: login failed: {exc.code} {exc.message}")
+                return fail("smtp", f"{target}: login failed: {exc.code} {exc.message}")
             except aiosmtplib.SMTPException as exc:
-                return _fail("smtp", _smtp_login_problem(exc, client, settings, target))
+                return fail("smtp", _smtp_login_problem(exc, client, settings, target))
         await _quit(client)
     finally:
         client.close()
@@ -283,30 +260,30 @@ def _smtp_connect_problem(
     exc: BaseException, settings: Settings, target: str, timeout: float
 ) -> str:
     security = settings.smtp_security
-    tls_error = _find(exc, ssl.SSLError)
+    tls_error = find_in_chain(exc, ssl.SSLError)
     if isinstance(tls_error, ssl.SSLCertVerificationError):
         return (
             f"{target}: the server's TLS certificate is not trusted "
-            f"({tls_error.verify_message or _reason(tls_error)}): give it a certificate "
+            f"({tls_error.verify_message or reason(tls_error)}): give it a certificate "
             "from a public CA for this host name, or trust its CA (SSL_CERT_FILE)"
         )
     if tls_error is not None:
         if security == "tls":
             return (
-                f"{target}: TLS handshake failed ({_reason(tls_error)}): "
+                f"{target}: TLS handshake failed ({reason(tls_error)}): "
                 "CALNOTIFY_SMTP_SECURITY=tls expects implicit TLS (usually port 465); "
                 "use starttls for port 587, or none for a plain relay"
             )
-        return f"{target}: STARTTLS handshake failed: {_reason(tls_error)}"
+        return f"{target}: STARTTLS handshake failed: {reason(tls_error)}"
     if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
-        return f"{target}: the server refused the session: {exc.code} {_first_line(exc.message)}"
+        return f"{target}: the server refused the session: {exc.code} {first_line(exc.message)}"
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         return f"cannot connect to {target}: no answer within {timeout:g} s"
     if isinstance(exc, aiosmtplib.SMTPConnectError | OSError):
         return f"cannot connect to {target}: {_os_reason(exc, settings.smtp_host)}"
     if isinstance(exc, aiosmtplib.SMTPResponseException):
-        return f"{target}: {exc.code} {_first_line(exc.message)}"
-    return f"{target}: {_reason(exc)}"
+        return f"{target}: {exc.code} {first_line(exc.message)}"
+    return f"{target}: {reason(exc)}"
 
 
 def _smtp_login_problem(
@@ -323,7 +300,7 @@ def _smtp_login_problem(
             f"{target}: the server offers no login (AUTH): unset CALNOTIFY_SMTP_USERNAME "
             "for a relay that needs no login"
         )
-    return f"{target}: login failed: {_reason(exc)}"
+    return f"{target}: login failed: {reason(exc)}"
 
 
 def _os_reason(exc: BaseException, host: str) -> str:
@@ -338,7 +315,7 @@ def _os_reason(exc: BaseException, host: str) -> str:
             return os.strerror(current.errno).lower()
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return _reason(exc)
+    return reason(exc)
 
 
 # --- Twilio -------------------------------------------------------------------------------
@@ -353,7 +330,7 @@ async def check_twilio(
     if not settings.twilio_configured:
         return None
     base = settings.twilio_base_url.rstrip("/")
-    return await _bounded("twilio", base, _twilio(settings, base, timeout), timeout, settings)
+    return await bounded("twilio", base, _twilio(settings, base, timeout), timeout, settings)
 
 
 async def _twilio(settings: Settings, base: str, seconds: float) -> CheckResult:
@@ -367,40 +344,40 @@ async def _twilio(settings: Settings, base: str, seconds: float) -> CheckResult:
         ) as client:
             response = await client.get(base + resource, headers={"Accept": "application/json"})
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-        return _fail(
-            "twilio", f"{base}: not an http(s) URL ({_reason(exc)}): fix CALNOTIFY_TWILIO_BASE_URL"
+        return fail(
+            "twilio", f"{base}: not an http(s) URL ({reason(exc)}): fix CALNOTIFY_TWILIO_BASE_URL"
         )
     except httpx.TimeoutException:
-        return _fail("twilio", f"{base}: no answer within {seconds:g} s")
+        return fail("twilio", f"{base}: no answer within {seconds:g} s")
     except httpx.HTTPError as exc:
         host = urlsplit(base).hostname or base
-        return _fail("twilio", f"{base}: cannot connect: {_os_reason(exc, host)}")
+        return fail("twilio", f"{base}: cannot connect: {_os_reason(exc, host)}")
     status = response.status_code
     if status == 200:
         return _twilio_account(settings, base, response)
     if status in (401, 403):
-        return _fail(
+        return fail(
             "twilio",
             f"{base}: credentials rejected ({status}): check CALNOTIFY_TWILIO_ACCOUNT_SID "
             "and CALNOTIFY_TWILIO_AUTH_TOKEN",
         )
     if status == 404:
-        return _fail(
+        return fail(
             "twilio",
             f"{base}: account {sid} not found (404): check CALNOTIFY_TWILIO_ACCOUNT_SID "
             "and CALNOTIFY_TWILIO_BASE_URL",
         )
     if 300 <= status < 400:
         location = response.headers.get("Location", "")
-        return _fail(
+        return fail(
             "twilio",
             f"{base}: answered {status} (redirect to {location or '?'}): "
             "check CALNOTIFY_TWILIO_BASE_URL",
         )
     code, text = twilio_error(response)
     said = f" ({code})" if code else ""
-    return _fail(
-        "twilio", f"{base}: GET {resource} answered {status}{said}: {_first_line(text) or '-'}"
+    return fail(
+        "twilio", f"{base}: GET {resource} answered {status}{said}: {first_line(text) or '-'}"
     )
 
 
@@ -411,14 +388,14 @@ def _twilio_account(settings: Settings, base: str, response: httpx.Response) -> 
     except ValueError:
         data = None
     if not isinstance(data, dict):
-        return _fail(
+        return fail(
             "twilio",
             f"{base}: the account answer is not Twilio's JSON: check CALNOTIFY_TWILIO_BASE_URL",
         )
     name, state, kind = data.get("friendly_name"), data.get("status"), data.get("type")
     shown = f"{base} account {sid}" + (f' "{name}"' if name else "")
     if state not in (None, "active"):
-        return _fail(
+        return fail(
             "twilio",
             f"{shown} is {state}: Twilio sends nothing until the account is active again",
         )
@@ -447,7 +424,7 @@ def check_public_url(settings: Settings) -> CheckResult | None:
     if not url:
         if not settings.twilio_configured:
             return None
-        return _fail(
+        return fail(
             "public_url",
             "CALNOTIFY_PUBLIC_URL is not set: Twilio delivery status callbacks are off "
             "(set it to the address Twilio reaches this service at, "
@@ -455,7 +432,7 @@ def check_public_url(settings: Settings) -> CheckResult | None:
         )
     problem = _url_problem(url)
     if problem:
-        return _fail(
+        return fail(
             "public_url",
             f"CALNOTIFY_PUBLIC_URL {url!r} {problem}: give the address this service is "
             "reached at from outside, e.g. https://calnotify.example.com",
@@ -483,122 +460,3 @@ def _url_problem(url: str) -> str:
     if parts.query or parts.fragment:
         return "must not have a query or fragment"
     return ""
-
-
-# --- startup summary ----------------------------------------------------------------------
-
-
-def startup_summary(settings: Settings, *, mode: str) -> list[str]:
-    """Lines for ``serve`` and ``worker`` to log at startup: version, database (password
-    masked), the provider of each channel, Twilio callbacks, and ``mode`` (the caller's
-    text, e.g. ``"API + dispatcher (2 loops)"``). Never raises."""
-    lines = [
-        f"calnotify {__version__}",
-        f"database: {shown_database_url(settings.database_url)}",
-    ]
-    if settings.smtp_configured:
-        email = (
-            f"smtp {settings.smtp_host}:{settings.smtp_port_or_default} {settings.smtp_security}"
-        )
-        if settings.smtp_username:
-            email += f" as {settings.smtp_username}"
-    else:
-        email = "outbox (CALNOTIFY_SMTP_HOST not set)"
-    lines.append(f"email: {email}")
-    if settings.twilio_configured:
-        base = settings.twilio_base_url.rstrip("/")
-        sms_from = settings.twilio_from_number or "nobody (CALNOTIFY_TWILIO_FROM_NUMBER not set)"
-        whatsapp_from = (
-            settings.twilio_whatsapp_from
-            or settings.twilio_from_number
-            or "nobody (CALNOTIFY_TWILIO_WHATSAPP_FROM not set)"
-        )
-        lines.append(f"sms: twilio {base} from {sms_from}")
-        lines.append(f"whatsapp: twilio {base} from {whatsapp_from}")
-    else:
-        outbox = "outbox (CALNOTIFY_TWILIO_ACCOUNT_SID / CALNOTIFY_TWILIO_AUTH_TOKEN not set)"
-        lines.append(f"sms: {outbox}")
-        lines.append(f"whatsapp: {outbox}")
-    lines.append("inApp: inbox")
-    if settings.twilio_configured:
-        public = settings.public_url.strip()
-        callbacks = (
-            f"{public.rstrip('/')}/webhooks/twilio/status"
-            if public
-            else "off (CALNOTIFY_PUBLIC_URL not set)"
-        )
-        lines.append(f"twilio status callbacks: {callbacks}")
-    lines.append(f"mode: {mode}")
-    return lines
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def _fail(name: str, detail: str) -> CheckResult:
-    return CheckResult(name, False, detail)
-
-
-async def _bounded(
-    name: str,
-    target: str,
-    work: Coroutine[Any, Any, CheckResult],
-    seconds: float,
-    settings: Settings,
-) -> CheckResult:
-    """``work`` within ``seconds``; a timeout or any exception becomes a failed result.
-    Known secrets never appear in the detail, which is one line."""
-    try:
-        async with asyncio.timeout(seconds):
-            result = await work
-    except TimeoutError:
-        result = _fail(name, f"{target}: no answer within {seconds:g} s")
-    except Exception as exc:
-        result = _fail(name, f"{target}: {_reason(exc)}")
-    detail = _first_line(_scrub(result.detail, _secrets(settings)))
-    return CheckResult(result.name, result.ok, detail[:_MAX_DETAIL])
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's text (the driver's own, for a database error)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
-    return _first_line(str(exc)) or type(exc).__name__
-
-
-def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
-def _find(exc: BaseException, kind: type[_E]) -> _E | None:
-    """``exc`` or the first exception of its cause/context chain that is a ``kind``."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, kind):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
-
-
-def _secrets(settings: Settings) -> list[str]:
-    found = [
-        settings.smtp_password.get_secret_value(),
-        settings.twilio_auth_token.get_secret_value(),
-    ]
-    with contextlib.suppress(Exception):
-        password = make_url(settings.database_url).password
-        if password:
-            found.append(str(password))
-    return found
-
-
-def _scrub(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "***")
-    return text

@@ -17,7 +17,7 @@ from sqlalchemy.pool import NullPool
 from calnotify.config import Settings
 from calnotify.db.urls import async_url
 from calnotify.models import Location
-from calnotify.ops.checks import CheckResult
+from calnotify.ops.results import CheckResult
 from calnotify.zones import zone_warning
 
 NAME = "time_zones"
