@@ -39,6 +39,7 @@ from calnotify.db.gate import WriteGate
 from calnotify.deliveries.router import router as deliveries_router
 from calnotify.deps import Planning
 from calnotify.dispatch.metrics import DispatchMetrics
+from calnotify.dispatch.pressure import SendPressure
 from calnotify.dispatch.runtime import Engine
 from calnotify.dispatch.wakeup import Wakeup
 from calnotify.inbox.hub import InboxHub
@@ -81,6 +82,8 @@ def create_app(
     metrics = DispatchMetrics()
     hub = InboxHub()
     wakeup = Wakeup()
+    # Only a process that sends sheds requests for its sends.
+    pressure = SendPressure(metrics) if run_dispatcher else None
     # Messages are composed in render processes (a request never renders on the event
     # loop), shared by plan previews and this process's dispatcher.
     pool = ComposePool(settings.render_budget_seconds, processes=settings.render_processes or None)
@@ -101,12 +104,16 @@ def create_app(
                 wakeup=wakeup,
             )
             engine.start()
+            assert pressure is not None
+            pressure.start()
         # What exists at start lives as long as the process: keep the collector from
         # walking it again and again (a full collection over it pauses every request).
         gc.freeze()
         try:
             yield
         finally:
+            if pressure is not None:
+                await pressure.stop()
             if engine is not None:
                 await engine.stop()  # drains the batches in flight
             await pool.close()
@@ -129,7 +136,7 @@ def create_app(
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)
-    app.add_middleware(Shedding, gate=db.gate)
+    app.add_middleware(Shedding, gate=db.gate, pressure=pressure)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
     return app

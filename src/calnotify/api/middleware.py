@@ -9,6 +9,7 @@ import logging
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calnotify.db.gate import WriteGate
+from calnotify.dispatch.pressure import SendPressure
 from calnotify.errors import envelope
 
 log = logging.getLogger("calnotify.api")
@@ -95,8 +96,10 @@ def replay(body: bytes, receive: Receive) -> Receive:
 
 class Shedding:
     """Answer a write request 503 at once, before its body is read, while the database's
-    writer has more queued than it can do (SQLite: see :mod:`calnotify.db.gate`); the
-    dispatcher keeps its place and the requests that were admitted keep their pace.
+    writer has more queued than it can do (SQLite: see :mod:`calnotify.db.gate`) or, in a
+    process that dispatches, while its sends fall behind for want of the event loop
+    (:mod:`calnotify.dispatch.pressure`); the dispatcher keeps its place and the requests
+    that were admitted keep their pace.
 
     The console's forms and the providers' webhooks are not shed: they are few, and a
     provider's status report refused is lost.
@@ -104,15 +107,16 @@ class Shedding:
 
     KEPT = ("/console", "/webhooks")
 
-    def __init__(self, app: ASGIApp, gate: WriteGate) -> None:
+    def __init__(self, app: ASGIApp, gate: WriteGate, pressure: SendPressure | None) -> None:
         self.app = app
         self.gate = gate
+        self.pressure = pressure
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] == "http"
             and scope["method"] not in ("GET", "HEAD", "OPTIONS")
-            and self.gate.overloaded()
+            and (self.gate.overloaded() or (self.pressure and self.pressure.overloaded()))
             and not str(scope["path"]).startswith(self.KEPT)
         ):
             self.gate.refused += 1

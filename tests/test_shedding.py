@@ -1,0 +1,74 @@
+"""Sends before requests: write requests refused 503 at once while the writer's queue is
+too long, or while the process's sends fall behind for want of its event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from calnotify.api.middleware import Shedding
+from calnotify.db.gate import Priority, WriteGate
+from calnotify.dispatch.metrics import DispatchMetrics
+from calnotify.dispatch.pressure import SendPressure
+
+
+async def ok(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def client(gate: WriteGate, pressure: SendPressure | None) -> httpx.AsyncClient:
+    app = Shedding(ok, gate=gate, pressure=pressure)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_writes_are_refused_while_sends_are_behind_on_a_busy_loop() -> None:
+    metrics = DispatchMetrics()
+    pressure = SendPressure(metrics)
+    async with client(WriteGate(), pressure) as http:
+        assert (await http.post("/calendars/events/appointments")).status_code == 200
+        metrics.behind_seconds = 3.0  # behind, but the loop is idle: a slow provider
+        assert (await http.post("/calendars/events/appointments")).status_code == 200
+        pressure.lag = 0.2  # and the loop is busy: the requests are what is in the way
+        refused = await http.post("/calendars/events/appointments")
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["message"] == "The service is busy: try again in a moment"
+        # Reads, the console's forms and the providers' reports are never refused.
+        assert (await http.get("/calendars/events/appointments")).status_code == 200
+        assert (await http.post("/console/sign-in")).status_code == 200
+        assert (await http.post("/webhooks/twilio/status")).status_code == 200
+        metrics.behind_seconds = 0.0  # caught up
+        assert (await http.post("/calendars/events/appointments")).status_code == 200
+
+
+async def test_the_loop_watch_sees_a_blocked_loop() -> None:
+    pressure = SendPressure(DispatchMetrics(), interval=0.01)
+    pressure.start()
+    try:
+        await asyncio.sleep(0.05)
+        assert pressure.lag < 0.05
+        for _ in range(3):
+            await asyncio.sleep(0.02)  # let the timer be due, then hold the loop
+            deadline = asyncio.get_running_loop().time() + 0.3
+            while asyncio.get_running_loop().time() < deadline:
+                pass
+        assert pressure.lag >= 0.05
+    finally:
+        await pressure.stop()
+
+
+async def test_requests_are_refused_while_the_writer_queue_is_too_long() -> None:
+    gate = WriteGate(shed_after=0.05)
+    await gate.acquire(Priority.SEND)
+    waiting = asyncio.create_task(gate.acquire(Priority.REQUEST))
+    await asyncio.sleep(0.08)
+    async with client(gate, None) as http:
+        assert (await http.post("/calendars/events/appointments")).status_code == 503
+    gate.release()
+    await waiting
+    gate.release()
+    async with client(gate, None) as http:
+        assert (await http.post("/calendars/events/appointments")).status_code == 200
