@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tests.processes import Server
+from calnotify.auth.tokens import PRINCIPAL_SECONDS
+from tests.processes import Server, calnotify
 from tests.test_processes import book, setup_location
 
 
@@ -76,3 +77,43 @@ async def test_the_stream_keeps_locations_apart(server: Server) -> None:
             response = await anonymous.get(f"/users/{ids['user']}/inbox/stream")
         assert response.status_code == 401
         assert other_ids["user"] != ids["user"]
+
+
+async def test_a_revoked_tokens_stream_ends_as_soon_as_its_calls_are_refused(
+    server: Server,
+) -> None:
+    client, ids = await setup_location(server)
+    issued = calnotify(server.database_url, "tokens", "create", "--location", ids["location"])
+    holder = httpx.AsyncClient(
+        base_url=server.base_url, headers={"Authorization": f"Bearer {issued['token']}"}
+    )
+    async with contextlib.aclosing(client), contextlib.aclosing(holder):
+        url = f"/users/{ids['user']}/inbox/stream"
+        async with (
+            holder.stream("GET", url, timeout=30) as revoked_stream,
+            client.stream("GET", url, timeout=30) as other_stream,
+        ):
+            assert revoked_stream.status_code == other_stream.status_code == 200
+
+            async def read_to_the_end(lines: Any) -> None:
+                async for _ in lines:
+                    pass
+
+            ending = asyncio.create_task(read_to_the_end(revoked_stream.aiter_lines()))
+            other = asyncio.create_task(read_to_the_end(other_stream.aiter_lines()))
+            await asyncio.sleep(2.5)  # a few checks of the token go by
+            assert not ending.done()  # a valid token's stream stays open
+
+            await asyncio.to_thread(
+                calnotify, server.database_url, "tokens", "revoke", str(issued["id"])
+            )
+            revoked = time.monotonic()
+            await asyncio.wait_for(ending, timeout=15)
+            took = time.monotonic() - revoked
+            assert took < PRINCIPAL_SECONDS + 0.5, took
+            # Its calls are refused; the location's other token streams on.
+            assert (await holder.get(f"/users/{ids['user']}/inbox")).status_code == 401
+            assert not other.done()
+            other.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await other

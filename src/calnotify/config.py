@@ -42,6 +42,9 @@ class Settings(BaseSettings):
 
     # Operations endpoints.
     metrics_token: SecretStr = SecretStr("")
+    # calnotify worker: where it serves /metrics and /healthz (no port: not served).
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     sse_streams_per_token: int = Field(default=10, ge=1, le=10_000)
 
     # Email over SMTP; without a host, email goes to the outbox.

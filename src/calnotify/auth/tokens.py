@@ -5,7 +5,8 @@ A token is shown once, when it is created; only its SHA-256 is stored. The secre
 
 The API remembers who a token is, by its hash, for at most :data:`PRINCIPAL_SECONDS`
 (:func:`resolve_token_cached`): a revocation (``calnotify tokens revoke``) takes effect
-within that second in every API process.
+within that second in every API process. Open inbox streams read their token again as
+often (calnotify.inbox.router), so they end within the same second.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ Allowed senders are set by the operator (``calnotify senders add``), stored in
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,7 @@ from calnotify.channels.addresses import (
     normalise_email,
     normalise_number,
     parse_mailbox,
+    wire_address,
 )
 from calnotify.db.statements import Statement
 from calnotify.db.tx import Reader
@@ -167,6 +169,11 @@ def _email(
     email_from: str,
 ) -> SenderChoice:
     default_name, default_address = parse_mailbox(email_from)
+    # As it goes on the wire (an IDN domain IDNA-encoded), so that the From, the invitation's
+    # ORGANIZER and the delivery's record say the same address. One that cannot be sent is
+    # left as it is: sending fails, saying why.
+    with contextlib.suppress(AddressError):
+        default_address = wire_address(default_address).address
     name = " ".join(rule_from_name.split()) or " ".join(location_name.split()) or default_name
     asked = rule_from_address
     try:

@@ -73,7 +73,8 @@ def _add_tokens(commands: Any, add: AddCommand) -> None:
         token_commands,
         "revoke",
         help="revoke a token by its id",
-        description="Revoke a token by its id; it stops working at once.",
+        description="Revoke a token by its id; within a second every process refuses it "
+        "and ends its open inbox streams.",
     )
     token_revoke.add_argument("token_id", metavar="TOKEN_ID")
     token_revoke.set_defaults(handler=admin(_revoke_token))

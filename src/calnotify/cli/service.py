@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -79,6 +80,20 @@ def _add_processes(commands: Any, add: AddCommand) -> None:
         metavar="N",
         help="dispatch loops, each claiming its own batches (default "
         "CALNOTIFY_DISPATCH_CONCURRENCY)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=port,
+        default=None,
+        metavar="PORT",
+        help="serve GET /metrics (Prometheus) and GET /healthz on this port (default "
+        "CALNOTIFY_WORKER_METRICS_PORT; unset: not served)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default=None,
+        metavar="HOST",
+        help="interface for --metrics-port (default CALNOTIFY_WORKER_METRICS_HOST, 127.0.0.1)",
     )
     worker.set_defaults(handler=_worker)
 
@@ -158,35 +173,68 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from calnotify.clock import SystemClock
+    from calnotify.api.metrics_server import listen, metrics_url
     from calnotify.db.migrate import upgrade
-    from calnotify.dispatch.runtime import Engine
 
     _configure_logging(settings)
+    metrics_port = args.metrics_port or settings.worker_metrics_port
+    metrics_host = (args.metrics_host or settings.worker_metrics_host).strip()
+    metrics_socket = None
+    if metrics_port:
+        try:
+            metrics_socket = listen(metrics_host, metrics_port)
+        except OSError as exc:
+            raise CommandError(
+                f"cannot serve metrics on {metrics_host}:{metrics_port}: "
+                f"{exc.strerror or exc} (choose another --metrics-port or --metrics-host)"
+            ) from None
     upgrade(settings.database_url)
     loops = args.concurrency or settings.dispatch_concurrency
-    _announce(settings, mode=f"dispatcher only ({loops} dispatch loops)")
-
-    async def run() -> None:
-        db = Database(
-            settings.database_url,
-            pool_size=settings.database_pool_size,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-        )
-        engine = Engine(settings, db, SystemClock(), concurrency=args.concurrency)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        engine.start()
-        logging.getLogger("calnotify.worker").info("worker started")
-        await stop.wait()
-        logging.getLogger("calnotify.worker").info("stopping: finishing messages in flight")
-        await engine.stop()
-        await db.dispose()
-
-    asyncio.run(run())
+    metrics = "off (--metrics-port or CALNOTIFY_WORKER_METRICS_PORT not set)"
+    if metrics_socket is not None and metrics_port:
+        metrics = metrics_url(metrics_host, metrics_port)
+        if settings.metrics_token.get_secret_value():
+            metrics += " (needs Authorization: Bearer <CALNOTIFY_METRICS_TOKEN>)"
+    _announce(settings, mode=f"dispatcher only ({loops} dispatch loops)", metrics=metrics)
+    asyncio.run(_run_worker(settings, args.concurrency, metrics_socket))
     return 0
+
+
+async def _run_worker(
+    settings: Settings, concurrency: int | None, metrics_socket: socket.socket | None
+) -> None:
+    """Send until SIGTERM or SIGINT; with ``metrics_socket``, serve the metrics on it."""
+    from calnotify.api.metrics_server import MetricsServer, metrics_app
+    from calnotify.clock import SystemClock
+    from calnotify.dispatch.metrics import DispatchMetrics
+    from calnotify.dispatch.runtime import Engine
+
+    db = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+    )
+    clock = SystemClock()
+    metrics = DispatchMetrics()
+    engine = Engine(settings, db, clock, concurrency=concurrency, metrics=metrics)
+    server = None
+    if metrics_socket is not None:
+        server = MetricsServer(metrics_app(settings, db, clock, metrics), metrics_socket)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    engine.start()
+    if server is not None:
+        server.start()
+    log = logging.getLogger("calnotify.worker")
+    log.info("worker started")
+    await stop.wait()
+    log.info("stopping: finishing messages in flight")
+    await engine.stop()
+    if server is not None:
+        await server.stop()  # after the last sends, so a final scrape still counts them
+    await db.dispose()
 
 
 def _configure_logging(settings: Settings) -> None:
@@ -199,12 +247,12 @@ def _configure_logging(settings: Settings) -> None:
         logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def _announce(settings: Settings, *, mode: str) -> None:
+def _announce(settings: Settings, *, mode: str, metrics: str | None = None) -> None:
     """Log what this process runs with, then check the configured providers in the background."""
     from calnotify.ops.summary import startup_summary
 
     log = logging.getLogger("calnotify")
-    for line in startup_summary(settings, mode=mode):
+    for line in startup_summary(settings, mode=mode, metrics=metrics):
         log.info(line)
     if settings.smtp_configured or settings.twilio_configured:
         threading.Thread(

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from email.utils import formataddr
 from typing import Any
 
+from calnotify.channels.addresses import mailbox
 from calnotify.channels.base import Message, Receipt, RetryableSendError, SendError
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason
 from calnotify.dispatch.backoff import backoff_seconds
@@ -94,5 +95,11 @@ def sender_of(message: Message) -> str:
         return message.from_number
     if message.channel != "email":
         return ""
-    sender = formataddr((message.from_name, message.from_address))
+    address = message.from_address
+    # formataddr refuses a non-ASCII local part (an allowed sender sent with SMTPUTF8).
+    sender = (
+        formataddr((message.from_name, address))
+        if address.isascii()
+        else mailbox(message.from_name, address)
+    )
     return f"{sender}; Reply-To: {message.reply_to}" if message.reply_to else sender

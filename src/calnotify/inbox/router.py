@@ -12,13 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
 from calnotify.api.paging import Limit, Skip
 from calnotify.api.types import QueryBool, Timestamp
 from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
-from calnotify.auth.tokens import Principal, resolve_token
+from calnotify.auth.tokens import PRINCIPAL_SECONDS, Principal, resolve_token
 from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.db.scoped import find_in_location
@@ -34,7 +35,9 @@ router = APIRouter(prefix="/users/{userId}/inbox", tags=["Inbox"])
 Reader = Annotated[Principal, Depends(require_unversioned(Scope.USERS_READ))]
 Writer = Annotated[Principal, Depends(require_unversioned(Scope.USERS_WRITE))]
 POLL_SECONDS = 0.5
-RECHECK_SECONDS = 10.0
+# An open stream reads its token again this often, so a revoked token's streams end as soon
+# as its API calls are refused.
+RECHECK_SECONDS = PRINCIPAL_SECONDS
 STREAM_RETRY_AFTER_SECONDS = 5  # a 429's Retry-After: a slot frees when a stream closes
 
 
@@ -159,57 +162,63 @@ async def stream_inbox(
     ``id``: the item id). A client reconnecting with ``Last-Event-ID`` gets what it missed.
 
     A token may hold ``CALNOTIFY_SSE_STREAMS_PER_TOKEN`` streams at once in one server
-    process (default 10); one more gets 429 with ``Retry-After``."""
+    process (default 10); one more gets 429 with ``Retry-After``. The stream ends within a
+    second of its token being revoked, as its other calls are refused within a second."""
     user = await get_user(session, principal, userId)
     db: Database = request.app.state.db
     hub: InboxHub = request.app.state.inbox_hub
     cursor = await _start(db, user.id, request.headers.get("last-event-id", ""))
-
     token = request.headers.get("authorization", "").partition(" ")[2].strip()
+    return EventSourceResponse(_events(db, hub, user.id, token, cursor), ping=15)
 
-    async def still_allowed() -> bool:
-        """The token still valid and the user still there (checked every few seconds)."""
-        async with db.session(write=False) as reader:
-            holder = await resolve_token(reader, token)
-            if holder is None or not holder.can(Scope.USERS_READ):
-                return False
-            return await find_in_location(reader, User, user.id, holder.location_id) is not None
 
-    async def events() -> AsyncIterator[dict[str, str]]:
-        nonlocal cursor
-        wake = hub.subscribe(user.id)
-        checked = time.monotonic()
-        try:
-            while True:
-                if time.monotonic() - checked > RECHECK_SECONDS:
-                    if not await still_allowed():
+async def _still_allowed(reader: AsyncSession, token: str, user_id: str) -> bool:
+    """The token still valid (not revoked) and its user still in its location."""
+    holder = await resolve_token(reader, token)
+    if holder is None or not holder.can(Scope.USERS_READ):
+        return False
+    return await find_in_location(reader, User, user_id, holder.location_id) is not None
+
+
+async def _events(
+    db: Database, hub: InboxHub, user_id: str, token: str, cursor: Cursor
+) -> AsyncIterator[dict[str, str]]:
+    """The stream's events: each new item of the user's inbox, until the token is revoked
+    (or the user deleted). The token is read again from the database, never from the
+    remembered principals, every :data:`RECHECK_SECONDS`: a revoked token's streams end
+    within the time its API calls are refused in."""
+    wake = hub.subscribe(user_id)
+    # Checked at once too: the request may have been let in by a principal remembered from
+    # before a revocation.
+    checked = time.monotonic() - RECHECK_SECONDS
+    try:
+        while True:
+            async with db.session(write=False) as reader:
+                started = time.monotonic()
+                if started - checked >= RECHECK_SECONDS:
+                    if not await _still_allowed(reader, token, user_id):
                         return  # revoked: the stream ends
-                    checked = time.monotonic()
-                async with db.session(write=False) as reader:
-                    rows = (
-                        await reader.scalars(
-                            select(InboxItem)
-                            .where(InboxItem.user_id == user.id, _after(cursor))
-                            .order_by(InboxItem.created_at, InboxItem.id)
-                            .limit(100)
-                        )
-                    ).all()
-                for item in rows:
-                    cursor = (item.created_at, item.id)
-                    yield {
-                        "event": "item",
-                        "id": item.id,
-                        "data": item_out(item).model_dump_json(),
-                    }
-                if rows:
-                    continue
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=POLL_SECONDS)
-        finally:
-            hub.unsubscribe(user.id, wake)
-
-    return EventSourceResponse(events(), ping=15)
+                    # From when the check began: a revocation it missed was committed after.
+                    checked = started
+                rows = (
+                    await reader.scalars(
+                        select(InboxItem)
+                        .where(InboxItem.user_id == user_id, _after(cursor))
+                        .order_by(InboxItem.created_at, InboxItem.id)
+                        .limit(100)
+                    )
+                ).all()
+            for item in rows:
+                cursor = (item.created_at, item.id)
+                yield {"event": "item", "id": item.id, "data": item_out(item).model_dump_json()}
+            if rows:
+                continue
+            wake.clear()
+            until_check = checked + RECHECK_SECONDS - time.monotonic()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=min(POLL_SECONDS, until_check))
+    finally:
+        hub.unsubscribe(user_id, wake)
 
 
 Cursor = tuple[datetime, str]

@@ -7,10 +7,12 @@ from calnotify.config import Settings
 from calnotify.db.urls import shown_database_url
 
 
-def startup_summary(settings: Settings, *, mode: str) -> list[str]:
+def startup_summary(settings: Settings, *, mode: str, metrics: str | None = None) -> list[str]:
     """Lines for ``serve`` and ``worker`` to log at startup: version, database (password
-    masked), the provider of each channel, Twilio callbacks, and ``mode`` (the caller's
-    text, e.g. ``"API + dispatcher (2 loops)"``). Never raises."""
+    masked), the provider of each channel, Twilio callbacks, ``mode`` (the caller's
+    text, e.g. ``"API + dispatcher (2 loops)"``) and, when given, where the metrics are
+    served (a worker's ``http://127.0.0.1:9100/metrics``, or why they are not). Never
+    raises."""
     lines = [
         f"calnotify {__version__}",
         f"database: {shown_database_url(settings.database_url)}",
@@ -48,4 +50,6 @@ def startup_summary(settings: Settings, *, mode: str) -> list[str]:
         )
         lines.append(f"twilio status callbacks: {callbacks}")
     lines.append(f"mode: {mode}")
+    if metrics is not None:
+        lines.append(f"metrics: {metrics}")
     return lines
