@@ -8,7 +8,8 @@
     └── PayloadTooLarge         413, request body over CALNOTIFY_MAX_BODY_BYTES
 
 The body is always ``{"statusCode", "message", "error"}``; validation errors add
-``errors: [{"field", "message"}]`` and join every problem into ``message`` with "; ".
+``errors: [{"field", "message"}]`` and join every problem into ``message`` with "; ", and
+a missing scope adds ``scope``, the one the operation needs.
 """
 
 from __future__ import annotations
@@ -63,8 +64,15 @@ class InvalidToken(Unauthorized):
 
 
 class MissingScope(Unauthorized):
-    def __init__(self) -> None:
+    """HighLevel's answer to a token without the route's scope, word for word, and the
+    scope the route needs in ``scope``."""
+
+    def __init__(self, scope: str) -> None:
         super().__init__("The token is not authorized for this scope.")
+        self.scope = scope
+
+    def body(self) -> dict[str, Any]:
+        return {**envelope(self.status_code, self.message), "scope": self.scope}
 
 
 class Forbidden(AppError):

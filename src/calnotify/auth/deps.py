@@ -57,7 +57,7 @@ class TokenWith(HTTPBearer):
         if principal is None:
             raise InvalidToken()
         if not principal.can(self.scope):
-            raise MissingScope()
+            raise MissingScope(self.scope.value)
         if self.versioned:
             check_version(headers.get("version"))
         return principal

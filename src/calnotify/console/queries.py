@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import UTCDateTime
 from calnotify.deliveries import lifecycle
@@ -91,7 +92,9 @@ async def search_appointments(
     end: datetime | None,
     page: int,
 ) -> tuple[list[tuple[Appointment, Contact, str]], int]:
-    """Appointments (and series) of the location whose contact matches ``text``, by start."""
+    """Appointments (and series) of the location whose title or contact matches ``text``,
+    by start; a token without ``contacts.readonly`` searches titles only (a search must
+    not tell what it may not show)."""
     conditions: list[Any] = [
         Appointment.location_id == principal.location_id,
         Appointment.deleted.is_(False),
@@ -99,15 +102,15 @@ async def search_appointments(
     ]
     if text:
         pattern = _like(text)
-        full_name = func.lower(Contact.first_name + " " + Contact.last_name)
-        conditions.append(
-            or_(
+        matches = [func.lower(Appointment.title).like(pattern, escape=_ESCAPE)]
+        if principal.can(Scope.CONTACTS_READ):
+            full_name = func.lower(Contact.first_name + " " + Contact.last_name)
+            matches += [
                 full_name.like(pattern, escape=_ESCAPE),
                 func.lower(Contact.email).like(pattern, escape=_ESCAPE),
                 func.lower(Contact.phone).like(pattern, escape=_ESCAPE),
-                func.lower(Appointment.title).like(pattern, escape=_ESCAPE),
-            )
-        )
+            ]
+        conditions.append(or_(*matches))
     if start is not None:
         conditions.append(Appointment.start_at >= start)
     if end is not None:
