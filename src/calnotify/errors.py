@@ -2,7 +2,7 @@
 
     AppError                    any error that becomes an HTTP answer
     ├── BadRequest              400, with a list of FieldError (validation)
-    ├── Unauthorized            401, invalid token or missing scope
+    ├── Unauthorized            401, invalid token, operator token or missing scope
     ├── Forbidden               403, a locationId that is not the token's
     ├── NotFound                404, unknown id (or another location's)
     └── PayloadTooLarge         413, request body over CALNOTIFY_MAX_BODY_BYTES
@@ -61,6 +61,14 @@ class Unauthorized(AppError):
 class InvalidToken(Unauthorized):
     def __init__(self) -> None:
         super().__init__("Invalid token: access token is invalid")
+
+
+class OperatorToken(Unauthorized):
+    def __init__(self) -> None:
+        super().__init__(
+            "Invalid token: an operator token signs in to the console; the API takes a "
+            "location's token"
+        )
 
 
 class MissingScope(Unauthorized):

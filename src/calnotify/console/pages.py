@@ -13,6 +13,7 @@ from starlette.responses import Response
 from calnotify.appointments import reads, series
 from calnotify.auth.scopes import Scope
 from calnotify.console import charts, queries, words
+from calnotify.console.deployment import provider_checks
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     ConsoleRoute,
@@ -29,7 +30,6 @@ from calnotify.deliveries import service as deliveries
 from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
-from calnotify.ops.checks import run_checks
 from calnotify.timefmt import parse_instant, zone
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -224,24 +224,18 @@ async def health(
 @router.post("/health/checks")
 async def health_checks(
     request: Request,
-    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
+    operator: Annotated[Operator, signed_in(operators_only=True)],
     session: ReadSessionDep,
 ) -> Response:
-    """Run the provider checks of ``calnotify check`` and show them on the Health page."""
+    """Run the provider checks of ``calnotify check`` (operators only, at most once a
+    minute: a result younger than that is shown again) and show them on the Health page."""
     await read_form(request, operator.csrf)
-    # Read unit only: the network checks must never hold the write lock. A location sees
-    # whether each shared provider works, not the deployment's addresses and accounts.
-    results = await run_checks(request.app.state.settings, timeout=5)
-    shown = [(r.name, r.ok) for r in results]
-    return await _health_page(request, operator, session, (now_utc(request), shown))
+    # Read unit only: the network checks must never hold the write lock.
+    await provider_checks(request).run(request.app.state.settings, now_utc(request))
+    return await _health_page(request, operator, session)
 
 
-async def _health_page(
-    request: Request,
-    operator: Operator,
-    session: AsyncSession,
-    checks: tuple[datetime, list[tuple[str, bool]]] | None = None,
-) -> Response:
+async def _health_page(request: Request, operator: Operator, session: AsyncSession) -> Response:
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
@@ -277,7 +271,7 @@ async def _health_page(
             "labels": labels,
             "series": series_by_channel,
             "oldest_age": (now - found.oldest_due).total_seconds() if found.oldest_due else None,
-            "checks": checks,
+            "checks": provider_checks(request) if operator.principal.operator else None,
         },
         operator=operator,
     )

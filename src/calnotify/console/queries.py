@@ -199,7 +199,7 @@ class Health:
 LATENESS_EDGES = (0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
-def _seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
+def seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
     """``later - earlier`` in seconds, computed by the database."""
     if dialect == "sqlite":
         return (func.julianday(later) - func.julianday(earlier)) * 86400.0
@@ -229,7 +229,7 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
     minutes = [start + timedelta(minutes=i) for i in range(60)]
     recent = [mine, Delivery.sent_at >= start, Delivery.sent_at <= now]
     anchor = literal(start, UTCDateTime())
-    minute = func.floor(_seconds_between(Delivery.sent_at, anchor, dialect) / 60)
+    minute = func.floor(seconds_between(Delivery.sent_at, anchor, dialect) / 60)
     per_channel: dict[str, list[int]] = {}
     failed = 0
     by_minute = await session.execute(
@@ -243,7 +243,7 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
             continue
         index = min(max(int(slot), 0), 59)
         per_channel.setdefault(channel, [0] * 60)[index] += int(count)
-    late = _seconds_between(Delivery.sent_at, Delivery.due_at, dialect)
+    late = seconds_between(Delivery.sent_at, Delivery.due_at, dialect)
     bucket = case(
         *((late < edge, i) for i, edge in enumerate(LATENESS_EDGES)),
         else_=len(LATENESS_EDGES),

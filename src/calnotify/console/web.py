@@ -165,11 +165,19 @@ class SignedIn:
     scope the route's answer needs (a page that lacks one names it). Each console route
     declares it, and a test holds every route to that."""
 
-    def __init__(self, scopes: tuple[Scope, ...]) -> None:
+    def __init__(self, scopes: tuple[Scope, ...], *, operators_only: bool = False) -> None:
         self.scopes = scopes
+        self.operators_only = operators_only
 
     async def __call__(self, request: Request, reader: ReadSessionDep) -> Operator:
         operator = await current_operator(request, reader)
+        if self.operators_only and not operator.principal.operator:
+            raise PageError(
+                403,
+                "Not allowed",
+                "This page is for the people who run the service: sign in with an operator "
+                "token (calnotify tokens create --operator).",
+            )
         missing = [s.value for s in self.scopes if not operator.principal.can(s)]
         if missing:
             raise PageError(
@@ -181,10 +189,10 @@ class SignedIn:
         return operator
 
 
-def signed_in(*scopes: Scope) -> Any:
+def signed_in(*scopes: Scope, operators_only: bool = False) -> Any:
     """``Annotated[Operator, signed_in(Scope.EVENTS_READ)]``: the route needs a session
-    whose token holds ``scopes``."""
-    return Depends(SignedIn(scopes))
+    whose token holds ``scopes`` (``operators_only``: an operator token's session)."""
+    return Depends(SignedIn(scopes, operators_only=operators_only))
 
 
 OperatorDep = Annotated[Operator, signed_in()]
