@@ -18,11 +18,18 @@ INVALID_TOKEN = {
     "message": "Invalid token: access token is invalid",
     "error": "Unauthorized",
 }
-MISSING_SCOPE = {
-    "statusCode": 401,
-    "message": "The token is not authorized for this scope.",
-    "error": "Unauthorized",
-}
+
+
+def missing_scope(scope: str) -> dict[str, object]:
+    """HighLevel's answer to a token without a route's scope, naming the scope."""
+    return {
+        "statusCode": 401,
+        "message": "The token is not authorized for this scope.",
+        "error": "Unauthorized",
+        "scope": scope,
+    }
+
+
 FORBIDDEN = {
     "statusCode": 403,
     "message": "The token does not have access to this location.",
@@ -91,7 +98,8 @@ async def test_notification_routes_need_event_scopes(
         assert response.status_code == 200, response.text
     else:
         assert response.status_code == 401
-        assert response.json() == MISSING_SCOPE
+        needed = "calendars/events.write" if method == "POST" else "calendars/events.readonly"
+        assert response.json() == missing_scope(needed)
 
 
 async def test_every_write_operation_needs_the_write_scope(
@@ -105,7 +113,7 @@ async def test_every_write_operation_needs_the_write_scope(
     for method, kwargs in (("PUT", {"json": {"subject": "x"}}), ("DELETE", {})):
         response = await client.request(method, one, headers=headers, **kwargs)
         assert response.status_code == 401
-        assert response.json() == MISSING_SCOPE
+        assert response.json() == missing_scope("calendars/events.write")
     assert (await client.get(one, headers=tenant.headers())).json()["subject"] == ""
 
 
@@ -115,7 +123,7 @@ async def test_calendar_routes_need_calendar_scopes(
     token = await tenant.token_with("calendars/events.write")
     response = await client.get(f"/calendars/{tenant.calendar_id}", headers=tenant.headers(token))
     assert response.status_code == 401
-    assert response.json() == MISSING_SCOPE
+    assert response.json() == missing_scope("calendars.readonly")
     reader = await tenant.token_with("calendars.readonly")
     response = await client.post(
         "/calendars/",

@@ -683,6 +683,7 @@ async def test_template_scopes(client: httpx.AsyncClient, tenant: Tenant) -> Non
                 "statusCode": 401,
                 "message": SCOPE_MESSAGE,
                 "error": "Unauthorized",
+                "scope": "locations/templates." + ("readonly" if method == "GET" else "write"),
             }
     # The write scope implies the read scope.
     for method, path, body in reads + writes:

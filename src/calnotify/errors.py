@@ -2,13 +2,14 @@
 
     AppError                    any error that becomes an HTTP answer
     ├── BadRequest              400, with a list of FieldError (validation)
-    ├── Unauthorized            401, invalid token or missing scope
+    ├── Unauthorized            401, invalid token, operator token or missing scope
     ├── Forbidden               403, a locationId that is not the token's
     ├── NotFound                404, unknown id (or another location's)
     └── PayloadTooLarge         413, request body over CALNOTIFY_MAX_BODY_BYTES
 
 The body is always ``{"statusCode", "message", "error"}``; validation errors add
-``errors: [{"field", "message"}]`` and join every problem into ``message`` with "; ".
+``errors: [{"field", "message"}]`` and join every problem into ``message`` with "; ", and
+a missing scope adds ``scope``, the one the operation needs.
 """
 
 from __future__ import annotations
@@ -62,9 +63,24 @@ class InvalidToken(Unauthorized):
         super().__init__("Invalid token: access token is invalid")
 
 
-class MissingScope(Unauthorized):
+class OperatorToken(Unauthorized):
     def __init__(self) -> None:
+        super().__init__(
+            "Invalid token: an operator token signs in to the console; the API takes a "
+            "location's token"
+        )
+
+
+class MissingScope(Unauthorized):
+    """HighLevel's answer to a token without the route's scope, word for word, and the
+    scope the route needs in ``scope``."""
+
+    def __init__(self, scope: str) -> None:
         super().__init__("The token is not authorized for this scope.")
+        self.scope = scope
+
+    def body(self) -> dict[str, Any]:
+        return {**envelope(self.status_code, self.message), "scope": self.scope}
 
 
 class Forbidden(AppError):

@@ -20,7 +20,14 @@ from fastapi.security import HTTPBearer
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal, resolve_token_cached
 from calnotify.deps import get_database
-from calnotify.errors import BadRequest, FieldError, Forbidden, InvalidToken, MissingScope
+from calnotify.errors import (
+    BadRequest,
+    FieldError,
+    Forbidden,
+    InvalidToken,
+    MissingScope,
+    OperatorToken,
+)
 
 # HighLevel's documented versions, the official Node SDK's default (2023-02-21) and the
 # official Python SDK's (v3): each SDK works with nothing configured but token and base URL.
@@ -56,8 +63,10 @@ class TokenWith(HTTPBearer):
         )
         if principal is None:
             raise InvalidToken()
+        if principal.operator:
+            raise OperatorToken()
         if not principal.can(self.scope):
-            raise MissingScope()
+            raise MissingScope(self.scope.value)
         if self.versioned:
             check_version(headers.get("version"))
         return principal

@@ -33,11 +33,13 @@ TOKEN_PREFIX = "cn_"  # noqa: S105 (a prefix, so leaked tokens are easy to recog
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a token, the location it belongs to and what it may do."""
+    """Who is calling: a token, the location it belongs to and what it may do. An operator
+    token (``operator``) belongs to no location: its console session chooses one."""
 
     token_id: str
     location_id: str
     scopes: frozenset[str]
+    operator: bool = False
 
     def can(self, scope: str) -> bool:
         return grants(self.scopes, scope)
@@ -76,6 +78,17 @@ async def issue_token(
     return IssuedToken(id=row.id, token=secret, location_id=location_id, scopes=chosen)
 
 
+async def issue_operator_token(session: AsyncSession) -> IssuedToken:
+    """A token for the people who run the deployment: the console of every location, with
+    every scope; never accepted by the API (docs/semantics.md §9)."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    chosen = list(ALL_SCOPES)
+    row = ApiToken(location_id=None, operator=True, token_hash=hash_token(secret), scopes=chosen)
+    session.add(row)
+    await session.flush()
+    return IssuedToken(id=row.id, token=secret, location_id="", scopes=chosen)
+
+
 async def revoke_token(session: AsyncSession, token_id: str) -> None:
     row = await session.get(ApiToken, token_id)
     if row is None:
@@ -84,19 +97,19 @@ async def revoke_token(session: AsyncSession, token_id: str) -> None:
         row.revoked_at = utcnow()
 
 
-async def list_tokens(session: AsyncSession, location_id: str) -> list[ApiToken]:
-    """A location's tokens, oldest first, revoked ones included."""
+async def list_tokens(session: AsyncSession, location_id: str | None) -> list[ApiToken]:
+    """A location's tokens (None: the operator tokens), oldest first, revoked ones
+    included."""
+    which = ApiToken.location_id == location_id if location_id is not None else ApiToken.operator
     rows = await session.scalars(
-        select(ApiToken)
-        .where(ApiToken.location_id == location_id)
-        .order_by(ApiToken.date_added, ApiToken.id)
+        select(ApiToken).where(which).order_by(ApiToken.date_added, ApiToken.id)
     )
     return list(rows)
 
 
 #: The holder of a token that is not revoked: parameter ``token_hash``.
 TOKEN_HOLDER = Statement(
-    select(ApiToken.id, ApiToken.location_id, ApiToken.scopes).where(
+    select(ApiToken.id, ApiToken.location_id, ApiToken.scopes, ApiToken.operator).where(
         ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None)
     )
 )
@@ -106,7 +119,12 @@ def _principal(rows: Sequence[Any]) -> Principal | None:
     if not rows:
         return None
     row = rows[0]
-    return Principal(token_id=row.id, location_id=row.location_id, scopes=frozenset(row.scopes))
+    return Principal(
+        token_id=row.id,
+        location_id=row.location_id or "",
+        scopes=frozenset(row.scopes),
+        operator=bool(row.operator),
+    )
 
 
 async def resolve_token(session: AsyncSession, token: str) -> Principal | None:

@@ -8,7 +8,7 @@ import contextlib
 from typing import Any
 
 from calnotify.auth.scopes import ALL_SCOPES
-from calnotify.cli.common import AddCommand, admin, iso, require_location
+from calnotify.cli.common import AddCommand, CommandError, admin, iso, require_location
 
 
 def add_commands(commands: Any, add: AddCommand) -> None:
@@ -56,11 +56,17 @@ def _add_tokens(commands: Any, add: AddCommand) -> None:
     token_create = add(
         token_commands,
         "create",
-        help="issue a token for a location and print it once",
-        description="Issue a location access token. The token is printed once and stored "
-        "hashed. Without --scope it gets every scope.",
+        help="issue a token for a location, or an operator token, and print it once",
+        description="Issue a location access token (--location), or an operator token "
+        "(--operator: the console of every location, its deployment health and provider "
+        "checks; refused by the API). The token is printed once and stored hashed. Without "
+        "--scope a location token gets every scope.",
     )
-    token_create.add_argument("--location", required=True, metavar="ID", help="location id")
+    whose = token_create.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--location", metavar="ID", help="location id")
+    whose.add_argument(
+        "--operator", action="store_true", help="a token for the people who run the deployment"
+    )
     token_create.add_argument(
         "--scope",
         action="append",
@@ -81,11 +87,14 @@ def _add_tokens(commands: Any, add: AddCommand) -> None:
     token_list = add(
         token_commands,
         "list",
-        help="list the tokens of a location (never their secrets)",
-        description="List the tokens of a location as JSON: id, scopes, when created and "
-        "revoked. The secret itself is never stored, so it cannot be shown.",
+        help="list the tokens of a location, or the operator tokens (never their secrets)",
+        description="List the tokens of a location (--location), or the operator tokens "
+        "(--operator), as JSON: id, scopes, when created and revoked. The secret itself is "
+        "never stored, so it cannot be shown.",
     )
-    token_list.add_argument("--location", required=True, metavar="ID", help="location id")
+    listed = token_list.add_mutually_exclusive_group(required=True)
+    listed.add_argument("--location", metavar="ID", help="location id")
+    listed.add_argument("--operator", action="store_true", help="the operator tokens")
     token_list.set_defaults(handler=admin(_list_tokens))
 
 
@@ -122,8 +131,13 @@ async def _list_users(args: argparse.Namespace, session: Any) -> list[dict[str, 
 
 
 async def _create_token(args: argparse.Namespace, session: Any) -> dict[str, Any]:
-    from calnotify.auth.tokens import issue_token
+    from calnotify.auth.tokens import issue_operator_token, issue_token
 
+    if args.operator:
+        if args.scope:
+            raise CommandError("an operator token has every scope: leave out --scope")
+        issued = await issue_operator_token(session)
+        return {"id": issued.id, "token": issued.token, "operator": True, "scopes": issued.scopes}
     issued = await issue_token(session, args.location, args.scope)
     return {
         "id": issued.id,
@@ -143,14 +157,15 @@ async def _revoke_token(args: argparse.Namespace, session: Any) -> dict[str, Any
 async def _list_tokens(args: argparse.Namespace, session: Any) -> list[dict[str, object]]:
     from calnotify.auth.tokens import list_tokens
 
-    await require_location(session, args.location)
+    if not args.operator:
+        await require_location(session, args.location)
     return [
         {
             "id": token.id,
-            "locationId": token.location_id,
+            **({"operator": True} if token.operator else {"locationId": token.location_id}),
             "scopes": token.scopes,
             "createdAt": iso(token.date_added),
             "revokedAt": iso(token.revoked_at) if token.revoked_at else None,
         }
-        for token in await list_tokens(session, args.location)
+        for token in await list_tokens(session, None if args.operator else args.location)
     ]

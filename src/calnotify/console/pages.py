@@ -13,24 +13,23 @@ from starlette.responses import Response
 from calnotify.appointments import reads, series
 from calnotify.auth.scopes import Scope
 from calnotify.console import charts, queries, words
+from calnotify.console.deployment import provider_checks
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     ConsoleRoute,
-    OperatorDep,
     PageError,
     local,
-    need,
     now_utc,
     page_number,
     pages,
     read_form,
     render,
+    signed_in,
 )
 from calnotify.deliveries import service as deliveries
 from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
-from calnotify.ops.checks import run_checks
 from calnotify.timefmt import parse_instant, zone
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -41,14 +40,13 @@ Text = Annotated[str, Query(max_length=200)]
 @router.get("/appointments")
 async def appointments(
     request: Request,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
     session: SessionDep,
     q: Text = "",
     start: Annotated[str, Query(alias="from", max_length=40)] = "",
     end: Annotated[str, Query(alias="to", max_length=40)] = "",
     page: Annotated[str, Query(max_length=12)] = "1",
 ) -> Response:
-    need(operator, Scope.EVENTS_READ)
     where = zone(operator.location_zone)
     errors: dict[str, str] = {}
     since = _day(start, where, errors, "from")
@@ -97,11 +95,10 @@ def _day(text: str, where: object, errors: dict[str, str], name: str) -> datetim
 async def appointment_page(
     request: Request,
     appointment_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_READ)
     if len(appointment_id) > 48:
         raise PageError(404, "Not found", "Appointment not found")
     appointment = await reads.get_appointment(db, operator.principal, appointment_id)
@@ -148,12 +145,11 @@ async def appointment_page(
 @router.get("/outbox")
 async def outbox(
     request: Request,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
     session: SessionDep,
     page: Annotated[str, Query(max_length=12)] = "1",
     channel: Annotated[str, Query(max_length=16)] = "",
 ) -> Response:
-    need(operator, Scope.EVENTS_READ)
     number = page_number(page)
     chosen = channel if channel in words.CHANNELS else ""
     filters: dict[str, str | None] = {"channel": chosen or None}
@@ -184,13 +180,11 @@ async def outbox(
 @router.get("/inbox")
 async def inbox(
     request: Request,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ, Scope.USERS_READ)],
     session: SessionDep,
     user: Annotated[str, Query(max_length=20)] = "",
     page: Annotated[str, Query(max_length=12)] = "1",
 ) -> Response:
-    need(operator, Scope.EVENTS_READ)
-    need(operator, Scope.USERS_READ)
     users = await queries.users_of(session, operator.principal)
     chosen = next((u for u in users if u.id == user), None)
     if user and chosen is None:
@@ -219,31 +213,29 @@ async def inbox(
 
 
 @router.get("/health")
-async def health(request: Request, operator: OperatorDep, session: SessionDep) -> Response:
-    need(operator, Scope.EVENTS_READ)
+async def health(
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
+    session: SessionDep,
+) -> Response:
     return await _health_page(request, operator, session)
 
 
 @router.post("/health/checks")
 async def health_checks(
-    request: Request, operator: OperatorDep, session: ReadSessionDep
-) -> Response:
-    """Run the provider checks of ``calnotify check`` and show them on the Health page."""
-    need(operator, Scope.EVENTS_READ)
-    await read_form(request, operator.csrf)
-    # Read unit only: the network checks must never hold the write lock. A location sees
-    # whether each shared provider works, not the deployment's addresses and accounts.
-    results = await run_checks(request.app.state.settings, timeout=5)
-    shown = [(r.name, r.ok) for r in results]
-    return await _health_page(request, operator, session, (now_utc(request), shown))
-
-
-async def _health_page(
     request: Request,
-    operator: Operator,
-    session: AsyncSession,
-    checks: tuple[datetime, list[tuple[str, bool]]] | None = None,
+    operator: Annotated[Operator, signed_in(operators_only=True)],
+    session: ReadSessionDep,
 ) -> Response:
+    """Run the provider checks of ``calnotify check`` (operators only, at most once a
+    minute: a result younger than that is shown again) and show them on the Health page."""
+    await read_form(request, operator.csrf)
+    # Read unit only: the network checks must never hold the write lock.
+    await provider_checks(request).run(request.app.state.settings, now_utc(request))
+    return await _health_page(request, operator, session)
+
+
+async def _health_page(request: Request, operator: Operator, session: AsyncSession) -> Response:
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
@@ -279,7 +271,7 @@ async def _health_page(
             "labels": labels,
             "series": series_by_channel,
             "oldest_age": (now - found.oldest_due).total_seconds() if found.oldest_due else None,
-            "checks": checks,
+            "checks": provider_checks(request) if operator.principal.operator else None,
         },
         operator=operator,
     )

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import UTCDateTime
 from calnotify.deliveries import lifecycle
@@ -91,7 +92,9 @@ async def search_appointments(
     end: datetime | None,
     page: int,
 ) -> tuple[list[tuple[Appointment, Contact, str]], int]:
-    """Appointments (and series) of the location whose contact matches ``text``, by start."""
+    """Appointments (and series) of the location whose title or contact matches ``text``,
+    by start; a token without ``contacts.readonly`` searches titles only (a search must
+    not tell what it may not show)."""
     conditions: list[Any] = [
         Appointment.location_id == principal.location_id,
         Appointment.deleted.is_(False),
@@ -99,15 +102,15 @@ async def search_appointments(
     ]
     if text:
         pattern = _like(text)
-        full_name = func.lower(Contact.first_name + " " + Contact.last_name)
-        conditions.append(
-            or_(
+        matches = [func.lower(Appointment.title).like(pattern, escape=_ESCAPE)]
+        if principal.can(Scope.CONTACTS_READ):
+            full_name = func.lower(Contact.first_name + " " + Contact.last_name)
+            matches += [
                 full_name.like(pattern, escape=_ESCAPE),
                 func.lower(Contact.email).like(pattern, escape=_ESCAPE),
                 func.lower(Contact.phone).like(pattern, escape=_ESCAPE),
-                func.lower(Appointment.title).like(pattern, escape=_ESCAPE),
-            )
-        )
+            ]
+        conditions.append(or_(*matches))
     if start is not None:
         conditions.append(Appointment.start_at >= start)
     if end is not None:
@@ -196,7 +199,7 @@ class Health:
 LATENESS_EDGES = (0.5, 1, 2, 5, 10, 30, 60, 300)
 
 
-def _seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
+def seconds_between(later: Any, earlier: Any, dialect: str) -> Any:
     """``later - earlier`` in seconds, computed by the database."""
     if dialect == "sqlite":
         return (func.julianday(later) - func.julianday(earlier)) * 86400.0
@@ -226,7 +229,7 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
     minutes = [start + timedelta(minutes=i) for i in range(60)]
     recent = [mine, Delivery.sent_at >= start, Delivery.sent_at <= now]
     anchor = literal(start, UTCDateTime())
-    minute = func.floor(_seconds_between(Delivery.sent_at, anchor, dialect) / 60)
+    minute = func.floor(seconds_between(Delivery.sent_at, anchor, dialect) / 60)
     per_channel: dict[str, list[int]] = {}
     failed = 0
     by_minute = await session.execute(
@@ -240,7 +243,7 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
             continue
         index = min(max(int(slot), 0), 59)
         per_channel.setdefault(channel, [0] * 60)[index] += int(count)
-    late = _seconds_between(Delivery.sent_at, Delivery.due_at, dialect)
+    late = seconds_between(Delivery.sent_at, Delivery.due_at, dialect)
     bucket = case(
         *((late < edge, i) for i, edge in enumerate(LATENESS_EDGES)),
         else_=len(LATENESS_EDGES),

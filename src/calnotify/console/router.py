@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.auth.tokens import Principal
-from calnotify.console import pages, rules, template_pages
+from calnotify.console import deployment, pages, rules, template_pages
 from calnotify.console.sessions import (
     COOKIE,
     LIFETIME,
@@ -144,6 +144,7 @@ async def sign_out(request: Request, operator: OperatorDep, session: SessionDep)
     return response
 
 
+router.include_router(deployment.router)
 router.include_router(rules.router)
 router.include_router(pages.router)
 router.include_router(template_pages.router)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy import select
@@ -26,12 +26,11 @@ from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
     ConsoleRoute,
-    OperatorDep,
     first,
-    need,
     now_utc,
     read_form,
     render,
+    signed_in,
 )
 from calnotify.db.tx import Reader
 from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep
@@ -58,8 +57,11 @@ DONE = {
 
 
 @router.get("/calendars")
-async def calendars(request: Request, operator: OperatorDep, session: ReadSessionDep) -> Response:
-    need(operator, Scope.CALENDARS_READ)
+async def calendars(
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.CALENDARS_READ)],
+    session: ReadSessionDep,
+) -> Response:
     rows = await queries.calendars_with_counts(session, operator.principal)
     return render(request, "calendars.html", {"rows": rows}, operator=operator)
 
@@ -68,13 +70,13 @@ async def calendars(request: Request, operator: OperatorDep, session: ReadSessio
 async def calendar_page(
     request: Request,
     calendar_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.CALENDARS_READ)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.CALENDARS_READ)
     calendar = await get_calendar(session, operator.principal, calendar_id)
-    rules = await queries.rules_of(session, calendar.id)
+    can = operator.principal.can
+    rules = await queries.rules_of(session, calendar.id) if can(Scope.EVENTS_READ) else None
     templates = await _templates(session, operator)
     allowed = await allowed_of(db, calendar.location_id)
     return render(
@@ -83,7 +85,7 @@ async def calendar_page(
         {
             "calendar": calendar,
             "rules": rules,
-            "sender_warnings": rule_warnings(calendar.location_id, list(rules), allowed),
+            "sender_warnings": rule_warnings(calendar.location_id, list(rules or []), allowed),
             "words": words,
             "template_names": {t.id: t.name for t in templates},
             "flash": DONE.get(request.query_params.get("done", ""), ""),
@@ -96,11 +98,10 @@ async def calendar_page(
 async def new_rule(
     request: Request,
     calendar_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     return await _form_page(request, session, db, operator, calendar, None, empty_rule())
 
@@ -109,12 +110,11 @@ async def new_rule(
 async def create_rule(
     request: Request,
     calendar_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
     planning: PlanningDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     form = rule_from_fields(fields)
@@ -137,11 +137,10 @@ async def edit_rule(
     request: Request,
     calendar_id: str,
     rule_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
     return await _form_page(request, session, db, operator, calendar, row, rule_from_row(row))
@@ -152,12 +151,11 @@ async def update_rule(
     request: Request,
     calendar_id: str,
     rule_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
     planning: PlanningDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     row = await service.get_notification(db, operator.principal, calendar.id, rule_id)
@@ -183,12 +181,11 @@ async def set_active(
     request: Request,
     calendar_id: str,
     rule_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
     planning: PlanningDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     active = first(fields, "active") == "true"
@@ -210,12 +207,11 @@ async def delete_rule(
     request: Request,
     calendar_id: str,
     rule_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
     planning: PlanningDep,
 ) -> Response:
-    need(operator, Scope.EVENTS_WRITE)
     await read_form(request, operator.csrf)
     calendar = await get_calendar(session, operator.principal, calendar_id)
     planning.planned(
@@ -230,12 +226,11 @@ async def delete_rule(
 async def preview(
     request: Request,
     calendar_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
     reader: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
     """The rule form's preview (an htmx partial): nothing is stored, nothing is sent."""
-    need(operator, Scope.EVENTS_READ)
     fields = await read_form(request, operator.csrf)
     calendar = await get_calendar(reader, operator.principal, calendar_id)
     form = rule_from_fields(fields)
@@ -291,7 +286,8 @@ async def _form_page(
     *,
     status: int = 200,
 ) -> Response:
-    users = await queries.users_of(session, operator.principal)
+    can = operator.principal.can
+    users = await queries.users_of(session, operator.principal) if can(Scope.USERS_READ) else []
     templates = await _templates(session, operator)
     values = form.values
     warning = sender_warning(
@@ -336,6 +332,9 @@ async def _form_page(
 
 
 async def _templates(session: AsyncSession, operator: Operator) -> list[Template]:
+    """The location's templates, for a token that may read them."""
+    if not operator.principal.can(Scope.TEMPLATES_READ):
+        return []
     rows = await session.scalars(
         select(Template)
         .where(Template.location_id == operator.principal.location_id, Template.deleted.is_(False))

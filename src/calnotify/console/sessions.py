@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.tokens import Principal, hash_token, resolve_token
@@ -75,21 +75,22 @@ async def open_session(session: AsyncSession, principal: Principal, now: datetim
 async def find_operator(
     session: AsyncSession, secret: str | None, now: datetime
 ) -> Operator | None:
-    """The operator of a session cookie: None when unknown, expired or its token revoked."""
+    """The operator of a session cookie: None when unknown, expired or its token revoked.
+    An operator token's session is in the location it chose (at first, the first location
+    by name), with every scope."""
     if not secret or len(secret) > MAX_TOKEN_LENGTH:
         return None
     row = (
         await session.execute(
             select(
                 ConsoleSession.csrf,
+                ConsoleSession.location_id.label("chosen"),
                 ApiToken.id,
                 ApiToken.location_id,
                 ApiToken.scopes,
-                Location.name,
-                Location.timezone,
+                ApiToken.operator,
             )
             .join(ApiToken, ApiToken.id == ConsoleSession.token_id)
-            .join(Location, Location.id == ApiToken.location_id)
             .where(
                 ConsoleSession.id_hash == hash_token(secret),
                 ConsoleSession.expires_at > now,
@@ -99,14 +100,38 @@ async def find_operator(
     ).one_or_none()
     if row is None:
         return None
+    looked_at = select(Location.id, Location.name, Location.timezone)
+    if row.operator:
+        looked_at = looked_at.order_by(Location.id != row.chosen, Location.name, Location.id)
+    else:
+        looked_at = looked_at.where(Location.id == row.location_id)
+    location = (await session.execute(looked_at.limit(1))).one_or_none()
+    if location is None and not row.operator:
+        return None  # its location was deleted
     return Operator(
         principal=Principal(
-            token_id=row.id, location_id=row.location_id, scopes=frozenset(row.scopes)
+            token_id=row.id,
+            location_id=location.id if location else "",
+            scopes=frozenset(row.scopes),
+            operator=bool(row.operator),
         ),
-        location_name=row.name,
-        location_zone=row.timezone or "UTC",
+        location_name=location.name if location else "(no location yet)",
+        location_zone=(location.timezone if location else "") or "UTC",
         csrf=row.csrf,
     )
+
+
+async def choose_location(session: AsyncSession, secret: str | None, location_id: str) -> bool:
+    """An operator's session now looks at ``location_id``; False when there is no such
+    location."""
+    if await session.get(Location, location_id) is None or not secret:
+        return False
+    await session.execute(
+        update(ConsoleSession)
+        .where(ConsoleSession.id_hash == hash_token(secret))
+        .values(location_id=location_id)
+    )
+    return True
 
 
 async def close_session(session: AsyncSession, secret: str | None) -> None:

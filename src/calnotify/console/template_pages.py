@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -18,13 +18,12 @@ from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
     ConsoleRoute,
-    OperatorDep,
     first,
-    need,
     page_number,
     pages,
     read_form,
     render,
+    signed_in,
 )
 from calnotify.deps import DatabaseDep, ReadSessionDep
 from calnotify.errors import BadRequest
@@ -40,9 +39,11 @@ TYPES = {"email": "Email", "sms": "SMS", "whatsapp": "WhatsApp"}
 
 @router.get("/templates")
 async def templates(
-    request: Request, operator: OperatorDep, session: ReadSessionDep, page: str = "1"
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_READ)],
+    session: ReadSessionDep,
+    page: str = "1",
 ) -> Response:
-    need(operator, Scope.TEMPLATES_READ)
     number = page_number(page[:12])
     rows, total = await service.list_templates(
         session,
@@ -70,16 +71,20 @@ async def templates(
 
 @router.get("/templates/new")
 async def new_template(
-    request: Request, operator: OperatorDep, session: ReadSessionDep
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_WRITE)],
+    session: ReadSessionDep,
 ) -> Response:
-    need(operator, Scope.TEMPLATES_WRITE)
     form = RuleForm(values={"name": "", "type": "email", "subject": "", "html": "", "body": ""})
     return await _form(request, operator, None, form)
 
 
 @router.post("/templates")
-async def create_template(request: Request, operator: OperatorDep, db: DatabaseDep) -> Response:
-    need(operator, Scope.TEMPLATES_WRITE)
+async def create_template(
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_WRITE)],
+    db: DatabaseDep,
+) -> Response:
     fields = await read_form(request, operator.csrf)
     form = _typed(fields)
     body = _body(form)
@@ -99,11 +104,10 @@ async def create_template(request: Request, operator: OperatorDep, db: DatabaseD
 async def edit_template(
     request: Request,
     template_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_READ)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.TEMPLATES_READ)
     row = await service.get_template(
         db, operator.principal, operator.principal.location_id, template_id
     )
@@ -123,11 +127,10 @@ async def edit_template(
 async def update_template(
     request: Request,
     template_id: str,
-    operator: OperatorDep,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_WRITE)],
     session: ReadSessionDep,
     db: DatabaseDep,
 ) -> Response:
-    need(operator, Scope.TEMPLATES_WRITE)
     fields = await read_form(request, operator.csrf)
     form = _typed(fields)
     body = _body(form)
@@ -148,10 +151,12 @@ async def update_template(
 
 @router.post("/templates-preview")
 async def preview(
-    request: Request, operator: OperatorDep, reader: ReadSessionDep, db: DatabaseDep
+    request: Request,
+    operator: Annotated[Operator, signed_in(Scope.TEMPLATES_READ)],
+    reader: ReadSessionDep,
+    db: DatabaseDep,
 ) -> Response:
     """The template form's preview: the template as a booked email or text to a sample."""
-    need(operator, Scope.TEMPLATES_READ)
     fields = await read_form(request, operator.csrf)
     form = _typed(fields)
     calendar = await reader.scalar(

@@ -89,6 +89,8 @@ def render(
     values: dict[str, Any] = {
         "request": request,
         "operator": operator,
+        # Whether the session's token holds a scope: a page shows a part only then.
+        "can": operator.principal.can if operator is not None else _nothing,
         "path": request.url.path,
         "version": __version__,
         "prefix": PREFIX,
@@ -98,6 +100,10 @@ def render(
     values.update(context or {})
     html = environment.get_template(name).render(values)
     return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+
+def _nothing(_scope: str) -> bool:
+    return False
 
 
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
@@ -154,16 +160,42 @@ async def current_operator(request: Request, reader: ReadSessionDep) -> Operator
     return operator
 
 
-OperatorDep = Annotated[Operator, Depends(current_operator)]
+class SignedIn:
+    """A console route's one dependency: the signed-in operator, whose token holds every
+    scope the route's answer needs (a page that lacks one names it). Each console route
+    declares it, and a test holds every route to that."""
+
+    def __init__(self, scopes: tuple[Scope, ...], *, operators_only: bool = False) -> None:
+        self.scopes = scopes
+        self.operators_only = operators_only
+
+    async def __call__(self, request: Request, reader: ReadSessionDep) -> Operator:
+        operator = await current_operator(request, reader)
+        if self.operators_only and not operator.principal.operator:
+            raise PageError(
+                403,
+                "Not allowed",
+                "This page is for the people who run the service: sign in with an operator "
+                "token (calnotify tokens create --operator).",
+            )
+        missing = [s.value for s in self.scopes if not operator.principal.can(s)]
+        if missing:
+            raise PageError(
+                403,
+                "Not allowed",
+                "The token this console was opened with does not have the "
+                f"{' and '.join(missing)} scope{'s' if len(missing) > 1 else ''}.",
+            )
+        return operator
 
 
-def need(operator: Operator, scope: Scope) -> None:
-    if not operator.principal.can(scope):
-        raise PageError(
-            403,
-            "Not allowed",
-            f"The token this console was opened with does not have the {scope.value} scope.",
-        )
+def signed_in(*scopes: Scope, operators_only: bool = False) -> Any:
+    """``Annotated[Operator, signed_in(Scope.EVENTS_READ)]``: the route needs a session
+    whose token holds ``scopes`` (``operators_only``: an operator token's session)."""
+    return Depends(SignedIn(scopes, operators_only=operators_only))
+
+
+OperatorDep = Annotated[Operator, signed_in()]
 
 
 async def read_form(request: Request, csrf: str | None) -> dict[str, list[str]]:

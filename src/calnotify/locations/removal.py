@@ -27,7 +27,7 @@ from calnotify.models import (
 
 # What a location holds, by the name shown for it, in the order it is removed (rows before
 # the rows they point at). Soft-deleted rows count: they are still stored.
-_KINDS: tuple[tuple[str, InstrumentedAttribute[str]], ...] = (
+_KINDS: tuple[tuple[str, InstrumentedAttribute[str] | InstrumentedAttribute[str | None]], ...] = (
     ("deliveries", Delivery.location_id),
     ("outboxMessages", OutboxMessage.location_id),
     ("inboxItems", InboxItem.location_id),

@@ -21,6 +21,10 @@ class ConsoleSession(Base):
     token_id: Mapped[str] = mapped_column(
         ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
     )
+    # The location an operator's session looks at (a location token's session: its own).
+    location_id: Mapped[str | None] = mapped_column(
+        ForeignKey("locations.id", ondelete="SET NULL"), default=None
+    )
     # The token every form of the session carries back (CSRF).
     csrf: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]

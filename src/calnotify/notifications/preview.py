@@ -43,6 +43,7 @@ from calnotify.ids import new_id
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
 from calnotify.notifications import repository
 from calnotify.notifications.preview_compose import Planned, Renderer, Sources
+from calnotify.notifications.preview_scopes import scoped_deliveries, scoped_sources
 from calnotify.notifications.schemas import PreviewContactIn, PreviewOut, PreviewRequest
 from calnotify.notifications.service import checked, draft_of
 from calnotify.planning import store
@@ -158,10 +159,14 @@ async def preview_plan(
         reader, location_id, {r.template_id for r in rules if r.template_id}
     )
     allowed = (await allowed_senders(reader, [location_id]))[location_id]
-    sources = Sources(calendar, people, templates, allowed, unsaved_contact)
+    sources = scoped_sources(
+        principal, Sources(calendar, people, templates, allowed, unsaved_contact)
+    )
     shown = planned[:MAX_DELIVERIES]
     deliveries = await Renderer(sources, options.pool, options.senders, now).all(shown)
-    return PreviewOut(deliveries=deliveries, truncated=len(planned) > len(shown))
+    return PreviewOut(
+        deliveries=scoped_deliveries(principal, deliveries), truncated=len(planned) > len(shown)
+    )
 
 
 # --- what is previewed -----------------------------------------------------------------------
