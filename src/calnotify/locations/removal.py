@@ -16,6 +16,7 @@ from calnotify.models import (
     Contact,
     Delivery,
     DeliveryAttempt,
+    InboundMessage,
     InboxItem,
     Location,
     Notification,
@@ -27,10 +28,11 @@ from calnotify.models import (
 
 # What a location holds, by the name shown for it, in the order it is removed (rows before
 # the rows they point at). Soft-deleted rows count: they are still stored.
-_KINDS: tuple[tuple[str, InstrumentedAttribute[str]], ...] = (
+_KINDS: tuple[tuple[str, InstrumentedAttribute[str] | InstrumentedAttribute[str | None]], ...] = (
     ("deliveries", Delivery.location_id),
     ("outboxMessages", OutboxMessage.location_id),
     ("inboxItems", InboxItem.location_id),
+    ("inboundMessages", InboundMessage.location_id),
     ("appointments", Appointment.location_id),
     ("notificationRules", Notification.location_id),
     ("calendars", Calendar.location_id),
