@@ -24,6 +24,7 @@ from tests.conftest import NOW
 from tests.engine import Scenario
 from tests.factories import Tenant, make_tenant
 from tests.providers import TwilioRecord, twilio_server
+from tests.test_console import signed_in, text_of
 
 START = NOW + timedelta(days=1)
 FROM_NUMBER = "+14155550000"  # the deployment's Twilio number
@@ -297,6 +298,20 @@ async def test_the_number_replied_to_names_the_location(live: Scenario, db: Data
     # To the shared number: the location that messaged the number last.
     await reply(live, "Y", sid="SM2")
     assert await status_of(live, booked["id"]) == "confirmed"
+
+
+async def test_the_console_shows_an_appointments_replies(live: Scenario) -> None:
+    await live.rules(rule("sms", "booked"))
+    _, booked = await messaged(live)
+    await reply(live, "When is it again?")
+    await reply(live, "Y", sid="SM2")
+    live.client.base_url = httpx.URL("https://calnotify.test")  # Secure cookies, as behind https
+    await signed_in(live.client, live.tenant)
+    page = await live.client.get(f"/console/appointments/{booked['id']}")
+    assert page.status_code == 200
+    shown = text_of(page.text)
+    assert f"SMS {PHONE} When is it again? Nothing (stored only)" in shown
+    assert f"SMS {PHONE} Y Confirmed the appointment" in shown
 
 
 # --- Twilio's 21610 --------------------------------------------------------------------------
