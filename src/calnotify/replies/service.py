@@ -48,12 +48,13 @@ class Inbound:
     def of(cls, form: Mapping[str, str]) -> Inbound:
         """From Twilio's form fields (``From``, ``To``, ``Body``, ``MessageSid``); a
         ``whatsapp:`` sender is the WhatsApp channel."""
-        sender = form.get("From", "")
+        # NUL is no character of a message, and PostgreSQL's text cannot hold it.
+        field = {k: v.replace("\x00", "") for k, v in form.items()}
+        sender = field.get("From", "")
         channel = "whatsapp" if sender.lower().startswith(_WHATSAPP) else "sms"
-        sid = form.get("MessageSid", "") or form.get("SmsMessageSid", "")
-        return cls(
-            channel, _number(sender), _number(form.get("To", "")), form.get("Body", ""), sid[:64]
-        )
+        sid = field.get("MessageSid", "") or field.get("SmsMessageSid", "")
+        body = field.get("Body", "")[:MAX_BODY]
+        return cls(channel, _number(sender), _number(field.get("To", "")), body, sid[:64])
 
 
 @dataclass(frozen=True)
