@@ -158,12 +158,14 @@ async def test_bad_tokens_and_forged_callbacks_do_not_wait_for_writers(
                 }
                 assert took < PROMPT, took
             form = {"MessageSid": "SM1", "MessageStatus": "failed"}
+            webhooks = ("/webhooks/twilio/status", "/webhooks/twilio/inbound")
             for signature in ({"X-Twilio-Signature": "forged"}, {}):
-                callback = client.post("/webhooks/twilio/status", data=form, headers=signature)
-                response, took = await prompt(callback)
-                assert response.status_code == 403
-                assert response.json()["message"] == "Invalid Twilio signature"
-                assert took < PROMPT, took
+                for webhook in webhooks:
+                    callback = client.post(webhook, data=form, headers=signature)
+                    response, took = await prompt(callback)
+                    assert response.status_code == 403
+                    assert response.json()["message"] == "Invalid Twilio signature"
+                    assert took < PROMPT, took
 
             # The lock is real: a good token's write waits for it (SQLite), then goes through.
             good = asyncio.create_task(client.post(url, json=rule, headers=tenant.headers()))

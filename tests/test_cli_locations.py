@@ -67,6 +67,8 @@ def test_update_changes_only_what_is_given(
         (["--country", "USA"], "ISO 3166 alpha-2"),
         (["--phone", "555"], "--phone: '555' is not an E.164 phone number"),
         ([], "nothing to change"),
+        (["--confirm-keywords", "yes, stop"], "--confirm-keywords: STOP is a carrier keyword"),
+        (["--reply-help", "x" * 321], "--reply-help: at most 320 characters"),
     ],
 )
 def test_update_refuses_bad_values_in_one_line(
@@ -77,6 +79,29 @@ def test_update_refuses_bad_values_in_one_line(
     assert message in err
     _, [unchanged], _ = run_list(capsys, "locations", "list")
     assert unchanged["timezone"] == "Europe/Berlin" and unchanged["name"] == "Acme"
+
+
+def test_update_sets_the_reply_settings(
+    use_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    loc = str(create(capsys, "--phone", "+14155550100")["id"])
+    code, updated, err = run(capsys, "locations", "update", loc, "--name", "Acme Dental")
+    assert code == 0, err
+    assert updated["replies"] == {
+        "confirmKeywords": ["C", "CONFIRM", "Y", "YES"],
+        "help": "Acme Dental: appointment messages. Questions? Call +14155550100. "
+        "Reply STOP to opt out.",
+    }
+    args = ["--confirm-keywords", " ok, Si ", "--reply-help", "Acme: call us."]
+    code, updated, err = run(capsys, "locations", "update", loc, *args)
+    assert code == 0, err
+    assert updated["replies"] == {"confirmKeywords": ["OK", "SI"], "help": "Acme: call us."}
+    code, updated, err = run(
+        capsys, "locations", "update", loc, "--confirm-keywords", "", "--reply-help", ""
+    )
+    assert code == 0, err
+    assert updated["replies"]["confirmKeywords"] == ["C", "CONFIRM", "Y", "YES"]
+    assert updated["replies"]["help"].startswith("Acme Dental: appointment messages.")
 
 
 @pytest.mark.parametrize("action", [["update", UNKNOWN, "--name", "X"], ["delete", UNKNOWN]])

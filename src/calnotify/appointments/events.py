@@ -13,7 +13,7 @@ from typing import Any
 from calnotify.api.types import format_timestamp
 from calnotify.appointments import rows
 from calnotify.db.tx import Tx
-from calnotify.models.appointment import AppointmentEventKind
+from calnotify.models.appointment import AppointmentEventKind, EventSource
 from calnotify.planning.store import Event
 
 # Fields whose change is neither a status change nor a reschedule but may change who is
@@ -73,9 +73,12 @@ async def record(
     to_notify: bool,
     now: datetime,
     past: bool = False,
+    source: EventSource = EventSource.API,
+    channel: str = "",
 ) -> Event:
     """Write one event of ``appointment`` (as it is now); the event, with its id (``past``:
-    a booking of an appointment already started, see :class:`Event`)."""
+    a booking of an appointment already started, see :class:`Event`; ``source`` and
+    ``channel``: who made the change, and the channel a contact's action came in by)."""
     [[row]] = await tx.fetch(
         (
             rows.INSERT_EVENT,
@@ -88,6 +91,8 @@ async def record(
                 "before": before,
                 "after": after,
                 "occurred_at": now,
+                "source": source.value,
+                "channel": channel,
             },
         )
     )

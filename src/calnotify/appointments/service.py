@@ -29,7 +29,7 @@ from calnotify.db.tx import Reader, Tx
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id, new_id, parse_instance_id
 from calnotify.models import Calendar, Contact
-from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus
+from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus, EventSource
 from calnotify.planning import store
 from calnotify.planning.recipients import People
 from calnotify.planning.store import Event
@@ -213,69 +213,87 @@ async def update_appointment(
     now: datetime,
     horizon: timedelta,
 ) -> Written:
-    given = body.given()
     async with db.transaction() as tx:
-        moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
-        appointment, instance, due = await _target(tx, principal, event_id, given, now)
-        context = await read_context(
+        return await update_in(tx, principal, event_id, body, now, horizon)
+
+
+async def update_in(
+    tx: Tx,
+    principal: Principal,
+    event_id: str,
+    body: AppointmentFieldsIn,
+    now: datetime,
+    horizon: timedelta,
+    *,
+    source: EventSource = EventSource.API,
+    channel: str = "",
+) -> Written:
+    """Change an appointment in the caller's transaction (``source`` and ``channel``: who
+    asked, recorded on its events; a contact's action by reply or link)."""
+    given = body.given()
+    moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
+    appointment, instance, due = await _target(tx, principal, event_id, given, now)
+    context = await read_context(
+        tx,
+        principal,
+        [appointment.calendar_id, *([moving_to] if moving_to else [])],
+        [appointment.contact_id],
+    )
+    before = events.snapshot(appointment)
+    was_series = series.is_master(appointment)
+    moved = (appointment.calendar_id, appointment.start_at, appointment.end_at)
+    _apply(appointment, body, given, context, was_series)
+    if (
+        moved != (appointment.calendar_id, appointment.start_at, appointment.end_at)
+        and appointment.status != AppointmentStatus.CANCELLED.value
+        and not body.ignore_free_slot_validation
+    ):
+        await checks.check_free(
             tx,
-            principal,
-            [appointment.calendar_id, *([moving_to] if moving_to else [])],
-            [appointment.contact_id],
+            context.calendars[appointment.calendar_id],
+            context.zone,
+            appointment.start_at,
+            appointment.end_at,
+            now,
+            moving=appointment.id,
         )
-        before = events.snapshot(appointment)
-        was_series = series.is_master(appointment)
-        moved = (appointment.calendar_id, appointment.start_at, appointment.end_at)
-        _apply(appointment, body, given, context, was_series)
-        if (
-            moved != (appointment.calendar_id, appointment.start_at, appointment.end_at)
-            and appointment.status != AppointmentStatus.CANCELLED.value
-            and not body.ignore_free_slot_validation
-        ):
-            await checks.check_free(
+    after = events.snapshot(appointment)
+    kinds = events.kinds_of_change(before, after)
+    to_notify = body.to_notify if body.to_notify is not None else True
+    appointment.to_notify = to_notify
+    recorded: list[Event] = []
+    if kinds:
+        appointment.version += 1
+        appointment.date_updated = utcnow()
+        after["version"] = appointment.version
+        if instance:
+            appointment.is_exception = True
+    tx.write(rows.UPDATE, by_id(appointment.values()))
+    for kind in kinds:
+        recorded.append(
+            await events.record(
                 tx,
-                context.calendars[appointment.calendar_id],
-                context.zone,
-                appointment.start_at,
-                appointment.end_at,
-                now,
-                moving=appointment.id,
+                appointment,
+                kind,
+                before=before,
+                after=after,
+                to_notify=to_notify,
+                now=appointment.date_updated,
+                source=source,
+                channel=channel,
             )
-        after = events.snapshot(appointment)
-        kinds = events.kinds_of_change(before, after)
-        to_notify = body.to_notify if body.to_notify is not None else True
-        appointment.to_notify = to_notify
-        recorded: list[Event] = []
-        if kinds:
-            appointment.version += 1
-            appointment.date_updated = utcnow()
-            after["version"] = appointment.version
-            if instance:
-                appointment.is_exception = True
-        tx.write(rows.UPDATE, by_id(appointment.values()))
-        for kind in kinds:
-            recorded.append(
-                await events.record(
-                    tx,
-                    appointment,
-                    kind,
-                    before=before,
-                    after=after,
-                    to_notify=to_notify,
-                    now=appointment.date_updated,
-                )
-            )
-        if kinds:
-            due |= await store.plan_appointments(
-                tx,
-                [(appointment, recorded)],
-                context.rules[appointment.calendar_id],
-                context.people,
-                now,
-            )
-            if series.is_master(appointment):
-                due |= await series.plan_series(tx, appointment, now, horizon, resync=True)
-        rule = await reads.series_rule(tx, appointment)
+        )
+    if kinds:
+        due |= await store.plan_appointments(
+            tx,
+            [(appointment, recorded)],
+            context.rules[appointment.calendar_id],
+            context.people,
+            now,
+        )
+        if series.is_master(appointment):
+            due |= await series.plan_series(tx, appointment, now, horizon, resync=True)
+    rule = await reads.series_rule(tx, appointment)
     return Written(appointment, context.zone, rule, due)
 
 

@@ -90,7 +90,14 @@ class RetryableSendError(SendError):
 
 
 class PermanentSendError(SendError):
-    pass
+    """Never going to work. ``opted_out``: the recipient has opted out of messages from
+    this sender at the provider (Twilio 21610); their DND for the channel is set."""
+
+    def __init__(
+        self, message: str = "", *, maybe_sent: bool = False, opted_out: bool = False
+    ) -> None:
+        super().__init__(message, maybe_sent=maybe_sent)
+        self.opted_out = opted_out
 
 
 def unexpected(exc: BaseException) -> PermanentSendError:

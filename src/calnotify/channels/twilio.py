@@ -9,7 +9,8 @@ second SMS). HTTP 429, 5xx and network trouble are retryable, honouring ``Retry-
 timeout or dropped connection after the request was written is marked "may have acted".
 Every other 4xx is permanent (21211 invalid number, 21610 unsubscribed, 21614 not a mobile
 number, 21408 region not enabled, …), except the few Twilio codes that mean "later" (20429
-too many requests, 30001 queue overflow).
+too many requests, 30001 queue overflow). 21610 says the recipient replied STOP to the sender:
+the error says so (``opted_out``), and the contact's DND for the channel is set.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from calnotify.channels.base import (
 from calnotify.config import Settings
 
 RETRYABLE_CODES = {20429, 30001}
+#: "Attempt to send to unsubscribed recipient": the number opted out of this sender.
+OPTED_OUT_CODE = 21610
 log = logging.getLogger("calnotify.twilio")
 
 
@@ -86,7 +89,7 @@ class TwilioAdapter(ChannelAdapter):
         detail = f"Twilio {response.status_code}" + (f" ({code})" if code else "") + f": {text}"
         if response.status_code == 429 or response.status_code >= 500 or code in RETRYABLE_CODES:
             raise RetryableSendError(detail[:1000], retry_after=retry_after(response))
-        raise PermanentSendError(detail[:1000])
+        raise PermanentSendError(detail[:1000], opted_out=code == OPTED_OUT_CODE)
 
     async def close(self) -> None:
         await self.client.aclose()

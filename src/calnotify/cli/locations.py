@@ -49,7 +49,7 @@ def _add_update_and_delete(loc_commands: Any, add: AddCommand) -> None:
     update = add(
         loc_commands,
         "update",
-        help="change a location's name, email, phone, time zone or country",
+        help="change a location's name, email, phone, time zone, country or reply settings",
         description="Change the fields given (an empty value clears the email or phone) "
         "and print the location as JSON.",
     )
@@ -59,6 +59,18 @@ def _add_update_and_delete(loc_commands: Any, add: AddCommand) -> None:
     update.add_argument("--phone", help=_PHONE_HELP)
     update.add_argument("--timezone", help=_ZONE_HELP)
     update.add_argument("--country", help=_COUNTRY_HELP)
+    update.add_argument(
+        "--confirm-keywords",
+        metavar="WORDS",
+        help="the replies by SMS or WhatsApp that confirm an appointment, separated by commas "
+        "(default C,CONFIRM,Y,YES; an empty value restores it)",
+    )
+    update.add_argument(
+        "--reply-help",
+        metavar="TEXT",
+        help="the answer to a HELP reply (default: the location's name and phone; an empty "
+        "value restores it)",
+    )
     update.set_defaults(handler=admin(_update_location))
     remove = add(
         loc_commands,
@@ -107,16 +119,17 @@ async def _list_locations(_args: argparse.Namespace, session: Any) -> list[dict[
 async def _update_location(args: argparse.Namespace, session: Any) -> dict[str, Any]:
     from calnotify.auth.tokens import Principal
     from calnotify.locations.schemas import LocationUpdate
-    from calnotify.locations.service import location_dict, update_location
+    from calnotify.locations.service import update_location
 
     fields = ("name", "email", "phone", "timezone", "country")
     changes = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-    if not changes:
+    if not changes and args.confirm_keywords is None and args.reply_help is None:
         raise CommandError(
             "nothing to change: give at least one of --name, --email, --phone, --timezone, "
-            "--country"
+            "--country, --confirm-keywords, --reply-help"
         )
     location = await require_location(session, args.location_id)
+    _set_replies(location, args.confirm_keywords, args.reply_help)
     if "country" in changes:
         changes["country"] = changes["country"].strip().upper()
     if changes.get("phone"):
@@ -127,7 +140,34 @@ async def _update_location(args: argparse.Namespace, session: Any) -> dict[str, 
     location = await update_location(session, principal, location.id, body)
     if "timezone" in changes:
         _warn_of_zone(location.timezone)
-    return location_dict(location)
+    return _with_replies(location)
+
+
+def _set_replies(location: Any, confirm_keywords: str | None, reply_help: str | None) -> None:
+    """The location's reply settings, as given (None: unchanged)."""
+    from calnotify.replies.keywords import DEFAULT_CONFIRM, KeywordError, parse_keywords
+
+    if confirm_keywords is not None:
+        try:
+            words = parse_keywords(confirm_keywords)
+        except KeywordError as exc:
+            raise CommandError(f"--confirm-keywords: {exc}") from None
+        location.reply_confirm_keywords = "" if words == DEFAULT_CONFIRM else ",".join(words)
+        if len(location.reply_confirm_keywords) > 255:
+            raise CommandError("--confirm-keywords: at most 255 characters in all")
+    if reply_help is not None:
+        if len(reply_help.strip()) > 320:
+            raise CommandError("--reply-help: at most 320 characters")
+        location.reply_help = reply_help.strip()
+
+
+def _with_replies(location: Any) -> dict[str, Any]:
+    """The location as JSON, with its reply settings (``replies``)."""
+    from calnotify.locations.service import location_dict
+    from calnotify.replies.keywords import confirm_keywords, help_text
+
+    replies = {"confirmKeywords": list(confirm_keywords(location)), "help": help_text(location)}
+    return {**location_dict(location), "replies": replies}
 
 
 async def _delete_location(args: argparse.Namespace, session: Any) -> dict[str, Any]:

@@ -121,6 +121,7 @@ async def appointment_page(
         nearby = list(await queries.occurrences(session, appointment, now_utc(request), 12))
     timeline_id = shown_id if parse_instance_id(shown_id) else appointment.id
     rows, attempts = await queries.timeline(session, operator.principal, timeline_id)
+    replies = await queries.replies_to(session, operator.principal, appointment.id)
     return render(
         request,
         "appointment.html",
@@ -134,6 +135,7 @@ async def appointment_page(
             "nearby": nearby,
             "rows": rows,
             "attempts": attempts,
+            "replies": replies,
             "zone": where,
             "words": words,
             "wire_id": series.wire_id,

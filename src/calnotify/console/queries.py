@@ -21,6 +21,7 @@ from calnotify.models import (
     Contact,
     Delivery,
     DeliveryAttempt,
+    InboundMessage,
     InboxItem,
     Notification,
     User,
@@ -155,6 +156,22 @@ async def timeline(
         for attempt in await session.scalars(lifecycle.attempts_of(ids[start : start + 500])):
             attempts.setdefault(attempt.delivery_id, []).append(attempt)
     return rows, attempts
+
+
+async def replies_to(
+    session: AsyncSession, principal: Principal, appointment_id: str, count: int = 100
+) -> Sequence[InboundMessage]:
+    """The latest replies by SMS or WhatsApp matched to an appointment, oldest first."""
+    rows = await session.scalars(
+        select(InboundMessage)
+        .where(
+            InboundMessage.appointment_id == appointment_id,
+            InboundMessage.location_id == principal.location_id,
+        )
+        .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+        .limit(count)
+    )
+    return list(reversed(rows.all()))
 
 
 async def occurrences(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from calnotify.models.inbound import ReplyAction
 from calnotify.models.notification import Channel, NotificationType, ReceiverType
 
 CHANNELS = {
@@ -107,3 +108,13 @@ def fate(status: str, reason: str) -> str:
 def schedule(entries: list[dict[str, object]], direction: str) -> str:
     """``1 hours before, 1 days before``."""
     return ", ".join(f"{e.get('timeOffset')} {e.get('unit')} {direction}" for e in entries)
+
+
+# What a reply by SMS or WhatsApp did (calnotify.replies).
+REPLY_ACTIONS = {
+    ReplyAction.CONFIRMED: "Confirmed the appointment",
+    ReplyAction.OPTED_OUT: "Opted out: do not disturb on this channel",
+    ReplyAction.OPTED_IN: "Opted back in on this channel",
+    ReplyAction.HELP: "Asked for help: answered with the help text",
+    ReplyAction.NONE: "Nothing (stored only)",
+}

@@ -13,7 +13,13 @@ from email.utils import formataddr
 from typing import Any
 
 from calnotify.channels.addresses import mailbox
-from calnotify.channels.base import Message, Receipt, RetryableSendError, SendError
+from calnotify.channels.base import (
+    Message,
+    PermanentSendError,
+    Receipt,
+    RetryableSendError,
+    SendError,
+)
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason
 from calnotify.dispatch.backoff import backoff_seconds
 from calnotify.dispatch.settings import DispatchSettings
@@ -72,6 +78,7 @@ def _classify(
     outcome.status = DeliveryStatus.FAILED
     if not isinstance(answer, RetryableSendError):
         outcome.reason = Reason.PERMANENT
+        outcome.opted_out = isinstance(answer, PermanentSendError) and answer.opted_out
         return outcome
     wait = backoff_seconds(delivery.attempts, settings.backoff_base, settings.backoff_cap)
     if answer.retry_after is not None:

@@ -18,9 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from calnotify.channels.base import ChannelAdapter
+from calnotify.channels.twilio import OPTED_OUT_CODE
 from calnotify.clock import Clock
 from calnotify.compose.pool import ComposePool
+from calnotify.contacts.dnd import set_dnd
 from calnotify.db.engine import DATABASE_ERRORS, Database
+from calnotify.db.gate import Priority
 from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome
 from calnotify.dispatch.executor import Executor, Record
@@ -34,6 +37,7 @@ from calnotify.dispatch.wakeup import Wakeup
 
 __all__ = ["DispatchSettings", "Dispatcher"]
 log = logging.getLogger("calnotify.dispatch")
+OPTED_OUT_AT_PROVIDER = "opted out at the provider"
 
 
 class Dispatcher:
@@ -158,6 +162,30 @@ class Dispatcher:
                     max(0.0, (sent_at - o.delivery.due_at).total_seconds())
                 )
         await lifecycle.record(self.db, outcomes, self.clock.now())
+        await self._opted_out([o for o in outcomes if o.opted_out and o.recipient])
+
+    async def _opted_out(self, outcomes: Sequence[Outcome]) -> None:
+        """Recipients who opted out at the provider (Twilio 21610) get the channel's DND,
+        so the next message to them is skipped (``dnd``) instead of failing. Their
+        deliveries are recorded already: a database error here is only logged."""
+        if not outcomes:
+            return
+        try:
+            async with self.db.transaction(Priority.SEND) as tx:
+                for o in outcomes:
+                    number = o.recipient.removeprefix("whatsapp:")
+                    await set_dnd(
+                        tx,
+                        o.delivery.location_id,
+                        number,
+                        o.delivery.channel,
+                        on=True,
+                        why=OPTED_OUT_AT_PROVIDER,
+                        now=self.clock.now(),
+                        code=str(OPTED_OUT_CODE),
+                    )
+        except DATABASE_ERRORS as exc:
+            log.warning("dispatch: cannot set DND for opted-out recipients: %s", exc)
 
     async def _record_patiently(
         self, outcomes: Sequence[Outcome], lease: Heartbeat | None = None

@@ -5,6 +5,7 @@ from calnotify.models.calendar import Calendar
 from calnotify.models.console_session import ConsoleSession
 from calnotify.models.contact import Contact
 from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, OutboxMessage
+from calnotify.models.inbound import InboundMessage
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.planning_job import PlanningJob
@@ -23,6 +24,7 @@ __all__ = [
     "Contact",
     "Delivery",
     "DeliveryAttempt",
+    "InboundMessage",
     "InboxItem",
     "Location",
     "Notification",

@@ -31,6 +31,8 @@ class Appointment(IdMixin, TimestampsMixin, Base):
         Index(None, "calendar_id", "start_at"),
         Index(None, "location_id", "assigned_user_id", "start_at"),
         Index(None, "master_id", "original_start_at"),
+        # A contact's upcoming appointments (the one a reply by SMS or WhatsApp is for).
+        Index(None, "contact_id", "start_at"),
     )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
@@ -74,11 +76,20 @@ class AppointmentEventKind(StrEnum):
     DELETED = "deleted"
 
 
+class EventSource(StrEnum):
+    """Who made a change: a caller of the API, or the contact acting on a message."""
+
+    API = "api"
+    CONTACT = "contact"
+
+
 class AppointmentEvent(Base):
     """What happened to an appointment, written in the same transaction as the change.
 
     ``before``/``after`` are snapshots of the appointment (``None`` before a creation and
-    after a deletion). The notification planner works from these.
+    after a deletion). The notification planner works from these. ``source`` says who made
+    the change and ``channel`` the channel a contact's action came in by (``sms``,
+    ``whatsapp``, ``email``; empty for the API).
     """
 
     __tablename__ = "appointment_events"
@@ -93,3 +104,5 @@ class AppointmentEvent(Base):
     before: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSONType, default=None)
     occurred_at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(16), default=EventSource.API)
+    channel: Mapped[str] = mapped_column(String(16), default="")

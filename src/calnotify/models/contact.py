@@ -13,7 +13,11 @@ class Contact(IdMixin, TimestampsMixin, Base):
     """A customer of a location: who books appointments and receives contact notifications."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index(None, "location_id", "deleted"),)
+    __table_args__ = (
+        Index(None, "location_id", "deleted"),
+        # Who a reply by SMS or WhatsApp comes from (in one location, or in any).
+        Index(None, "phone", "location_id"),
+    )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     first_name: Mapped[str] = mapped_column(String(255), default="")

@@ -22,3 +22,7 @@ class Location(IdMixin, TimestampsMixin, Base):
     country: Mapped[str] = mapped_column(String(64), default="")
     postal_code: Mapped[str] = mapped_column(String(32), default="")
     website: Mapped[str] = mapped_column(String(2048), default="")
+    # Replies by SMS and WhatsApp (calnotify.replies): the words that confirm, separated by
+    # commas (empty: the defaults), and the answer to HELP (empty: name and phone).
+    reply_confirm_keywords: Mapped[str] = mapped_column(String(255), default="")
+    reply_help: Mapped[str] = mapped_column(String(320), default="")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from calnotify.db.base import Base, utcnow
@@ -19,8 +19,12 @@ class AllowedSender(IdMixin, Base):
     """
 
     __tablename__ = "allowed_senders"
-    # Also the index of the per-location lookups (location_id is its first column).
-    __table_args__ = (UniqueConstraint("location_id", "kind", "value"),)
+    __table_args__ = (
+        # Also the index of the per-location lookups (location_id is its first column).
+        UniqueConstraint("location_id", "kind", "value"),
+        # The locations a number belongs to (the one a reply by SMS was sent to).
+        Index(None, "kind", "value"),
+    )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(8))  # "email" | "number"

@@ -1,6 +1,7 @@
-"""``POST /webhooks/twilio/status``: Twilio's message status callbacks.
+"""Twilio's webhooks: ``POST /webhooks/twilio/status`` (message status callbacks) and
+``POST /webhooks/twilio/inbound`` (replies by SMS and WhatsApp, :mod:`calnotify.replies`).
 
-Each callback is verified with ``X-Twilio-Signature`` (HMAC-SHA1 with the auth token over
+Each request is verified with ``X-Twilio-Signature`` (HMAC-SHA1 with the auth token over
 the URL Twilio called and the form fields); a bad signature gets 403 and changes nothing.
 The URL is ``CALNOTIFY_PUBLIC_URL`` + the path when that is set (behind a proxy the request
 URL the service sees is not the one Twilio signed), else the request URL.
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated
 from urllib.parse import parse_qsl
+from xml.sax.saxutils import escape
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -19,9 +21,10 @@ from calnotify.channels.twilio import signature_valid
 from calnotify.config import Settings
 from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus
-from calnotify.deps import ClockDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep, SessionDep
 from calnotify.errors import Forbidden
 from calnotify.models import Delivery
+from calnotify.replies.service import Inbound, handle_reply
 
 router = APIRouter(prefix="/webhooks", tags=["Webhooks"])
 
@@ -83,3 +86,29 @@ async def twilio_status(
     # A report that arrives before the send is recorded only updates the provider status.
     await lifecycle.provider_update(session, delivery, status, clock.now(), failed_error=error)
     return Received()
+
+
+def twiml(message: str = "") -> Response:
+    """A TwiML answer: ``<Response/>`` (no reply), or one message back to the sender."""
+    inner = f"<Message>{escape(message)}</Message>" if message else ""
+    xml = f'<?xml version="1.0" encoding="UTF-8"?><Response>{inner}</Response>'
+    return Response(xml, media_type="text/xml")
+
+
+@router.post(
+    "/twilio/inbound",
+    response_class=Response,
+    responses={200: {"content": {"text/xml": {}}, "description": "TwiML"}},
+    operation_id="twilio-inbound",
+)
+async def twilio_inbound(
+    params: Annotated[dict[str, str], Depends(signed_by_twilio)],
+    db: DatabaseDep,
+    clock: ClockDep,
+    planning: PlanningDep,
+) -> Response:
+    """A reply by SMS or WhatsApp: stored, and acted on when it is a keyword
+    (docs/semantics.md §8, "Replies"); answered with TwiML."""
+    answered = await handle_reply(db, Inbound.of(params), clock.now(), planning.horizon)
+    planning.planned(answered.due)
+    return twiml(answered.answer)

@@ -116,6 +116,9 @@ class Outcome:
     released: bool = False
     # The number of this attempt, when handed over (the claimed row's count plus one).
     attempt: int = 0
+    # The provider said the recipient opted out (Twilio 21610): the dispatcher sets their
+    # DND for the channel once the outcome is recorded.
+    opted_out: bool = False
 
     @property
     def transition(self) -> str:
