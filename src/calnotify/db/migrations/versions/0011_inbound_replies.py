@@ -1,7 +1,7 @@
 """replies by SMS and WhatsApp: inbound messages, who changed an appointment, reply settings
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 
 Every reply is kept in ``inbound_messages``. An appointment event says who made the change
 (``source``: ``api`` or ``contact``) and the channel a contact's action came in by. A
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0011"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
