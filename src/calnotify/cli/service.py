@@ -152,7 +152,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "calnotify.app:app_from_environment", factory=True, workers=args.workers, **options
         )
         return 0
-    app = create_app(settings, run_dispatcher=not args.no_worker, concurrency=args.concurrency)
+    app = create_app(
+        settings,
+        run_dispatcher=not args.no_worker,
+        concurrency=args.concurrency,
+        presence="serve",
+    )
     uvicorn.run(app, **options)
     return 0
 
@@ -161,6 +166,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.clock import SystemClock
     from calnotify.db.migrate import upgrade
     from calnotify.dispatch.runtime import Engine
+    from calnotify.ops.presence import Presence
 
     _configure_logging(settings)
     upgrade(settings.database_url)
@@ -173,7 +179,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             pool_size=settings.database_pool_size,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         )
-        engine = Engine(settings, db, SystemClock(), concurrency=args.concurrency)
+        clock = SystemClock()
+        engine = Engine(settings, db, clock, concurrency=args.concurrency)
+        presence = Presence(db, clock, "worker")
+        await presence.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -183,6 +192,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         await stop.wait()
         logging.getLogger("calnotify.worker").info("stopping: finishing messages in flight")
         await engine.stop()
+        await presence.stop()
         await db.dispose()
 
     asyncio.run(run())

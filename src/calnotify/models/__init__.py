@@ -8,6 +8,7 @@ from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, Outb
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.planning_job import PlanningJob
+from calnotify.models.process import ServiceProcess
 from calnotify.models.sender import AllowedSender
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
@@ -28,6 +29,7 @@ __all__ = [
     "Notification",
     "OutboxMessage",
     "PlanningJob",
+    "ServiceProcess",
     "Template",
     "User",
 ]

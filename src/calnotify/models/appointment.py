@@ -35,7 +35,9 @@ class Appointment(IdMixin, TimestampsMixin, Base):
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     calendar_id: Mapped[str] = mapped_column(ForeignKey("calendars.id", ondelete="CASCADE"))
-    contact_id: Mapped[str] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    contact_id: Mapped[str] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
     assigned_user_id: Mapped[str | None] = mapped_column(
         ForeignKey("users.id", ondelete="SET NULL"), default=None
     )
