@@ -73,6 +73,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["senders", "add"],
         ["senders", "list"],
         ["senders", "remove"],
+        ["contacts"],
+        ["contacts", "erase"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:
