@@ -67,6 +67,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["locations", "delete"],
         ["users", "list"],
         ["db", "backup"],
+        ["db", "restore"],
+        ["db", "mark-restored"],
         ["check"],
         ["worker"],
         ["senders"],
