@@ -155,6 +155,19 @@ async def test_a_restore_is_refused_while_a_worker_runs(
     )
 
 
+async def test_a_restore_is_refused_while_deliveries_are_being_sent(
+    scenario: Scenario, db: Database, tmp_path: Path
+) -> None:
+    backup = tmp_path / "backup.db"
+    await booked_then_backed_up(scenario, backup)
+    due = NOW + timedelta(hours=1)
+    assert await lifecycle.claim(db, due, 10, timedelta(minutes=1))
+    with pytest.raises(BackupError, match="1 deliveries are being sent right now"):
+        await restore_sqlite(
+            scenario.settings.database_url, backup, due, resend_missed=False, busy_timeout=5
+        )
+
+
 async def test_what_was_being_sent_when_the_backup_was_taken_is_skipped(
     scenario: Scenario, db: Database
 ) -> None:

@@ -109,8 +109,9 @@ async def refuse_while_in_use(db: Database, now: datetime) -> None:
     if leased.n:
         raise BackupError(
             f"{leased.n} deliveries are being sent right now (their lease runs until "
-            f"{leased.until.isoformat()}): stop every calnotify serve and worker on the "
-            "database first, then try again"
+            f"{leased.until.isoformat()}): a calnotify process is sending, or one stopped "
+            "abruptly; stop every serve and worker on the database, and try again once that "
+            "time has passed"
         )
 
 
