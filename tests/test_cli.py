@@ -67,12 +67,16 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["locations", "delete"],
         ["users", "list"],
         ["db", "backup"],
+        ["db", "restore"],
+        ["db", "mark-restored"],
         ["check"],
         ["worker"],
         ["senders"],
         ["senders", "add"],
         ["senders", "list"],
         ["senders", "remove"],
+        ["contacts"],
+        ["contacts", "erase"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:

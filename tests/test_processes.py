@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import create_engine, func, insert, select, text
 
 from calnotify.db.urls import sync_url
-from calnotify.models import Delivery, OutboxMessage
+from calnotify.models import Delivery, OutboxMessage, ServiceProcess
 from tests.processes import Server, calnotify, start_server
 from tests.providers import smtp_server, twilio_server
 
@@ -111,6 +111,7 @@ async def wait_for(check: Any, within: float, step: float = 0.02) -> float:
 
 
 async def test_booked_at_once_reminder_on_time_reschedule_and_cancel(server: Server) -> None:
+    assert [kind for kind, _ in running_processes(server.database_url)] == ["serve"]
     client, ids = await setup_location(server)
     async with contextlib.aclosing(client):
         rules = await client.post(
@@ -310,6 +311,16 @@ async def test_two_workers_drain_everything_exactly_once(database_url: str) -> N
         assert outbox == COUNT
 
 
+def running_processes(database_url: str) -> list[tuple[str, int]]:
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(ServiceProcess.kind, ServiceProcess.pid)).all()
+    finally:
+        engine.dispose()
+    return [(kind, pid) for kind, pid in rows]
+
+
 async def test_sigterm_stops_a_worker_cleanly(database_url: str) -> None:
     from calnotify.db.migrate import upgrade
 
@@ -317,8 +328,10 @@ async def test_sigterm_stops_a_worker_cleanly(database_url: str) -> None:
     worker = start_worker(database_url, "--concurrency", "3")
     await asyncio.sleep(2.0)
     assert worker.poll() is None
+    assert running_processes(database_url) == [("worker", worker.pid)]  # its heartbeat
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=15) == 0
+    assert running_processes(database_url) == []
     output = worker.stdout.read().decode() if worker.stdout else ""
     assert "finishing messages in flight" in output
     assert "Traceback" not in output

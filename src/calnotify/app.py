@@ -46,6 +46,7 @@ from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
+from calnotify.ops.presence import Presence
 from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
@@ -67,8 +68,11 @@ def create_app(
     *,
     run_dispatcher: bool = False,
     concurrency: int | None = None,
+    presence: str | None = None,
 ) -> FastAPI:
-    """The API. With ``run_dispatcher`` the process also sends (``calnotify serve``)."""
+    """The API. With ``run_dispatcher`` the process also sends (``calnotify serve``).
+    ``presence``: the kind of process it is (``serve``), kept in the ``processes`` table
+    while it runs (:mod:`calnotify.ops.presence`)."""
     settings = settings or get_settings()
     owns_database = database is None
     db = database or Database(
@@ -91,6 +95,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pool.warm()  # the first message or preview does not wait for the render processes
+        beacon = Presence(db, clock, presence) if presence else None
+        if beacon is not None:
+            await beacon.start()
         engine = None
         if run_dispatcher:
             engine = Engine(
@@ -116,6 +123,8 @@ def create_app(
                 await pressure.stop()
             if engine is not None:
                 await engine.stop()  # drains the batches in flight
+            if beacon is not None:
+                await beacon.stop()
             await pool.close()
             if owns_database:
                 await db.dispose()
@@ -194,7 +203,9 @@ SERVE_DISPATCH_ENV = "CALNOTIFY_SERVE_DISPATCH"
 
 def app_from_environment() -> FastAPI:
     """The app of one ``calnotify serve --workers N`` process."""
-    return create_app(run_dispatcher=os.environ.get(SERVE_DISPATCH_ENV, "1") == "1")
+    return create_app(
+        run_dispatcher=os.environ.get(SERVE_DISPATCH_ENV, "1") == "1", presence="serve"
+    )
 
 
 def _versioned_operations() -> set[str]:

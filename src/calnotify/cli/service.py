@@ -7,26 +7,23 @@ import argparse
 import asyncio
 import logging
 import os
-import shlex
 import signal
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
+from calnotify.cli import backups
 from calnotify.cli.common import (
     AddCommand,
     CommandError,
     at_least_one,
-    existing_database,
     port,
     seconds,
 )
 from calnotify.config import Settings
 from calnotify.db.engine import Database
-from calnotify.db.urls import database_url_without_password, shown_database_url, sqlite_path
+from calnotify.db.urls import shown_database_url
 
 
 def add_commands(commands: Any, add: AddCommand) -> None:
@@ -113,10 +110,48 @@ def _add_database(commands: Any, add: AddCommand) -> None:
         "backup",
         help="copy the SQLite database to a file while the service runs",
         description="Copy the SQLite database to PATH with SQLite's online backup: a consistent "
-        "copy, taken while calnotify keeps running. On PostgreSQL, use pg_dump.",
+        "copy, taken while calnotify keeps running, which records the instant it was taken "
+        "(`calnotify db restore` needs it). On PostgreSQL, use pg_dump.",
     )
     backup.add_argument("path", metavar="PATH", help="the file to write (must not exist)")
-    backup.set_defaults(handler=_db_backup)
+    backup.set_defaults(handler=backups.db_backup)
+    restore = add(
+        db_commands,
+        "restore",
+        help="restore a SQLite backup; what may have been sent since is not sent again",
+        description="Copy BACKUP (made by `calnotify db backup`) into the configured SQLite "
+        "database, with SQLite's backup API. Refused while a calnotify serve or worker uses the "
+        "database: stop them first. Then every delivery still scheduled whose time to be sent "
+        "lies between the backup's instant and now, and every one that was being sent when "
+        "the backup was taken, is skipped (reason restored): it may have been sent after the "
+        "backup was taken. Prints how many were skipped and how many are still to come. On "
+        "PostgreSQL, use pg_restore and then `calnotify db mark-restored`.",
+    )
+    restore.add_argument("backup", metavar="BACKUP", help="the backup file to restore")
+    restore.add_argument(
+        "--resend-missed",
+        action="store_true",
+        help="leave the deliveries due since the backup scheduled: they are sent again",
+    )
+    restore.set_defaults(handler=backups.db_restore)
+    mark = add(
+        db_commands,
+        "mark-restored",
+        help="after restoring a backup by other means, skip what may have been sent since",
+        description="Skip (reason restored) every delivery still scheduled whose time to be "
+        "sent lies between INSTANT and now, and every one marked as being sent: what a database "
+        "restored from a backup taken at INSTANT would send again. For any database, after "
+        "pg_restore or a copy put in place by hand; refused while a calnotify serve or worker "
+        "uses the database. Prints how many were skipped and how many are still to come.",
+    )
+    mark.add_argument(
+        "--since",
+        required=True,
+        type=backups.instant,
+        metavar="INSTANT",
+        help="when the backup was taken, ISO 8601 with its zone (2030-01-01T02:00:00Z)",
+    )
+    mark.set_defaults(handler=backups.db_mark_restored)
 
     check = add(
         commands,
@@ -167,7 +202,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "calnotify.app:app_from_environment", factory=True, workers=args.workers, **options
         )
         return 0
-    app = create_app(settings, run_dispatcher=not args.no_worker, concurrency=args.concurrency)
+    app = create_app(
+        settings,
+        run_dispatcher=not args.no_worker,
+        concurrency=args.concurrency,
+        presence="serve",
+    )
     uvicorn.run(app, **options)
     return 0
 
@@ -208,6 +248,7 @@ async def _run_worker(
     from calnotify.clock import SystemClock
     from calnotify.dispatch.metrics import DispatchMetrics
     from calnotify.dispatch.runtime import Engine
+    from calnotify.ops.presence import Presence
 
     db = Database(
         settings.database_url,
@@ -217,6 +258,8 @@ async def _run_worker(
     clock = SystemClock()
     metrics = DispatchMetrics()
     engine = Engine(settings, db, clock, concurrency=concurrency, metrics=metrics)
+    presence = Presence(db, clock, "worker")  # what db restore sees of this worker
+    await presence.start()
     server = None
     if metrics_socket is not None:
         server = MetricsServer(metrics_app(settings, db, clock, metrics), metrics_socket)
@@ -234,6 +277,7 @@ async def _run_worker(
     await engine.stop()
     if server is not None:
         await server.stop()  # after the last sends, so a final scrape still counts them
+    await presence.stop()
     await db.dispose()
 
 
@@ -299,44 +343,6 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         print(result.line())
     return 0 if all(result.ok for result in results) else 1
-
-
-def _db_backup(args: argparse.Namespace, settings: Settings) -> int:
-    import sqlite3
-
-    source_path = sqlite_path(settings.database_url)
-    if source_path is None:
-        url = shlex.quote(database_url_without_password(settings.database_url))
-        raise CommandError(
-            "db backup copies SQLite databases; on PostgreSQL use pg_dump, e.g. "
-            f"`pg_dump --format=custom --file=calnotify.dump {url}` with the password in "
-            "PGPASSWORD or ~/.pgpass"
-        )
-    existing_database(settings)
-    target = Path(args.path).expanduser().resolve()
-    if target.exists():
-        raise CommandError(f"{target} already exists: choose another path or remove it first")
-    if not target.parent.is_dir():
-        raise CommandError(f"cannot write {target}: the folder {target.parent} does not exist")
-    source = sqlite3.connect(
-        f"file:{quote(str(source_path))}?mode=ro",
-        uri=True,
-        timeout=settings.sqlite_busy_timeout_ms / 1000,
-    )
-    try:
-        destination = sqlite3.connect(target)
-        try:
-            # In one step: in WAL mode the copy's read transaction holds up no writer, while
-            # a copy in steps starts over after every write the running service makes
-            # between two steps, and under steady writes might never finish.
-            source.backup(destination, pages=-1)
-        finally:
-            destination.close()
-    finally:
-        source.close()
-    size = target.stat().st_size
-    print(f"backed up {source_path} to {target} ({size:,} bytes)", file=sys.stderr)
-    return 0
 
 
 def _db_upgrade(_args: argparse.Namespace, settings: Settings) -> int:

@@ -64,6 +64,7 @@ REASONS = {
     "no_address": "no address to send to",
     "inactive": "rule inactive",
     "stale": "outdated by a later change",
+    "restored": "may have gone out before the database was restored from a backup",
     "retrying": "retrying after an error",
     "permanent": "the provider refused it",
     "retries_exhausted": "gave up after the last retry",
@@ -88,6 +89,7 @@ REASONS = {
     "rule_changed": "the rule changed",
     "rule_deleted": "the rule was deleted",
     "rule_deactivated": "the rule was deactivated",
+    "contact_deleted": "the contact was erased",
 }
 OUTCOMES = {
     "sent": "accepted by the provider",

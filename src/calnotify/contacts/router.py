@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from calnotify.auth.deps import ContactsRead, ContactsWrite
 from calnotify.contacts import service
+from calnotify.contacts.erasure import erase_contact
 from calnotify.contacts.schemas import (
     ContactCreate,
     ContactEnvelope,
@@ -13,7 +14,7 @@ from calnotify.contacts.schemas import (
     ContactUpdated,
     Succeded,
 )
-from calnotify.deps import SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, SessionDep
 
 router = APIRouter(prefix="/contacts", tags=["Contacts"])
 
@@ -44,6 +45,10 @@ async def update_contact(
 
 
 @router.delete("/{contactId}", response_model=Succeded, operation_id="delete-contact")
-async def delete_contact(contactId: str, principal: ContactsWrite, session: SessionDep) -> Succeded:
-    await service.delete_contact(session, principal, contactId)
+async def delete_contact(
+    contactId: str, principal: ContactsWrite, db: DatabaseDep, clock: ClockDep
+) -> Succeded:
+    """Erase the contact (semantics §10): pending sends to them are cancelled, their details
+    removed from every message and from the contact, which keeps only its id."""
+    await erase_contact(db, contactId, clock.now(), location_id=principal.location_id)
     return Succeded()

@@ -94,13 +94,6 @@ async def update_contact(
     return contact
 
 
-async def delete_contact(session: AsyncSession, principal: Principal, contact_id: str) -> None:
-    contact = await get_contact(session, principal, contact_id)
-    contact.deleted = True
-    contact.date_updated = utcnow()
-    await session.flush()
-
-
 def _apply(contact: Contact, body: ContactFieldsIn) -> None:
     given = body.given()
     if "name" in given and "first_name" not in given and "last_name" not in given:

@@ -27,6 +27,9 @@ class Reason(StrEnum):
     NO_ADDRESS = "no_address"
     INACTIVE = "inactive"
     STALE = "stale"
+    # the database was restored from a backup taken before it was due: it may have been
+    # sent after the backup was taken
+    RESTORED = "restored"
     # scheduled again after a retryable error
     RETRYING = "retrying"
     # failed
@@ -55,6 +58,7 @@ class Reason(StrEnum):
     RULE_CHANGED = "rule_changed"
     RULE_DELETED = "rule_deleted"
     RULE_DEACTIVATED = "rule_deactivated"
+    CONTACT_DELETED = "contact_deleted"
 
 
 class AttemptOutcome(StrEnum):
@@ -87,6 +91,7 @@ TRANSITIONS: dict[str, tuple[tuple[DeliveryStatus | None, ...], tuple[DeliverySt
     "record_failed": ((_S.SENDING,), (_S.FAILED,)),
     "record_skipped": ((_S.SENDING,), (_S.SKIPPED,)),
     "provider_update": ((_S.SENT,), (_S.SENT, _S.FAILED)),
+    "skip_restored": ((_S.SCHEDULED, _S.SENDING), (_S.SKIPPED,)),
 }
 
 

@@ -9,6 +9,7 @@ from calnotify.models.inbound import InboundMessage
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.planning_job import PlanningJob
+from calnotify.models.process import ServiceProcess
 from calnotify.models.sender import AllowedSender
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
@@ -30,6 +31,7 @@ __all__ = [
     "Notification",
     "OutboxMessage",
     "PlanningJob",
+    "ServiceProcess",
     "Template",
     "User",
 ]

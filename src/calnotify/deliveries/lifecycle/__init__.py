@@ -11,6 +11,8 @@ before the provider is called), so no fault (an exception, a crash, an expired l
 make a message go out more often than the maximum attempts: a lease that expires with an
 attempt in progress is recorded as an attempt of unknown outcome, and once the maximum is
 reached, a rescue ends the delivery ``failed`` (``abandoned``) instead of queueing it again.
+After a restore from a backup, what may have been sent since the backup was taken ends
+``skipped`` (``restored``) instead of going out again (:func:`skip_restored`).
 
 The dispatcher's transitions (claim, hand-over, renewal, record, rescue) are compiled
 statements run in transactions at the gate's send priority: sends go before requests.
@@ -23,6 +25,7 @@ from calnotify.deliveries.lifecycle.claims import CLAIM, CLAIM_ONE_LOCATION, CLA
 from calnotify.deliveries.lifecycle.planned import cancel, cancel_changed_sends, replan
 from calnotify.deliveries.lifecycle.reports import attempts_of, provider_update
 from calnotify.deliveries.lifecycle.rescue import Rescued, next_run_at, rescue
+from calnotify.deliveries.lifecycle.restored import Missed, missed, skip_restored
 from calnotify.deliveries.lifecycle.sending import Outcome, hand_over, record, released, renew
 from calnotify.deliveries.states import (
     PENDING,
@@ -44,6 +47,7 @@ __all__ = [
     "AttemptOutcome",
     "DeliveryStatus",
     "IllegalTransition",
+    "Missed",
     "Outcome",
     "Reason",
     "Rescued",
@@ -53,6 +57,7 @@ __all__ = [
     "check",
     "claim",
     "hand_over",
+    "missed",
     "next_run_at",
     "planned",
     "provider_update",
@@ -61,4 +66,5 @@ __all__ = [
     "renew",
     "replan",
     "rescue",
+    "skip_restored",
 ]
