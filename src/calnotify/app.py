@@ -138,17 +138,21 @@ def create_app(
     app.state.compose_pool = pool
     app.state.planning = Planning(timedelta(days=settings.planning_horizon_days), wakeup)
     app.state.principals = ShortLived[Principal](PRINCIPAL_SECONDS)
+    _route(app, settings, db, pressure)
+    return app
+
+
+def _route(app: FastAPI, settings: Settings, db: Database, pressure: SendPressure | None) -> None:
+    """The routes, error handlers and middleware of the API."""
     errors.install(app)
     for router in ROUTERS:
         app.include_router(router)
     app.mount(f"{CONSOLE_PREFIX}/static", StaticFiles(directory=CONSOLE_STATIC), name="console")
-
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)
     app.add_middleware(Shedding, gate=db.gate, pressure=pressure)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
-    return app
 
 
 def _fastapi(lifespan: Any) -> FastAPI:
