@@ -26,13 +26,14 @@ from calnotify.availability import (
     settings_of,
 )
 from calnotify.clock import ManualClock
-from calnotify.db.base import JSONType
+from calnotify.db.base import JSONType, UTCDateTime
 from calnotify.db.engine import Database
 from calnotify.db.migrate import alembic_config, upgrade
 from calnotify.db.urls import sync_url
 from calnotify.ids import new_id
 from calnotify.models import Appointment, Calendar, Location
 from calnotify.timefmt import zone
+from tests.conftest import NOW
 from tests.factories import Tenant
 from tests.spec import assert_conforms
 
@@ -765,6 +766,20 @@ async def test_a_value_is_checked_with_its_stored_unit(
     assert response.json()["message"] == "allowBookingFor: must be from 0 to 24 months"
 
 
+LOCATIONS_AT_0008 = sa.table(
+    "locations",
+    *(
+        sa.column(name)
+        for name in (
+            "id", "name", "email", "phone", "timezone", "address", "city", "state",
+            "country", "postal_code", "website",
+        )
+    ),
+    sa.column("date_added", UTCDateTime()),
+    sa.column("date_updated", UTCDateTime()),
+)  # fmt: skip
+
+
 async def test_existing_values_move_out_of_extra(database_url: str) -> None:
     """Migration 0009: availability values calendars echoed from ``extra`` become columns;
     values the API would refuse stay in ``extra``; a downgrade puts them back."""
@@ -795,7 +810,18 @@ async def test_existing_values_move_out_of_extra(database_url: str) -> None:
     try:
         command.downgrade(alembic_config(database_url), "0008")
         with engine.begin() as conn:
-            conn.execute(sa.insert(Location.__table__).values(id=location, name="Old"))
+            # The locations table as migration 0008 left it.
+            conn.execute(
+                sa.insert(LOCATIONS_AT_0008).values(
+                    id=location,
+                    name="Old",
+                    timezone="UTC",
+                    date_added=NOW,
+                    date_updated=NOW,
+                    **dict.fromkeys(("email", "phone", "address", "city", "state", "country"), ""),
+                    **dict.fromkeys(("postal_code", "website"), ""),
+                )
+            )
             for calendar_id, values in ((moved, extra), (kept, refused)):
                 conn.execute(
                     sa.insert(old).values(

@@ -3,10 +3,11 @@ with no ORM session: the one way the busy paths write.
 
 A :class:`Tx` reads with :meth:`Tx.fetch` and writes with :meth:`Tx.write` /
 :meth:`Tx.write_many`. Writes are sent with the next read or with the commit, so a
-transaction that reads what it needs, then writes, is two trips to the database whatever
-it writes: on PostgreSQL two round trips (statements sent together in psycopg's pipeline
-mode); on SQLite the statements run on the event loop's thread
-(:class:`~calnotify.db.sqlite_driver.InlineWriter`).
+transaction that reads what it needs, then writes, goes to the database twice whatever it
+writes: on SQLite the statements run on the event loop's thread
+(:class:`~calnotify.db.sqlite_driver.InlineWriter`); on PostgreSQL they are sent one after
+another on the transaction's pooled connection (psycopg's pipeline mode, which would send
+them in one round trip, cost more CPU than the round trips it saved on a local network).
 
 Transactions are opened by :meth:`calnotify.db.engine.Database.transaction`, which commits
 when the block ends cleanly and rolls back otherwise.
@@ -95,23 +96,10 @@ class PostgresTx:
         self._pending: list[tuple[str, Any, bool]] = []
 
     async def _send(self, extra: list[tuple[str, Any, bool]]) -> list[list[Any]]:
+        # One statement after another: psycopg's pipeline mode saves round trips that cost
+        # little on a local network and took more CPU than they saved (bench/RESULTS.md).
         steps, self._pending = [*self._pending, *extra], []
-        out: list[list[Any]] = []
-        if len(steps) == 1:
-            out.append(await _execute(self._connection, *steps[0]))
-            return out
-        async with self._connection.pipeline():
-            cursors = []
-            for sql, parameters, many in steps:
-                cursor = self._connection.cursor()
-                if many:
-                    await cursor.executemany(sql, parameters)
-                else:
-                    await cursor.execute(sql, parameters)
-                cursors.append(cursor)
-        for cursor in cursors:
-            out.append(await cursor.fetchall() if cursor.description else [])
-        return out
+        return [await _execute(self._connection, *step) for step in steps]
 
     async def fetch(self, *reads: Bound) -> list[list[Any]]:
         dialect = self.dialect
