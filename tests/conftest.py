@@ -22,6 +22,7 @@ from calnotify.db.base import Base
 from calnotify.db.engine import Database
 from calnotify.db.migrate import upgrade
 from calnotify.db.urls import sync_url
+from tests.engine import Scenario, ScriptedProvider
 from tests.factories import Tenant, make_tenant
 from tests.processes import Server, start_server
 
@@ -127,3 +128,23 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if terminalreporter.stats.get("skipped") and not shutil.which("chromium"):
         reason = "console browser tests skipped: no Chromium found (apt-get install chromium)"
         terminalreporter.write_sep("!", reason, yellow=True, bold=True)
+
+
+@pytest.fixture
+def provider() -> ScriptedProvider:
+    """The email channel's provider of :func:`scenario`: answers as each test scripts it."""
+    return ScriptedProvider()
+
+
+@pytest.fixture
+def scenario(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    clock: ManualClock,
+    db: Database,
+    settings: Settings,
+    provider: ScriptedProvider,
+) -> Scenario:
+    """A tenant's API, dispatcher and clock, sending through :func:`provider` (a test file
+    may define its own)."""
+    return Scenario(client, tenant, clock, db, settings, provider=provider)

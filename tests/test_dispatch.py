@@ -7,13 +7,11 @@ from collections import Counter
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
 from calnotify.channels.base import ChannelAdapter, Message, Receipt
 from calnotify.channels.registry import build_channels
-from calnotify.clock import ManualClock
 from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
@@ -31,23 +29,6 @@ REMINDER = {
     "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
 }
 BOOKED = {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
-
-
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return ScriptedProvider()
-
-
-@pytest.fixture
-def scenario(
-    client: httpx.AsyncClient,
-    tenant: Tenant,
-    clock: ManualClock,
-    db: Database,
-    settings: Settings,
-    provider: ScriptedProvider,
-) -> Scenario:
-    return Scenario(client, tenant, clock, db, settings, provider=provider)
 
 
 async def one(scenario: Scenario) -> dict[str, Any]:

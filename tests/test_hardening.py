@@ -9,9 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from calnotify.clock import ManualClock
-from calnotify.config import Settings
-from calnotify.db.engine import Database
 from calnotify.db.urls import DatabaseURLError, async_url
 from calnotify.deliveries.lifecycle import claim as claim_due_deliveries
 from calnotify.deliveries.lifecycle import renew as renew_lease
@@ -21,23 +18,6 @@ from tests.engine import Scenario, ScriptedProvider
 from tests.factories import Tenant
 
 START = NOW + timedelta(days=2)
-
-
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return ScriptedProvider()
-
-
-@pytest.fixture
-def scenario(
-    client: httpx.AsyncClient,
-    tenant: Tenant,
-    clock: ManualClock,
-    db: Database,
-    settings: Settings,
-    provider: ScriptedProvider,
-) -> Scenario:
-    return Scenario(client, tenant, clock, db, settings, provider=provider)
 
 
 def rule(receiver: str, channel: str, kind: str, **fields: Any) -> dict[str, Any]:

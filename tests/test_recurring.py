@@ -32,23 +32,6 @@ CANCELLATION = {**BOOKED, "notificationType": "cancellation"}
 RESCHEDULE = {**BOOKED, "notificationType": "reschedule"}
 
 
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return ScriptedProvider()
-
-
-@pytest.fixture
-def scenario(
-    client: httpx.AsyncClient,
-    tenant: Tenant,
-    clock: ManualClock,
-    db: Database,
-    settings: Settings,
-    provider: ScriptedProvider,
-) -> Scenario:
-    return Scenario(client, tenant, clock, db, settings, provider)
-
-
 async def series(scenario: Scenario, rrule: str = WEEKLY, **fields: Any) -> dict[str, Any]:
     contact = await scenario.tenant.add_contact()
     return await scenario.book(contact, START, rrule=rrule, **fields)

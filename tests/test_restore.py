@@ -8,12 +8,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from calnotify.cli import main
-from calnotify.clock import ManualClock, SystemClock
-from calnotify.config import Settings, get_settings
+from calnotify.clock import SystemClock
+from calnotify.config import get_settings
 from calnotify.db.engine import Database
 from calnotify.db.urls import sqlite_path
 from calnotify.deliveries import lifecycle
@@ -27,7 +26,6 @@ from calnotify.ops.backups import (
 from calnotify.ops.presence import Presence
 from tests.conftest import NOW
 from tests.engine import Scenario, ScriptedProvider
-from tests.factories import Tenant
 
 REMINDER = {
     "receiverType": "contact",
@@ -36,23 +34,6 @@ REMINDER = {
     "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
 }
 BOOKED = {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
-
-
-@pytest.fixture
-def provider() -> ScriptedProvider:
-    return ScriptedProvider()
-
-
-@pytest.fixture
-def scenario(
-    client: httpx.AsyncClient,
-    tenant: Tenant,
-    clock: ManualClock,
-    db: Database,
-    settings: Settings,
-    provider: ScriptedProvider,
-) -> Scenario:
-    return Scenario(client, tenant, clock, db, settings, provider=provider)
 
 
 def sqlite_only(database_url: str) -> Path:

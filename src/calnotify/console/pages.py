@@ -27,6 +27,7 @@ from calnotify.console.web import (
     signed_in,
 )
 from calnotify.deliveries import service as deliveries
+from calnotify.deliveries.wording import shown_error
 from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
@@ -139,9 +140,18 @@ async def appointment_page(
             "zone": where,
             "words": words,
             "wire_id": series.wire_id,
+            **_error_wording(operator.principal.operator),
         },
         operator=operator,
     )
+
+
+def _error_wording(operator: bool) -> dict[str, Any]:
+    """How the timeline words errors: the provider's details for an operator only."""
+    return {
+        "error_of": lambda d: shown_error(d.channel, d.last_error, operator=operator),
+        "attempt_error_of": lambda d, a: shown_error(d.channel, a.error, operator=operator),
+    }
 
 
 @router.get("/outbox")

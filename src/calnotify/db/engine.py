@@ -77,7 +77,7 @@ class Database:
         self._busy_timeout_ms = busy_timeout_ms
         self.gate = gate or WriteGate()
         #: The sending side's small writes, group-committed (see calnotify.db.group).
-        self.sends = GroupCommit(self)
+        self.sends = GroupCommit(self.transaction)
         self._inline: sqlite3.Connection | None = None
         self._reader: sqlite_driver.ThreadConnection | None = None
         self._writer: sqlite_driver.InlineWriter | None = None

@@ -15,19 +15,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from calnotify.db.gate import Priority
 from calnotify.db.tx import Tx
-
-if TYPE_CHECKING:
-    from calnotify.db.engine import Database
 
 T = TypeVar("T")
 #: How long the first work waits for others to join it.
 LINGER = 0.0
 Work = Callable[[Tx], Awaitable[Any]]
+#: Opens a write transaction at a priority (:meth:`calnotify.db.engine.Database.transaction`).
+Opener = Callable[[Priority], AbstractAsyncContextManager[Tx]]
 
 
 @dataclass(eq=False)
@@ -39,8 +39,8 @@ class _Asked:
 
 
 class GroupCommit:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def __init__(self, transaction: Opener) -> None:
+        self.transaction = transaction
         self._asked: list[_Asked] = []
         self._writing: asyncio.Task[None] | None = None
 
@@ -61,7 +61,7 @@ class GroupCommit:
             asked, self._asked = self._asked, []
             results: list[Any] = []
             try:
-                async with self.db.transaction(Priority.SEND) as tx:
+                async with self.transaction(Priority.SEND) as tx:
                     for each in asked:
                         results.append(await each.work(tx))
             except asyncio.CancelledError:

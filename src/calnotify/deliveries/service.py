@@ -17,6 +17,7 @@ from calnotify.deliveries.schemas import (
     DeliveryOut,
     OutboxMessageOut,
 )
+from calnotify.deliveries.wording import shown_error
 from calnotify.ids import parse_instance_id
 from calnotify.models import Delivery, OutboxMessage
 
@@ -124,7 +125,7 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         dueAt=d.due_at,
         sentAt=d.sent_at,
         attempts=d.attempts,
-        lastError=d.last_error,
+        lastError=shown_error(d.channel, d.last_error),
         provider=d.provider,
         providerMessageId=d.provider_message_id,
         subject=d.subject,
@@ -143,7 +144,11 @@ async def delivery_detail(session: AsyncSession, d: Delivery) -> DeliveryDetailO
         attemptCount=d.attempts,
         attempts=[
             AttemptOut(
-                number=a.number, at=a.at, outcome=a.outcome, error=a.error, providerId=a.provider_id
+                number=a.number,
+                at=a.at,
+                outcome=a.outcome,
+                error=shown_error(d.channel, a.error),
+                providerId=a.provider_id,
             )
             for a in attempts
         ],
