@@ -264,7 +264,7 @@ def test_an_appointment_shows_what_was_sent_and_why(page: Page, site: Site) -> N
             time.sleep(0.1)
     sign_in(page, site.acme["token"])
     page.get_by_role("link", name="Appointments").click()
-    page.get_by_label("Contact name or email").fill("rosa")
+    page.get_by_label("Title, or contact name, email or phone").fill("rosa")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="Cleaning with Dr. Lee").first.click()
     expect(page.get_by_role("heading", name="Cleaning with Dr. Lee")).to_be_visible()
@@ -337,3 +337,46 @@ def test_keyboard_and_phone(browser: Browser, site: Site) -> None:
         shot(page, "phone-calendars")
     finally:
         context.close()
+
+
+def test_an_operator_sees_the_deployment_and_switches_location(page: Page, site: Site) -> None:
+    operator = calnotify(site.server.database_url, "tokens", "create", "--operator")
+    site.book(site.globex, "Deployment check")
+    sign_in(page, str(operator["token"]))
+    page.get_by_role("link", name="Deployment · switch location").click()
+    expect(page.get_by_role("heading", name="Deployment", level=1)).to_be_visible()
+    table = page.get_by_role("table")
+    expect(table.get_by_role("rowheader", name="Acme Dental")).to_be_visible()
+    expect(table.get_by_role("rowheader", name="Globex Clinic")).to_be_visible()
+    assert_accessible(page)
+    shot(page, "deployment")
+    page.get_by_role("button", name="Open Globex Clinic").click()
+    expect(page.get_by_role("heading", name="Calendars", level=1)).to_be_visible()
+    expect(page.get_by_role("link", name="Globex Clinic Cleanings")).to_be_visible()
+    page.goto("/console/health")
+    expect(page.get_by_role("heading", name="Provider checks")).to_be_visible()
+
+
+def test_a_token_sees_only_what_its_scopes_allow(page: Page, site: Site) -> None:
+    token = calnotify(
+        site.server.database_url,
+        "tokens",
+        "create",
+        "--location",
+        site.acme["location"],
+        "--scope",
+        "calendars.readonly",
+        "--scope",
+        "calendars/events.readonly",
+    )
+    booked = site.book(site.acme, "Scoped look")
+    sign_in(page, str(token["token"]))
+    page.goto(f"/console/appointments/{booked['id']}")
+    expect(page.get_by_text("The contact: shown with the contacts.readonly scope")).to_be_visible()
+    assert "rosa@example.com" not in page.content()
+    assert_accessible(page)
+    shot(page, "scoped-appointment")
+    page.goto("/console/health")
+    assert page.get_by_role("heading", name="Provider checks").count() == 0
+    page.goto("/console/deployment")
+    expect(page.get_by_text("sign in with an operator token")).to_be_visible()
