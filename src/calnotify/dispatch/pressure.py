@@ -34,7 +34,7 @@ class SendPressure:
         metrics: DispatchMetrics,
         *,
         behind_after: float = 0.5,
-        busy_after: float = 0.05,
+        busy_after: float = 0.01,
         interval: float = INTERVAL,
     ) -> None:
         self.metrics = metrics
