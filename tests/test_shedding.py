@@ -4,14 +4,18 @@ too long, or while the process's sends fall behind for want of its event loop.""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 from starlette.types import Receive, Scope, Send
 
 from calnotify.api.middleware import Shedding
+from calnotify.clock import ManualClock
+from calnotify.db.engine import Database
 from calnotify.db.gate import Priority, WriteGate
-from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.pressure import SendPressure
+from tests.conftest import NOW
+from tests.engine import Scenario
 
 
 async def ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -24,12 +28,11 @@ def client(gate: WriteGate, pressure: SendPressure | None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
 
-async def test_writes_are_refused_while_sends_are_behind_on_a_busy_loop() -> None:
-    metrics = DispatchMetrics()
-    pressure = SendPressure(metrics)
+async def test_writes_are_refused_while_sends_are_behind_on_a_busy_loop(db: Database) -> None:
+    pressure = SendPressure(db, ManualClock(NOW))
     async with client(WriteGate(), pressure) as http:
         assert (await http.post("/calendars/events/appointments")).status_code == 200
-        metrics.behind_seconds = 3.0  # behind, but the loop is idle: a slow provider
+        pressure.behind = 3.0  # behind, but the loop is idle: a slow provider
         assert (await http.post("/calendars/events/appointments")).status_code == 200
         pressure.lag = 0.2  # and the loop is busy: the requests are what is in the way
         refused = await http.post("/calendars/events/appointments")
@@ -40,12 +43,12 @@ async def test_writes_are_refused_while_sends_are_behind_on_a_busy_loop() -> Non
         assert (await http.get("/calendars/events/appointments")).status_code == 200
         assert (await http.post("/console/sign-in")).status_code == 200
         assert (await http.post("/webhooks/twilio/status")).status_code == 200
-        metrics.behind_seconds = 0.0  # caught up
+        pressure.behind = 0.0  # caught up
         assert (await http.post("/calendars/events/appointments")).status_code == 200
 
 
-async def test_the_loop_watch_sees_a_blocked_loop() -> None:
-    pressure = SendPressure(DispatchMetrics(), interval=0.01)
+async def test_the_loop_watch_sees_a_blocked_loop(db: Database) -> None:
+    pressure = SendPressure(db, ManualClock(NOW), interval=0.01)
     pressure.start()
     try:
         await asyncio.sleep(0.05)
@@ -72,3 +75,18 @@ async def test_requests_are_refused_while_the_writer_queue_is_too_long() -> None
     gate.release()
     async with client(gate, None) as http:
         assert (await http.post("/calendars/events/appointments")).status_code == 200
+
+
+async def test_how_far_behind_is_read_from_the_queue(scenario: Scenario) -> None:
+    """A reminder due ten minutes ago and not sent: the sends are 600 s behind."""
+    await scenario.rules(
+        {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
+    )
+    await scenario.book(await scenario.tenant.add_contact(), NOW + timedelta(days=2))
+    pressure = SendPressure(scenario.db, scenario.clock)
+    scenario.clock.advance(minutes=10)
+    await pressure._look()
+    assert 599 <= pressure.behind <= 601
+    await scenario.dispatcher.drain()
+    await pressure._look()
+    assert pressure.behind == 0.0

@@ -87,7 +87,7 @@ def create_app(
     hub = InboxHub()
     wakeup = Wakeup()
     # Only a process that sends sheds requests for its sends.
-    pressure = SendPressure(metrics) if run_dispatcher else None
+    pressure = SendPressure(db, clock) if run_dispatcher else None
     # Messages are composed in render processes (a request never renders on the event
     # loop), shared by plan previews and this process's dispatcher.
     pool = ComposePool(settings.render_budget_seconds, processes=settings.render_processes or None)

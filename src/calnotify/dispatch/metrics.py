@@ -29,9 +29,6 @@ class DispatchMetrics:
     claims: int = 0
     claimed: int = 0
     rescued: int = 0
-    #: How long before its claim the oldest delivery of the last claim was due (0 when
-    #: the claim found nothing): how far behind the dispatcher is.
-    behind_seconds: float = 0.0
 
     def outcome(self, channel: str, status: str) -> None:
         self.outcomes[(channel, status)] += 1

@@ -6,48 +6,58 @@ is its event loop, which the dispatcher shares with the requests. :class:`SendPr
 tells the API to refuse write requests (503 with ``Retry-After``, before their body is
 read) while both hold:
 
-* the dispatcher is behind: the oldest delivery of its last claim was due at least
-  ``behind_after`` seconds before it was claimed (the producer records it in
-  :attr:`~calnotify.dispatch.metrics.DispatchMetrics.behind_seconds`);
+* the sends are behind: the earliest scheduled delivery was due ``behind_after`` seconds
+  ago or more (read every ``CHECK_EVERY`` seconds, one indexed read);
 * the event loop is busy: a timer set for ``interval`` fires ``busy_after`` seconds late
   or more (a moving average).
 
-A dispatcher that is behind for another reason (a slow provider) leaves the loop idle,
-and no request is refused for it. Only a process that dispatches sheds this way.
+Sends behind for another reason (a slow provider) leave the loop idle, and no request is
+refused for them. Only a process that dispatches sheds this way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 
-from calnotify.dispatch.metrics import DispatchMetrics
+from calnotify.clock import Clock
+from calnotify.db.engine import DATABASE_ERRORS, Database
+from calnotify.deliveries import lifecycle
+
+log = logging.getLogger("calnotify.dispatch")
 
 #: Seconds between the event loop's timer checks.
 INTERVAL = 0.025
+#: Seconds between reads of how far behind the sends are.
+CHECK_EVERY = 0.25
 
 
 class SendPressure:
     def __init__(
         self,
-        metrics: DispatchMetrics,
+        db: Database,
+        clock: Clock,
         *,
         behind_after: float = 0.5,
         busy_after: float = 0.01,
         interval: float = INTERVAL,
     ) -> None:
-        self.metrics = metrics
+        self.db = db
+        self.clock = clock
         self.behind_after = behind_after
         self.busy_after = busy_after
         self.interval = interval
+        #: How long ago the earliest scheduled delivery was due, seconds (0: none is due).
+        self.behind = 0.0
         #: How late the loop's timer fires, seconds (a moving average).
         self.lag = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def overloaded(self) -> bool:
         """Whether a write request arriving now should be refused."""
-        return self.metrics.behind_seconds >= self.behind_after and self.lag >= self.busy_after
+        return self.behind >= self.behind_after and self.lag >= self.busy_after
 
     def start(self) -> None:
         if self._task is None:
@@ -61,8 +71,21 @@ class SendPressure:
             self._task = None
 
     async def _watch(self) -> None:
+        checked = 0.0
         while True:
             started = time.monotonic()
             await asyncio.sleep(self.interval)
-            late = max(0.0, time.monotonic() - started - self.interval)
-            self.lag = 0.7 * self.lag + 0.3 * late
+            now = time.monotonic()
+            self.lag = 0.7 * self.lag + 0.3 * max(0.0, now - started - self.interval)
+            if now - checked >= CHECK_EVERY:
+                checked = now
+                await self._look()
+
+    async def _look(self) -> None:
+        try:
+            earliest = await lifecycle.next_run_at(self.db)
+        except DATABASE_ERRORS as exc:
+            log.warning("send pressure: cannot read the queue: %s", type(exc).__name__)
+            return
+        due = (self.clock.now() - earliest).total_seconds() if earliest else 0.0
+        self.behind = max(0.0, due)

@@ -65,8 +65,6 @@ class Producer:
         )
         self.metrics.claims += 1
         self.metrics.claimed += len(batch)
-        oldest = min((row.run_at for row in batch), default=now)
-        self.metrics.behind_seconds = max(0.0, (now - oldest).total_seconds())
         return batch
 
     async def run(
