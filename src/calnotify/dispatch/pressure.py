@@ -31,7 +31,7 @@ log = logging.getLogger("calnotify.dispatch")
 #: Seconds between the event loop's timer checks.
 INTERVAL = 0.025
 #: Seconds between reads of how far behind the sends are.
-CHECK_EVERY = 0.25
+CHECK_EVERY = 0.1
 
 
 class SendPressure:
@@ -40,7 +40,7 @@ class SendPressure:
         db: Database,
         clock: Clock,
         *,
-        behind_after: float = 0.5,
+        behind_after: float = 0.2,
         busy_after: float = 0.01,
         interval: float = INTERVAL,
     ) -> None:
