@@ -1,4 +1,4 @@
-"""``calnotify db backup``, ``db restore`` and ``db mark-restored`` (semantics §10: a
+"""``calnotify db backup``, ``db restore`` and ``db mark-restored`` (docs/semantics.md §10: a
 backup records its instant; a restore sends nothing twice)."""
 
 from __future__ import annotations

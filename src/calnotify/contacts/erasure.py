@@ -1,4 +1,4 @@
-"""Erasing a contact (semantics §10): ``DELETE /contacts/{contactId}`` and
+"""Erasing a contact (docs/semantics.md §10): ``DELETE /contacts/{contactId}`` and
 ``calnotify contacts erase``.
 
 Pending sends to the contact end ``cancelled`` (``contact_deleted``); their email address,

@@ -48,7 +48,7 @@ async def update_contact(
 async def delete_contact(
     contactId: str, principal: ContactsWrite, db: DatabaseDep, clock: ClockDep
 ) -> Succeded:
-    """Erase the contact (semantics §10): pending sends to them are cancelled, their details
+    """Erase the contact (docs/semantics.md §10): pending sends to them are cancelled, their details
     removed from every message and from the contact, which keeps only its id."""
     await erase_contact(db, contactId, clock.now(), location_id=principal.location_id)
     return Succeded()

@@ -1,4 +1,4 @@
-"""Backups that record their instant, and restores that send nothing twice (semantics §10).
+"""Backups that record their instant, and restores that send nothing twice (docs/semantics.md §10).
 
 ``calnotify db backup`` copies a SQLite database with SQLite's online backup and writes into
 the copy, in a table of its own (``backup_info``, never part of the schema), the instant the
