@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from calnotify.cli.common import CommandError, existing_database, iso
+from calnotify.cli.common import CommandError, existing_database, iso, on_database
 from calnotify.config import Settings
 from calnotify.db.urls import (
-    CONNECT_TIMEOUT_SECONDS,
     database_url_without_password,
     shown_database_url,
     sqlite_path,
@@ -100,27 +99,15 @@ def db_restore(args: argparse.Namespace, settings: Settings) -> int:
 
 def db_mark_restored(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.db.engine import Database
-    from calnotify.db.migrate import require_latest
     from calnotify.ops.backups import BackupError, mark_restored, refuse_while_in_use
 
-    existing_database(settings)
-    require_latest(settings.database_url)
-
-    async def run() -> Restored:
-        db = Database(
-            settings.database_url,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        )
-        try:
-            now = datetime.now(UTC)
-            await refuse_while_in_use(db, now)
-            return await mark_restored(db, args.since, now)
-        finally:
-            await db.dispose()
+    async def work(db: Database) -> Restored:
+        now = datetime.now(UTC)
+        await refuse_while_in_use(db, now)
+        return await mark_restored(db, args.since, now)
 
     try:
-        restored = asyncio.run(run())
+        restored = on_database(settings, work)
     except BackupError as exc:
         raise CommandError(f"nothing marked: {exc}") from None
     _print_missed(restored)

@@ -10,7 +10,7 @@ import math
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn, Protocol, TypeVar
 
 from calnotify.config import Settings
 from calnotify.db.engine import Database
@@ -86,35 +86,41 @@ def existing_database(settings: Settings) -> None:
 
 
 AdminAction = Callable[[argparse.Namespace, Any], Awaitable[Any]]
+T = TypeVar("T")
+
+
+def on_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """``work(db)`` on the configured database, which must exist and be at the latest
+    migration already: an admin command never migrates (a newer calnotify would otherwise
+    upgrade a production database as a side effect); ``serve`` and ``db upgrade`` do."""
+    from calnotify.db.migrate import require_latest
+
+    existing_database(settings)
+    require_latest(settings.database_url)
+
+    async def run() -> T:
+        db = Database(
+            settings.database_url,
+            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+            connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        )
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
 
 
 def admin(action: AdminAction) -> Callable[[argparse.Namespace, Settings], int]:
-    """Run ``action`` in one unit of work and print its JSON result.
-
-    The database must be at the latest migration already: an admin command never migrates
-    (a newer calnotify would otherwise upgrade a production database as a side effect);
-    ``serve`` and ``db upgrade`` do.
-    """
+    """Run ``action`` in one unit of work (:func:`on_database`) and print its JSON result."""
 
     def handler(args: argparse.Namespace, settings: Settings) -> int:
-        from calnotify.db.migrate import require_latest
+        async def work(db: Database) -> Any:
+            async with db.session() as session:
+                return await action(args, session)
 
-        existing_database(settings)
-        require_latest(settings.database_url)
-
-        async def run() -> Any:
-            db = Database(
-                settings.database_url,
-                busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            )
-            try:
-                async with db.session() as session:
-                    return await action(args, session)
-            finally:
-                await db.dispose()
-
-        print(json.dumps(asyncio.run(run()), indent=2))
+        print(json.dumps(on_database(settings, work), indent=2))
         return 0
 
     return handler

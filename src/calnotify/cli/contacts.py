@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from datetime import UTC, datetime
 from typing import Any
 
-from calnotify.cli.common import AddCommand, CommandError, existing_database
+from calnotify.cli.common import AddCommand, CommandError, on_database
 from calnotify.config import Settings
 from calnotify.db.engine import Database
-from calnotify.db.urls import CONNECT_TIMEOUT_SECONDS
 
 
 def add_commands(commands: Any, add: AddCommand) -> None:
@@ -41,25 +39,14 @@ def add_commands(commands: Any, add: AddCommand) -> None:
 
 def _erase(args: argparse.Namespace, settings: Settings) -> int:
     from calnotify.contacts.erasure import erase_contact
-    from calnotify.db.migrate import require_latest
     from calnotify.errors import NotFound
 
-    existing_database(settings)
-    require_latest(settings.database_url)
-
-    async def run() -> dict[str, Any]:
-        db = Database(
-            settings.database_url,
-            busy_timeout_ms=settings.sqlite_busy_timeout_ms,
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-        )
+    async def work(db: Database) -> dict[str, Any]:
         try:
             erased = await erase_contact(db, args.contact_id, datetime.now(UTC))
         except NotFound:
             raise CommandError(f"no contact {args.contact_id}") from None
-        finally:
-            await db.dispose()
         return {"id": args.contact_id, "deleted": True, "erased": erased.counts()}
 
-    print(json.dumps(asyncio.run(run()), indent=2))
+    print(json.dumps(on_database(settings, work), indent=2))
     return 0
