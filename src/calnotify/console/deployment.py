@@ -16,8 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from calnotify.config import Settings
 from calnotify.console.queries import LATENESS_EDGES, seconds_between
 from calnotify.console.sessions import COOKIE, Operator, choose_location
-from calnotify.console.web import PREFIX, ConsoleRoute, first, now_utc, read_form, render
-from calnotify.console.web import signed_in as signed_in_as
+from calnotify.console.web import PREFIX, ConsoleRoute, first, now_utc, read_form, render, signed_in
 from calnotify.deps import ReadSessionDep, SessionDep
 from calnotify.models import Delivery, Location
 from calnotify.ops.checks import run_checks
@@ -25,7 +24,7 @@ from calnotify.ops.results import CheckResult
 
 router = APIRouter(route_class=ConsoleRoute)
 
-OperatorOnly = Annotated[Operator, signed_in_as(operators_only=True)]
+OperatorOnly = Annotated[Operator, signed_in(operators_only=True)]
 
 
 @dataclass(frozen=True, slots=True)
