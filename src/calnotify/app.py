@@ -42,6 +42,7 @@ from calnotify.dispatch.metrics import DispatchMetrics
 from calnotify.dispatch.pressure import SendPressure
 from calnotify.dispatch.runtime import Engine
 from calnotify.dispatch.wakeup import Wakeup
+from calnotify.hooks.router import router as hooks_router
 from calnotify.inbox.hub import InboxHub
 from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
@@ -186,6 +187,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     deliveries_router,
     inbox_router,
     templates_router,
+    hooks_router,
     webhooks_router,
     ops_router,
     home_router,

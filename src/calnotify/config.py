@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     twilio_base_url: str = "https://api.twilio.com"
     twilio_timeout: float = Field(default=15, gt=0)
 
+    # Outbound webhooks (docs/semantics.md §8): the longest one POST may take per step
+    # (connect, write, each read), and whether endpoints may be private, loopback or
+    # link-local addresses (off: a tenant cannot make the service call inside its network).
+    webhook_timeout: float = Field(default=10, gt=0, le=120)
+    webhook_allow_private: bool = False
+
     # The address the service is reached at from outside (Twilio status callbacks).
     public_url: str = ""
 

@@ -27,6 +27,7 @@ from calnotify.db.engine import Database
 from calnotify.db.statements import Statement, by_id
 from calnotify.db.tx import Reader, Tx
 from calnotify.errors import BadRequest, FieldError, NotFound
+from calnotify.hooks.events import ENDPOINTS, WebhookEvent, announce_appointment
 from calnotify.ids import looks_like_id, new_id, parse_instance_id
 from calnotify.models import Calendar, Contact
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus, EventSource
@@ -80,6 +81,7 @@ class Context:
     calendars: dict[str, Any]
     people: People
     rules: dict[str, list[Any]]
+    endpoints: list[Any]  # the location's webhook endpoints (calnotify.hooks)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -107,14 +109,15 @@ async def read_context(
         *[(_CONTACT, {"contact_id": c, "location_id": location_id}) for c in contact_ids],
         (store.LOCATION, {"location_id": location_id}),
         (store.USERS, {"location_id": location_id}),
+        (ENDPOINTS, {"location_id": location_id}),
     )
     n = len(calendar_ids)
     calendars = {r[0].id: r[0] for r in found[:n] if r}
     rules = {c: found[n + i] for i, c in enumerate(calendar_ids) if c in calendars}
     contacts = {r[0].id: r[0] for r in found[2 * n : 2 * n + len(contact_ids)] if r}
-    location, users = found[-2], found[-1]
+    location, users, endpoints = found[-3:]
     people = People(location[0], {u.id: u for u in users}, contacts)
-    return Context(calendars, people, rules)
+    return Context(calendars, people, rules, endpoints)
 
 
 # --- booking -------------------------------------------------------------------------------
@@ -199,6 +202,8 @@ async def create_appointment(
         )
         if series.is_master(appointment):
             due |= await series.plan_series(tx, appointment, now, horizon)
+        created_event = WebhookEvent.APPOINTMENT_CREATE
+        due |= announce_appointment(tx, context.endpoints, created_event, appointment, where, now)
     return Written(appointment, where, appointment.rrule, due)
 
 
@@ -294,6 +299,11 @@ async def update_in(
         if series.is_master(appointment):
             due |= await series.plan_series(tx, appointment, now, horizon, resync=True)
     rule = await reads.series_rule(tx, appointment)
+    if kinds:
+        updated = WebhookEvent.APPOINTMENT_UPDATE
+        due |= announce_appointment(
+            tx, context.endpoints, updated, appointment, context.zone, now, rule
+        )
     return Written(appointment, context.zone, rule, due)
 
 
@@ -454,4 +464,6 @@ async def delete_appointment(
         due = await store.plan_appointments(tx, [(found, [deleted])], rules, context.people, now)
         if series.is_master(found):
             due |= await series.plan_series(tx, found, now, horizon)
+        gone = WebhookEvent.APPOINTMENT_DELETE
+        due |= announce_appointment(tx, context.endpoints, gone, found, context.zone, now)
     return due

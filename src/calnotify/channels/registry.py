@@ -10,6 +10,7 @@ from calnotify.channels.twilio import TwilioAdapter
 from calnotify.clock import Clock
 from calnotify.config import Settings
 from calnotify.db.engine import Database
+from calnotify.hooks.channel import WebhookAdapter
 
 
 def build_channels(
@@ -29,6 +30,7 @@ def build_channels(
         "sms": twilio or outbox,
         "whatsapp": twilio or outbox,
         "inApp": inbox,
+        "webhook": WebhookAdapter(settings, db, clock),
     }
 
 

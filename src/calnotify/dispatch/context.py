@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from calnotify.channels.base import WireBuilder
+from calnotify.channels.base import Message, WireBuilder
 from calnotify.channels.senders import (
     ALLOWED,
     NOTHING_ALLOWED,
@@ -30,6 +30,8 @@ from calnotify.compose.draft import Draft, Recipient, draft
 from calnotify.db.engine import Database
 from calnotify.db.statements import Statement
 from calnotify.deliveries.lifecycle import DeliveryStatus, Outcome, Reason
+from calnotify.hooks.events import WEBHOOK
+from calnotify.hooks.prepare import WEBHOOKS, message_of, webhook_ids
 from calnotify.models import (
     Appointment,
     Calendar,
@@ -99,6 +101,7 @@ class Context:
     templates: dict[str, tuple[str, str]]
     allowed: dict[str, AllowedSenders]
     deleted: dict[str, list[datetime]]
+    webhooks: dict[str, Any]  # webhook deliveries' bodies and endpoints, by delivery id
 
 
 async def load(db: Database, chunk: Sequence[Any]) -> Context:
@@ -119,6 +122,7 @@ async def load(db: Database, chunk: Sequence[Any]) -> Context:
         templates,
         allowed,
         deleted,
+        *webhooks,
     ) = await db.fetch(
         (_APPOINTMENTS, ids),
         (_RULES, ids),
@@ -129,6 +133,8 @@ async def load(db: Database, chunk: Sequence[Any]) -> Context:
         (_TEMPLATES, ids),
         (ALLOWED, ids),
         (_DELETED, ids),
+        # Only a chunk with webhooks reads them: nothing more for the other channels.
+        *([(WEBHOOKS, {"webhooks": hooks})] if (hooks := webhook_ids(chunk)) else []),
     )
     users_of: dict[str, dict[str, Any]] = defaultdict(dict)
     for user in users:
@@ -149,6 +155,7 @@ async def load(db: Database, chunk: Sequence[Any]) -> Context:
         templates={t.id: (t.subject, t.html or t.body) for t in templates},
         allowed=allowed_of(ids["locations"], allowed),
         deleted=gone,
+        webhooks={w.id: w for found in webhooks for w in found},
     )
 
 
@@ -158,8 +165,11 @@ def prepare(
     now: datetime,
     senders: SenderSettings,
     wire_of: Callable[[str], WireBuilder | None],
-) -> Outcome | Draft:
-    """The draft of ``delivery``'s message, or the outcome that ends it here (the fence)."""
+) -> Outcome | Draft | Message:
+    """The draft of ``delivery``'s message, or the outcome that ends it here (the fence);
+    a webhook's message, which needs no composing."""
+    if delivery.channel == WEBHOOK:
+        return message_of(delivery, context.webhooks.get(delivery.id), now)
     appointment = context.appointments.get(delivery.appointment_id)
     rule = context.rules.get(delivery.notification_id)
     calendar = context.calendars.get(delivery.calendar_id)

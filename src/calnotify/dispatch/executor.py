@@ -148,17 +148,22 @@ class Executor:
         token = chunk[0].claim_token or ""
         composed: asyncio.Queue[tuple[Any, Composed | BaseException]] = asyncio.Queue()
         jobs: list[tuple[Any, Job]] = []
+        ready_made = 0
         for delivery in chunk:
             prepared = prepare(delivery, context, now, self.settings, self._wire)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
                 continue
             self.fairness.started(delivery)
+            if isinstance(prepared, Message):  # a webhook: nothing to compose
+                composed.put_nowait((delivery, Composed(prepared, 0.0)))
+                ready_made += 1
+                continue
             job = self.pool.submit(delivery.location_id, prepared, _into(composed, delivery))
             jobs.append((delivery, job))
         sending: list[asyncio.Task[list[Outcome]]] = []
         try:
-            waiting = len(jobs)
+            waiting = len(jobs) + ready_made
             while waiting:
                 group = await self._ready_group(composed, waiting)
                 waiting -= len(group)

@@ -14,6 +14,7 @@ from calnotify.models.sender import AllowedSender
 from calnotify.models.template import Template
 from calnotify.models.token import ApiToken
 from calnotify.models.user import User
+from calnotify.models.webhook import WebhookEndpoint
 
 __all__ = [
     "AllowedSender",
@@ -34,4 +35,5 @@ __all__ = [
     "ServiceProcess",
     "Template",
     "User",
+    "WebhookEndpoint",
 ]

@@ -18,6 +18,7 @@ class RecipientKind(StrEnum):
     GUEST = "guest"  # a guest of the appointment (recipient_ref = the guest's email)
     ADDRESS = "address"  # a literal email address or phone number (recipient_ref)
     LOCATION = "location"  # the location's own email
+    WEBHOOK = "webhook"  # a webhook endpoint of the location (recipient_ref = its id)
 
 
 class Trigger(StrEnum):
@@ -52,12 +53,18 @@ class Delivery(IdMixin, Base):
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     calendar_id: Mapped[str] = mapped_column(String(20))
-    appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))
+    # None only for a webhook of a reply that matched no appointment.
+    appointment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("appointments.id", ondelete="CASCADE")
+    )
     # An occurrence of a series: its instance id (``appointmentId`` on the wire) and the
     # series' master id; empty otherwise.
     instance_id: Mapped[str] = mapped_column(String(48), default="")
     master_event_id: Mapped[str] = mapped_column(String(20), default="")
-    notification_id: Mapped[str] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))
+    # None for a webhook (``recipient_ref``: its endpoint's id).
+    notification_id: Mapped[str | None] = mapped_column(
+        ForeignKey("notifications.id", ondelete="CASCADE")
+    )
     notification_type: Mapped[str] = mapped_column(String(16))
     channel: Mapped[str] = mapped_column(String(16))
     receiver_type: Mapped[str] = mapped_column(String(16))

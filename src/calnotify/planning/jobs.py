@@ -140,7 +140,8 @@ def _pending_ids(*, by_rule: bool, schedule_only: bool = False) -> Statement:
     if by_rule:
         where.append(_D.notification_id == bindparam("owner"))
     else:
-        where.append(_D.calendar_id == bindparam("owner"))
+        # A webhook tells of an event that happened: a calendar's deletion keeps it.
+        where += [_D.calendar_id == bindparam("owner"), _D.notification_id.is_not(None)]
     if schedule_only:
         where.append(_D.trigger == Trigger.SCHEDULE.value)
     return Statement(select(_D.id).where(*where).limit(bindparam("page")))

@@ -81,6 +81,8 @@ PENDING_OF = Statement(
     select(*_STORED).where(
         _D.appointment_id.in_(bindparam("appointment_ids", expanding=True)),
         _D.status.in_(_PENDING),
+        # A webhook tells of an event that happened: no later change takes it back.
+        _D.notification_id.is_not(None),
     )
 )
 PENDING_OF_RULE = Statement(
@@ -110,6 +112,12 @@ _INSERT = {
     for dialect in ("sqlite", "postgresql")
 }
 _WAKE = Statement(text(f"NOTIFY {WAKE_CHANNEL}"))
+
+
+def wake(tx: Tx) -> None:
+    """Tell PostgreSQL's workers, at commit, that something is due to send."""
+    if tx.dialect.name == "postgresql":
+        tx.write(_WAKE, {})
 
 
 async def lock_calendar(tx: Tx, calendar_id: str) -> None:
@@ -181,10 +189,9 @@ def write(tx: Tx, plan: Plan, now: datetime) -> bool:
             tx.write(statement, {"ids": ids, "version": version, "now": now})
     lifecycle.replan(tx, plan.revive)
     tx.write_many(_INSERT[tx.dialect.name], plan.insert)
-    due = plan.due
-    if due and tx.dialect.name == "postgresql":
-        tx.write(_WAKE, {})
-    return due
+    if plan.due:
+        wake(tx)
+    return plan.due
 
 
 async def plan_appointments(

@@ -10,11 +10,13 @@ channel; ``HELP`` is answered with the location's help text. Nothing else change
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert
 
+from calnotify.api.types import format_timestamp
 from calnotify.appointments.schemas import AppointmentUpdate
 from calnotify.appointments.service import update_in
 from calnotify.auth.tokens import Principal
@@ -23,6 +25,7 @@ from calnotify.contacts.dnd import set_dnd
 from calnotify.db.engine import Database
 from calnotify.db.statements import Statement, table
 from calnotify.db.tx import Tx
+from calnotify.hooks.events import WebhookEvent, announce, endpoints_of
 from calnotify.ids import new_id
 from calnotify.models.appointment import AppointmentStatus, EventSource
 from calnotify.models.inbound import MAX_BODY, InboundMessage, ReplyAction
@@ -81,23 +84,43 @@ async def handle_reply(db: Database, reply: Inbound, now: datetime, horizon: tim
     async with db.transaction() as tx:
         found = await lookup.match(tx, reply.sender, reply.to, reply.channel, now)
         answered = await _act(tx, found, reply, now, horizon)
-        tx.write(
-            _INSERT,
-            {
-                "id": new_id(),
-                "location_id": found.location.id if found.location is not None else None,
-                "contact_id": found.contact_id,
-                "appointment_id": found.appointment_id,
-                "channel": reply.channel,
-                "from_number": reply.sender[:64],
-                "to_number": reply.to[:64],
-                "body": reply.body[:MAX_BODY],
-                "provider_message_id": reply.sid,
-                "action": answered.action.value,
-                "received_at": now,
-            },
-        )
+        stored = {
+            "id": new_id(),
+            "location_id": found.location.id if found.location is not None else None,
+            "contact_id": found.contact_id,
+            "appointment_id": found.appointment_id,
+            "channel": reply.channel,
+            "from_number": reply.sender[:64],
+            "to_number": reply.to[:64],
+            "body": reply.body[:MAX_BODY],
+            "provider_message_id": reply.sid,
+            "action": answered.action.value,
+            "received_at": now,
+        }
+        tx.write(_INSERT, stored)
+        if found.location is not None:
+            endpoints = await endpoints_of(tx, found.location.id)
+            event = WebhookEvent.INBOUND_MESSAGE
+            if announce(tx, endpoints, event, found.location.id, message_body(stored), now):
+                answered = replace(answered, due=True)
     return answered
+
+
+def message_body(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored reply as an ``InboundMessage`` webhook shows it (docs/semantics.md §8)."""
+    return {
+        "id": stored["id"],
+        "messageType": "WhatsApp" if stored["channel"] == "whatsapp" else "SMS",
+        "direction": "inbound",
+        "contactId": stored["contact_id"] or "",
+        "appointmentId": stored["appointment_id"] or "",
+        "from": stored["from_number"],
+        "to": stored["to_number"],
+        "body": stored["body"],
+        "providerMessageId": stored["provider_message_id"],
+        "action": stored["action"],
+        "dateAdded": format_timestamp(stored["received_at"]),
+    }
 
 
 async def _act(

@@ -1,0 +1,80 @@
+"""``/locations/{locationId}/webhooks``: a location's outbound webhooks
+(docs/semantics.md §8; the scopes are explained in docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from calnotify.auth.deps import ensure_location, require
+from calnotify.auth.scopes import Scope
+from calnotify.auth.tokens import Principal
+from calnotify.config import Settings
+from calnotify.deps import SessionDep
+from calnotify.hooks import service
+from calnotify.hooks.schemas import (
+    WebhookCreate,
+    WebhookCreated,
+    WebhookDeleted,
+    WebhookList,
+    WebhookOut,
+)
+
+router = APIRouter(prefix="/locations/{locationId}/webhooks", tags=["Webhooks"])
+LocationIdPath = Annotated[str, Path(description="Location Id (the token's own)")]
+_check_read = require(Scope.LOCATIONS_READ)
+_check_write = require(Scope.LOCATIONS_WRITE)
+
+
+# The path's locationId must be the token's own (else 403), checked after the token,
+# scope and Version and before the body.
+async def _reader_here(
+    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_read)]
+) -> Principal:
+    ensure_location(principal, locationId)
+    return principal
+
+
+async def _writer_here(
+    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_write)]
+) -> Principal:
+    ensure_location(principal, locationId)
+    return principal
+
+
+HooksRead = Annotated[Principal, Depends(_reader_here)]
+HooksWrite = Annotated[Principal, Depends(_writer_here)]
+
+
+@router.get("", response_model=WebhookList, operation_id="list-webhooks")
+async def list_webhooks(principal: HooksRead, session: SessionDep) -> WebhookList:
+    """The location's webhooks (without their secrets)."""
+    rows = await service.list_endpoints(session, principal.location_id)
+    return WebhookList(webhooks=[WebhookOut(**service.to_wire(r)) for r in rows])
+
+
+@router.post("", response_model=WebhookCreated, status_code=201, operation_id="create-webhook")
+async def create_webhook(
+    body: WebhookCreate, principal: HooksWrite, session: SessionDep, request: Request
+) -> WebhookCreated:
+    """``{"url", "events"?}`` (no events: all four); the answer has the signing secret,
+    shown this once."""
+    settings: Settings = request.app.state.settings
+    endpoint = await service.add_endpoint(
+        session,
+        principal.location_id,
+        body.url,
+        body.events,
+        allow_private=settings.webhook_allow_private,
+    )
+    return WebhookCreated(**service.to_wire(endpoint, secret=True))
+
+
+@router.delete("/{webhookId}", response_model=WebhookDeleted, operation_id="delete-webhook")
+async def delete_webhook(
+    webhookId: str, principal: HooksWrite, session: SessionDep
+) -> WebhookDeleted:
+    """Remove a webhook; what is still to be sent to it is skipped."""
+    await service.remove_endpoint(session, principal.location_id, webhookId)
+    return WebhookDeleted()
