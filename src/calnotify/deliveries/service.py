@@ -111,8 +111,8 @@ async def list_outbox(
 def delivery_out(d: Delivery) -> DeliveryOut:
     return DeliveryOut(
         id=d.id,
-        notificationId=d.notification_id,
-        appointmentId=d.instance_id or d.appointment_id,
+        notificationId=d.notification_id or "",
+        appointmentId=d.instance_id or d.appointment_id or "",
         masterEventId=d.master_event_id,
         calendarId=d.calendar_id,
         notificationType=d.notification_type,

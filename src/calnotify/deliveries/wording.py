@@ -21,6 +21,9 @@ _PROVIDER = {"email": "email", "sms": "SMS", "whatsapp": "WhatsApp", "inApp": "i
 
 
 def neutral(channel: str) -> str:
+    if channel == "webhook":
+        # Its own endpoint, but how it failed to reach it would map the operator's network.
+        return "the webhook endpoint could not be reached; the operator has been told"
     kind = _PROVIDER.get(channel, "message")
     return f"the {kind} provider could not be reached; the operator has been told"
 
