@@ -77,6 +77,10 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["senders", "remove"],
         ["contacts"],
         ["contacts", "erase"],
+        ["webhooks"],
+        ["webhooks", "add"],
+        ["webhooks", "list"],
+        ["webhooks", "remove"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:

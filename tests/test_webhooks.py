@@ -95,7 +95,9 @@ class Hooks:
         return created
 
     async def webhooks(self) -> list[dict[str, Any]]:
-        return [d for d in await self.scenario.deliveries() if d["channel"] == "webhook"]
+        found = await self.scenario.deliveries(channel="webhook")
+        assert all(d["channel"] == "webhook" and d["notificationId"] == "" for d in found)
+        return found
 
 
 def adapter(settings: Settings, db: Database, clock: ManualClock, hooks: Hooks) -> WebhookAdapter:

@@ -18,7 +18,7 @@ router = APIRouter(tags=["Deliveries"])
 
 Reader = Annotated[Principal, Depends(require_unversioned(Scope.EVENTS_READ))]
 StatusFilter = Literal["scheduled", "sending", "sent", "failed", "cancelled", "skipped"]
-ChannelFilter = Literal["email", "sms", "whatsapp", "inApp"]
+ChannelFilter = Literal["email", "sms", "whatsapp", "inApp", "webhook"]
 
 
 @router.get("/deliveries", response_model=DeliveriesOut, operation_id="list-deliveries")
