@@ -360,7 +360,8 @@ async def test_a_hanging_endpoint_holds_back_no_other_send(
         await scenario.book(await contact(scenario), START)
         started = asyncio.get_running_loop().time()
         await scenario.run_at(NOW)
-        assert asyncio.get_running_loop().time() - started < 5
+        # Far below the 30 s the endpoint hangs (slack for a busy machine).
+        assert asyncio.get_running_loop().time() - started < 15
         assert len(provider.sent) == 1  # the email went out meanwhile
         [delivery] = await found.webhooks()
         assert (delivery["status"], delivery["reason"]) == ("scheduled", "retrying")
@@ -478,3 +479,16 @@ def test_webhooks_commands(
             main(["webhooks", "add", "--location", location, "--url", URL, "--event", "Nope"])
     finally:
         get_settings.cache_clear()
+
+
+async def test_the_console_shows_an_appointments_webhooks(hooks: Hooks) -> None:
+    from tests.test_console import signed_in, text_of
+
+    scenario = hooks.scenario
+    await hooks.add()
+    booked = await scenario.book(await contact(scenario), START)
+    await scenario.run_at(NOW)
+    await signed_in(scenario.client, scenario.tenant)
+    page = await scenario.client.get(f"/console/appointments/{booked['id']}")
+    assert page.status_code == 200
+    assert URL.split("?")[0] in text_of(page.text)

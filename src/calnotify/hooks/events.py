@@ -88,10 +88,13 @@ def announce(
     now: datetime,
     *,
     appointment: Any = None,
+    appointment_id: str | None = None,
 ) -> bool:
     """Write ``event`` (``data``: its appointment, or its message for ``InboundMessage``)
     for each of ``endpoints`` that asked for it; whether any was written (the dispatcher is
-    to be woken). Writes only: no round trip of its own."""
+    to be woken). Writes only: no round trip of its own. ``appointment_id``, without
+    ``appointment``: the appointment a message is about (a contact's erasure finds the
+    deliveries of their appointments)."""
     wanted = [e for e in endpoints if event.value in e.events.split()]
     if not wanted:
         return False
@@ -103,7 +106,11 @@ def announce(
         key: data,
     }
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
-    tx.write_many(_INSERT, [_row(e, event, location_id, body, now, appointment) for e in wanted])
+    rows = [_row(e, event, location_id, body, now, appointment) for e in wanted]
+    if appointment is None:
+        for row in rows:
+            row["appointment_id"] = appointment_id
+    tx.write_many(_INSERT, rows)
     wake(tx)
     return True
 

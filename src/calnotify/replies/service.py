@@ -101,7 +101,9 @@ async def handle_reply(db: Database, reply: Inbound, now: datetime, horizon: tim
         if found.location is not None:
             endpoints = await endpoints_of(tx, found.location.id)
             event = WebhookEvent.INBOUND_MESSAGE
-            if announce(tx, endpoints, event, found.location.id, message_body(stored), now):
+            data = message_body(stored)
+            about = found.appointment_id
+            if announce(tx, endpoints, event, found.location.id, data, now, appointment_id=about):
                 answered = replace(answered, due=True)
     return answered
 
