@@ -199,9 +199,10 @@ def test_a_location_with_only_users_and_tokens_is_deleted_without_force(
     run(capsys, "users", "create", "--location", loc, "--email", "ann@acme.example")
     run(capsys, "tokens", "create", "--location", loc)
     run(capsys, "senders", "add", "--location", loc, "--email", "desk@acme.example")
+    run(capsys, "webhooks", "add", "--location", loc, "--url", "https://hooks.example.com/x")
     code, removed, _ = run(capsys, "locations", "delete", loc)
     assert code == 0
-    assert removed["removed"] == {"users": 1, "tokens": 1, "allowedSenders": 1}
+    assert removed["removed"] == {"users": 1, "tokens": 1, "allowedSenders": 1, "webhooks": 1}
     assert run_list(capsys, "locations", "list")[1] == []
 
 

@@ -162,6 +162,7 @@ async def test_add_list_and_remove_through_the_api(hooks: Hooks) -> None:
         ("https://hooks.example.com:99999/x", "not a valid URL"),
         ("https:///x", "https:// URL"),
         ("https://hooks.example.com/a b", "spaces"),
+        ("https://bücher.example/x", "IDNA"),
     ],
 )
 async def test_bad_urls_are_a_400_naming_url(hooks: Hooks, url: str, says: str) -> None:

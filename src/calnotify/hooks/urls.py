@@ -61,6 +61,8 @@ def parse(url: str) -> SplitResult:
     host = parts.hostname or ""
     if parts.scheme not in ("https", "http") or not host:
         raise WebhookURLError("must be an https:// URL with a host name")
+    if not host.isascii():
+        raise WebhookURLError("must give a non-ASCII host name in its IDNA form (xn--…)")
     if parts.scheme == "http" and not is_loopback_host(host):
         raise WebhookURLError("must use https (http is allowed only for localhost)")
     if parts.username is not None or parts.password is not None:

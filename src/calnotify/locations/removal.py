@@ -24,6 +24,7 @@ from calnotify.models import (
     PlanningJob,
     Template,
     User,
+    WebhookEndpoint,
 )
 
 # What a location holds, by the name shown for it, in the order it is removed (rows before
@@ -41,6 +42,7 @@ _KINDS: tuple[tuple[str, InstrumentedAttribute[str] | InstrumentedAttribute[str 
     ("users", User.location_id),
     ("tokens", ApiToken.location_id),
     ("allowedSenders", AllowedSender.location_id),
+    ("webhooks", WebhookEndpoint.location_id),
 )
 
 #: A location with any of these is deleted only when forced.
