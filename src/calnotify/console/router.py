@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.auth.tokens import Principal
-from calnotify.console import deployment, pages, rules, template_pages
+from calnotify.console import deployment, desk, messages, pages, people, rules, template_pages
 from calnotify.console.sessions import (
     COOKIE,
     LIFETIME,
@@ -148,3 +148,6 @@ router.include_router(deployment.router)
 router.include_router(rules.router)
 router.include_router(pages.router)
 router.include_router(template_pages.router)
+router.include_router(desk.router)
+router.include_router(people.router)
+router.include_router(messages.router)

@@ -254,6 +254,17 @@ def pages(total: int, size: int) -> int:
     return max(1, math.ceil(total / size))
 
 
+def last_page(total: int, size: int, number: int, what: str) -> int:
+    """How many pages ``total`` rows make; a page past the last is a page that says so."""
+    last = pages(total, size)
+    if number > last:
+        count = "is 1 page" if last == 1 else f"are {last} pages"
+        raise PageError(
+            404, "No such page", f"Page {number} is past the last: there {count} of {what}."
+        )
+    return last
+
+
 def page_number(value: str | None, last: int | None = None) -> int:
     try:
         number = int(value or "1")

@@ -1,0 +1,362 @@
+"""The front desk in the console: acting on appointments, the contact page, the Messages
+page, and the fixes of the console's open list (issue 22). Chromium drives the same pages in
+tests/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import select, update
+
+from calnotify.console import words
+from calnotify.db.engine import Database
+from calnotify.models import AppointmentEvent, Delivery
+from tests.conftest import NOW
+from tests.factories import Tenant
+from tests.test_availability import open_calendar
+from tests.test_console import csrf_of, signed_in, text_of
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+async def book(
+    client: httpx.AsyncClient, tenant: Tenant, contact: str, start: datetime, **fields: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/calendars/events/appointments",
+        json={
+            "calendarId": tenant.calendar_id,
+            "locationId": tenant.location_id,
+            "contactId": contact,
+            "startTime": start.isoformat(),
+            "title": "Cleaning",
+            **fields,
+        },
+        headers=tenant.headers(),
+    )
+    assert response.status_code == 200, response.text
+    booked: dict[str, Any] = response.json()
+    return booked
+
+
+async def rules(client: httpx.AsyncClient, tenant: Tenant, *types: str) -> None:
+    response = await client.post(
+        f"/calendars/{tenant.calendar_id}/notifications",
+        json=[
+            {"receiverType": "contact", "channel": "email", "notificationType": t} for t in types
+        ],
+        headers=tenant.headers(),
+    )
+    assert response.status_code in (200, 201), response.text
+
+
+async def status_in_api(client: httpx.AsyncClient, tenant: Tenant, event_id: str) -> Any:
+    response = await client.get(
+        f"/calendars/events/appointments/{event_id}", headers=tenant.headers()
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["event"]
+
+
+async def test_the_desk_cancels_with_a_reason_and_the_rules_fire(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    await rules(client, tenant, "cancellation")
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    csrf = await signed_in(client, tenant)
+    page = await client.get(f"/console/appointments/{booked['id']}")
+    assert "Cancel appointment</button>" in page.text
+    assert "Reason for cancelling (optional)" in text_of(page.text)
+
+    done = await client.post(
+        f"/console/appointments/{booked['id']}/cancel",
+        data={"csrf": csrf, "reason": "Patient has the flu"},
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/console/appointments/{booked['id']}?done=cancelled"
+    assert (await status_in_api(client, tenant, booked["id"]))["appointmentStatus"] == "cancelled"
+    shown = text_of((await client.get(done.headers["location"])).text)
+    assert "Appointment cancelled." in shown
+    assert "Status changed to cancelled" in shown
+    assert "Patient has the flu" in shown
+    assert "in the console (token" in shown
+    async with db.session() as session:
+        event = (
+            await session.scalars(
+                select(AppointmentEvent).where(
+                    AppointmentEvent.appointment_id == booked["id"],
+                    AppointmentEvent.kind == "status_changed",
+                )
+            )
+        ).one()
+        sent = await session.scalars(
+            select(Delivery.notification_type).where(Delivery.appointment_id == booked["id"])
+        )
+        assert "cancellation" in sent.all()  # the calendar's rule fired, as through the API
+    assert (event.source, event.note) == ("console", "Patient has the flu")
+    assert event.actor  # the token of the session
+
+
+async def test_the_desk_confirms_and_marks_showed_and_no_show(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    csrf = await signed_in(client, tenant)
+    for status, flash in (
+        ("confirmed", "Appointment confirmed."),
+        ("showed", "Marked as showed."),
+        ("noshow", "Marked as no-show."),
+    ):
+        done = await client.post(
+            f"/console/appointments/{booked['id']}/status", data={"csrf": csrf, "status": status}
+        )
+        assert done.status_code == 303, done.text
+        assert (await status_in_api(client, tenant, booked["id"]))["appointmentStatus"] == status
+        assert flash in text_of((await client.get(done.headers["location"])).text)
+    bad = await client.post(
+        f"/console/appointments/{booked['id']}/status", data={"csrf": csrf, "status": "invalid"}
+    )
+    assert bad.status_code == 400
+    assert "Choose confirmed, showed or no-show." in bad.text
+    forged = await client.post(
+        f"/console/appointments/{booked['id']}/status", data={"csrf": "x", "status": "confirmed"}
+    )
+    assert forged.status_code == 403
+    long_reason = await client.post(
+        f"/console/appointments/{booked['id']}/cancel", data={"csrf": csrf, "reason": "x" * 501}
+    )
+    assert long_reason.status_code == 400
+    assert "at most 500 are kept" in long_reason.text
+    assert (await status_in_api(client, tenant, booked["id"]))["appointmentStatus"] == "noshow"
+
+
+async def test_the_desk_needs_the_write_scope_and_its_own_location(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    theirs = await book(
+        client, other_tenant, await other_tenant.add_contact(), NOW + timedelta(days=3)
+    )
+    csrf = await signed_in(client, tenant)
+    for path in ("status", "cancel", "reschedule"):
+        response = await client.post(
+            f"/console/appointments/{theirs['id']}/{path}",
+            data={"csrf": csrf, "status": "confirmed", "start": "2030-01-09T10:00"},
+        )
+        assert response.status_code == 404, (path, response.text)
+        assert "Appointment not found" in response.text
+    assert (await status_in_api(client, other_tenant, theirs["id"]))["appointmentStatus"] == "new"
+
+    client.cookies.clear()
+    reader = await tenant.token_with("calendars/events.readonly", "calendars.readonly")
+    await signed_in(client, Tenant(**{**tenant.__dict__, "token": reader}))
+    page = await client.get(f"/console/appointments/{booked['id']}")
+    assert page.status_code == 200
+    assert "Cancel appointment" not in page.text
+    refused = await client.post(
+        f"/console/appointments/{booked['id']}/cancel",
+        data={"csrf": csrf_of(page.text), "reason": ""},
+    )
+    assert refused.status_code == 403
+    assert "calendars/events.write" in refused.text
+
+
+async def test_the_desk_reschedules_to_a_free_slot_or_a_typed_time(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await open_calendar(client, tenant)
+    contact = await tenant.add_contact()
+    # Wed 2 Jan 2030, 09:00 in New York: inside the opening hours.
+    booked = await book(client, tenant, contact, datetime(2030, 1, 2, 9, tzinfo=NEW_YORK))
+    csrf = await signed_in(client, tenant)
+    form = await client.get(f"/console/appointments/{booked['id']}/reschedule")
+    assert form.status_code == 200
+    slots = re.findall(r'name="slot" value="([^"]+)"', form.text)
+    assert slots, form.text
+    assert "A free slot in the next 14 days" in text_of(form.text)
+
+    chosen = slots[-1]
+    moved = await client.post(
+        f"/console/appointments/{booked['id']}/reschedule", data={"csrf": csrf, "slot": chosen}
+    )
+    assert moved.status_code == 303, moved.text
+    event = await status_in_api(client, tenant, booked["id"])
+    assert datetime.fromisoformat(event["startTime"]) == datetime.fromisoformat(chosen)
+    assert "Appointment rescheduled." in text_of((await client.get(moved.headers["location"])).text)
+
+    closed = await client.post(
+        f"/console/appointments/{booked['id']}/reschedule",
+        data={"csrf": csrf, "start": "2030-01-05T22:00"},  # a Saturday night: closed
+    )
+    assert closed.status_code == 400
+    assert "Not rescheduled" in text_of(closed.text)
+    assert 'value="2030-01-05T22:00"' in closed.text
+    nonsense = await client.post(
+        f"/console/appointments/{booked['id']}/reschedule", data={"csrf": csrf, "start": "soon"}
+    )
+    assert nonsense.status_code == 400
+    assert "The new start must be an ISO 8601 date and time" in text_of(nonsense.text)
+    empty = await client.post(
+        f"/console/appointments/{booked['id']}/reschedule", data={"csrf": csrf}
+    )
+    assert "Choose a free slot or enter a new start." in empty.text
+
+
+async def test_the_contact_page_shows_appointments_messages_and_toggles_dnd(
+    client: httpx.AsyncClient, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    await rules(client, tenant, "booked")
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3), title="Whitening")
+    csrf = await signed_in(client, tenant)
+    appointment = await client.get(f"/console/appointments/{booked['id']}")
+    assert f'href="/console/contacts/{contact}"' in appointment.text
+    page = await client.get(f"/console/contacts/{contact}")
+    assert page.status_code == 200, page.text
+    shown = text_of(page.text)
+    assert "Rosa Diaz" in shown
+    assert "Whitening" in shown
+    assert "1 message to Rosa Diaz" in shown
+    assert "Stop SMS messages" in shown
+
+    turned = await client.post(
+        f"/console/contacts/{contact}/dnd", data={"csrf": csrf, "channel": "sms", "on": "true"}
+    )
+    assert turned.status_code == 303
+    api = await client.get(f"/contacts/{contact}", headers=tenant.headers())
+    assert api.json()["contact"]["dndSettings"]["SMS"]["status"] == "active"
+    shown = text_of((await client.get(turned.headers["location"])).text)
+    assert "Do not disturb turned on." in shown
+    assert "Allow SMS messages" in shown
+    off = await client.post(
+        f"/console/contacts/{contact}/dnd", data={"csrf": csrf, "channel": "sms", "on": "false"}
+    )
+    assert off.status_code == 303
+    api = await client.get(f"/contacts/{contact}", headers=tenant.headers())
+    assert api.json()["contact"]["dndSettings"]["SMS"]["status"] == "inactive"
+    bad = await client.post(
+        f"/console/contacts/{contact}/dnd", data={"csrf": csrf, "channel": "fax", "on": "true"}
+    )
+    assert bad.status_code == 400
+
+    theirs = await other_tenant.add_contact()
+    assert (await client.get(f"/console/contacts/{theirs}")).status_code == 404
+    stranger = await client.post(
+        f"/console/contacts/{theirs}/dnd", data={"csrf": csrf, "channel": "sms", "on": "true"}
+    )
+    assert stranger.status_code == 404
+    past_last = await client.get(f"/console/contacts/{contact}", params={"page": "9"})
+    assert past_last.status_code == 404
+    assert "there is 1 page of messages to this contact" in text_of(past_last.text)
+
+    client.cookies.clear()
+    reader = await tenant.token_with(
+        "contacts.readonly", "calendars/events.readonly", "calendars.readonly"
+    )
+    await signed_in(client, Tenant(**{**tenant.__dict__, "token": reader}))
+    page = await client.get(f"/console/contacts/{contact}")
+    assert "changed with the contacts.write scope" in text_of(page.text)
+    refused = await client.post(
+        f"/console/contacts/{contact}/dnd",
+        data={"csrf": csrf_of(page.text), "channel": "sms", "on": "true"},
+    )
+    assert refused.status_code == 403
+
+
+async def test_the_messages_page_filters_and_pages(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    await rules(client, tenant, "booked", "confirmation")
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    await signed_in(client, tenant)
+    everything = await client.get("/console/messages")
+    assert everything.status_code == 200
+    assert "1 message" in text_of(everything.text)
+    async with db.session() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.appointment_id == booked["id"])
+            .values(status="failed", reason="permanent", updated_at=NOW - timedelta(minutes=5))
+        )
+    failed = await client.get(
+        "/console/messages",
+        params={"status": "failed", "reason": "permanent", "channel": "email", "type": "booked"},
+    )
+    assert "1 message" in text_of(failed.text)
+    assert "failed: the provider refused it" in text_of(failed.text)
+    none = await client.get("/console/messages", params={"status": "sent"})
+    assert "No message matches." in none.text
+    day = (NOW + timedelta(days=1)).date().isoformat()
+    later = await client.get("/console/messages", params={"from": day})
+    assert "No message matches." in later.text  # the booked message was due at once
+    bad = await client.get("/console/messages", params={"from": "someday"})
+    assert bad.status_code == 400
+    assert "must be a date like 2030-01-31" in bad.text
+    past_last = await client.get("/console/messages", params={"page": "7"})
+    assert past_last.status_code == 404
+    assert "Page 7 is past the last: there is 1 page of messages." in text_of(past_last.text)
+
+    # The Health page's counts link here, pre-filtered; failures the dispatcher recorded
+    # (no sent_at) count as failed in the last hour.
+    health = await client.get("/console/health")
+    linked = re.search(r'href="(/console/messages\?status=failed[^"]*)"[^>]*>(\d+)<', health.text)
+    assert linked, health.text
+    assert linked.group(2) == "1"
+    listed = await client.get(linked.group(1).replace("&amp;", "&"))
+    assert listed.status_code == 200, listed.text
+    assert "1 message" in text_of(listed.text)
+    assert 'href="/console/messages?status=scheduled"' in health.text
+
+
+async def test_health_minutes_are_hours_and_minutes_in_any_zone(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    from calnotify.models import Location
+
+    async with db.session() as session:
+        await session.execute(
+            update(Location)
+            .where(Location.id == tenant.location_id)
+            .values(timezone="America/Sao_Paulo")  # abbreviated "-03": not three letters
+        )
+    await signed_in(client, tenant)
+    health = await client.get("/console/health")
+    labels = re.findall(r'<th scope="row">([^<]+)</th>', health.text)
+    local = NOW.astimezone(ZoneInfo("America/Sao_Paulo"))
+    assert local.strftime("%H:%M") in labels
+    assert all(re.fullmatch(r"\d\d:\d\d", label) for label in labels[:60]), labels[:5]
+
+
+async def test_the_to_day_across_a_change_of_clocks_is_a_calendar_day(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    contact = await tenant.add_contact()
+    # 3 Nov 2030, the day New York falls back: 25 hours long. 23:30 is still that day.
+    late = datetime(2030, 11, 3, 23, 30, tzinfo=NEW_YORK)
+    await book(client, tenant, contact, late, title="Late on the long day")
+    await signed_in(client, tenant)
+    found = await client.get(
+        "/console/appointments", params={"from": "2030-11-03", "to": "2030-11-03"}
+    )
+    assert "Late on the long day" in found.text
+
+
+def test_one_is_singular_in_a_schedule() -> None:
+    assert words.schedule([{"timeOffset": 1, "unit": "minutes"}], "before") == "1 minute before"
+    assert words.schedule([{"timeOffset": 2, "unit": "hours"}], "after") == "2 hours after"
+
+
+async def test_the_search_label_names_everything_it_searches(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await signed_in(client, tenant)
+    page = await client.get("/console/appointments")
+    assert '<label for="q">Title, or contact name, email or phone</label>' in page.text
