@@ -10,15 +10,18 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
+from calnotify.auth.tokens import hash_token
+from calnotify.clock import ManualClock
 from calnotify.console import words
+from calnotify.console.sessions import LIFETIME
 from calnotify.db.engine import Database
-from calnotify.models import AppointmentEvent, Delivery
+from calnotify.models import AppointmentEvent, ConsoleSession, Delivery
 from tests.conftest import NOW
 from tests.factories import Tenant
 from tests.test_availability import open_calendar
-from tests.test_console import csrf_of, signed_in, text_of
+from tests.test_console import csrf_of, rule_form, rules_in_api, sign_in, signed_in, text_of
 
 NEW_YORK = ZoneInfo("America/New_York")
 
@@ -360,3 +363,159 @@ async def test_the_search_label_names_everything_it_searches(
     await signed_in(client, tenant)
     page = await client.get("/console/appointments")
     assert '<label for="q">Title, or contact name, email or phone</label>' in page.text
+
+
+# --- the console's open list (issue 22, item 6) -------------------------------------------
+
+
+async def test_schedule_rows_past_ten_are_refused_with_a_message(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    csrf = await signed_in(client, tenant)
+    form = rule_form(csrf, notificationType="reminder")
+    for i in range(11):
+        form |= {f"offset{i}": str(i + 1), f"unit{i}": "hours", f"when{i}": "before"}
+    refused = await client.post(f"/console/calendars/{tenant.calendar_id}/rules", data=form)
+    assert refused.status_code == 400
+    assert "at most 10 offsets: 11 were sent, remove 1" in text_of(refused.text)
+    assert 'value="11"' in refused.text  # the eleventh row is shown again, not dropped
+    assert await rules_in_api(client, tenant) == []
+
+
+async def test_bad_offsets_are_told_in_the_preview_and_the_form_with_unique_ids(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    csrf = await signed_in(client, tenant)
+    form = rule_form(csrf, notificationType="reminder", offset0="soon", offset1="later")
+    form |= {"unit1": "hours", "when1": "before"}
+    preview = await client.post(
+        f"/console/calendars/{tenant.calendar_id}/preview",
+        data=form,
+        headers={"HX-Request": "true"},
+    )
+    assert "Schedule: row 1: the offset must be a number" in text_of(preview.text)
+    assert 'id="preview-status"' in preview.text
+    assert "Preview: nothing to preview yet, 3 problems." in preview.text
+
+    saved = await client.post(f"/console/calendars/{tenant.calendar_id}/rules", data=form)
+    assert saved.status_code == 400
+    assert 'id="schedule-error"' in saved.text and 'id="schedule-error-2"' in saved.text
+    assert 'href="#schedule"' in saved.text and 'id="schedule"' in saved.text
+    assert 'id="selectedUsers"' in saved.text
+    ids = re.findall(r' id="([^"]+)"', saved.text)
+    assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+
+
+async def test_an_error_inside_an_htmx_swap_is_a_fragment(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await signed_in(client, tenant)
+    expired = await client.post(
+        f"/console/calendars/{tenant.calendar_id}/preview",
+        data=rule_form("not-the-token"),
+        headers={"HX-Request": "true"},
+    )
+    assert expired.status_code == 403
+    assert "<html" not in expired.text and "<nav" not in expired.text
+    assert "Form expired" in expired.text
+    whole = await client.post(
+        f"/console/calendars/{tenant.calendar_id}/preview", data=rule_form("not-the-token")
+    )
+    assert "<html" in whole.text
+
+
+async def test_the_rule_form_has_a_one_line_live_region(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    csrf = await signed_in(client, tenant)
+    page = await client.get(f"/console/calendars/{tenant.calendar_id}/rules/new")
+    assert re.search(r'<p id="preview-status"[^>]*aria-live="polite"', page.text)
+    assert re.search(r'<div id="preview"[^>]*aria-live', page.text) is None
+    preview = await client.post(
+        f"/console/calendars/{tenant.calendar_id}/preview",
+        data=rule_form(csrf),
+        headers={"HX-Request": "true"},
+    )
+    line = re.search(r'<p id="preview-status"[^>]*hx-swap-oob="true">([^<]*)</p>', preview.text)
+    assert line and line.group(1) == "Preview: 1 message."
+
+
+async def test_deactivate_and_delete_name_their_rule_and_delete_asks_first(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await rules(client, tenant, "booked")
+    await signed_in(client, tenant)
+    page = await client.get(f"/console/calendars/{tenant.calendar_id}")
+    assert 'aria-label="Deactivate Booked Email rule"' in page.text
+    assert 'aria-label="Delete Booked Email rule"' in page.text
+    assert 'hx-confirm="Delete the Booked Email rule? Its planned messages are cancelled."' in (
+        page.text
+    )
+
+
+async def test_an_unknown_console_address_and_a_page_past_the_last_say_so(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    await signed_in(client, tenant)
+    unknown = await client.get("/console/no-such-page")
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"].startswith("text/html")
+    assert "There is no console page at this address." in unknown.text
+    assert (await client.get("/console/static/console.css")).status_code == 200
+    for path, what in (
+        ("/console/appointments", "appointments"),
+        ("/console/outbox", "outbox messages"),
+        ("/console/templates", "templates"),
+    ):
+        past = await client.get(path, params={"page": "3"})
+        assert past.status_code == 404, path
+        assert f"Page 3 is past the last: there is 1 page of {what}." in text_of(past.text)
+
+
+async def test_signing_in_again_ends_the_previous_session_and_sweeps_expired_ones(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database, clock: ManualClock
+) -> None:
+    first = await sign_in(client, tenant.token)
+    assert first.status_code == 303
+    old = client.cookies["calnotify_console"]
+    again = await sign_in(client, tenant.token)
+    assert again.status_code == 303
+    assert client.cookies["calnotify_console"] != old
+    async with db.session(write=False) as session:
+        kept = (await session.scalars(select(ConsoleSession.id_hash))).all()
+    assert kept == [hash_token(client.cookies["calnotify_console"])]
+
+    other = httpx.AsyncClient(transport=client._transport, base_url=str(client.base_url))
+    async with other:
+        assert (await sign_in(other, tenant.token)).status_code == 303
+    clock.advance(seconds=LIFETIME.total_seconds() + 60)
+    client.cookies.clear()
+    assert (await sign_in(client, tenant.token)).status_code == 303
+    async with db.session(write=False) as session:
+        left = await session.scalar(select(func.count()).select_from(ConsoleSession))
+    assert left == 1  # the other browser's expired session was swept
+
+
+async def test_an_occurrence_links_to_the_previous_and_the_next(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    contact = await tenant.add_contact()
+    master = await book(
+        client,
+        tenant,
+        contact,
+        NOW + timedelta(days=1),
+        title="Weekly check",
+        rrule="RRULE:FREQ=WEEKLY;COUNT=5",
+    )
+    await signed_in(client, tenant)
+    series = await client.get(f"/console/appointments/{master['id']}")
+    links = re.findall(rf'href="/console/appointments/({master["id"]}_\d+)"', series.text)
+    assert len(links) == 5
+    middle = await client.get(f"/console/appointments/{links[2]}")
+    assert re.search(rf'href="/console/appointments/{links[1]}" rel="prev">Previous', middle.text)
+    assert re.search(rf'href="/console/appointments/{links[3]}" rel="next">Next', middle.text)
+    shown = re.findall(rf'href="/console/appointments/({master["id"]}_\d+)"', middle.text)
+    assert links[0] in shown  # earlier occurrences are listed too
+    first = await client.get(f"/console/appointments/{links[0]}")
+    assert "Previous occurrence" not in first.text and "Next occurrence" in first.text

@@ -123,7 +123,8 @@ async def appointment_page(
     nearby: list[object] = []
     if appointment.master_id:
         master = await reads.get_appointment(db, operator.principal, appointment.master_id)
-        nearby = list(await queries.occurrences(session, master, appointment.start_at, 6))
+        around = appointment.original_start_at or appointment.start_at
+        nearby = list(await queries.occurrences(session, master, around, 4))
     elif series.is_master(appointment):
         master = appointment
         nearby = list(await queries.occurrences(session, appointment, now_utc(request), 12))

@@ -175,14 +175,22 @@ async def replies_to(
 
 
 async def occurrences(
-    session: AsyncSession, master: Any, around: datetime | None, count: int = 12
-) -> Sequence[Appointment]:
-    """Planned occurrences of a series near ``around`` (its start when None)."""
-    query = select(Appointment).where(Appointment.master_id == master.id)
-    if around is not None:
-        query = query.where(Appointment.original_start_at >= around - timedelta(days=1))
-    rows = await session.scalars(query.order_by(Appointment.original_start_at).limit(count))
-    return rows.all()
+    session: AsyncSession, master: Any, around: datetime, count: int = 12, earlier: int = 3
+) -> list[Appointment]:
+    """Planned occurrences of a series around ``around``: up to ``earlier`` before it, then
+    up to ``count`` from it on, in order."""
+    of_series = select(Appointment).where(Appointment.master_id == master.id)
+    before = await session.scalars(
+        of_series.where(Appointment.original_start_at < around)
+        .order_by(Appointment.original_start_at.desc())
+        .limit(earlier)
+    )
+    after = await session.scalars(
+        of_series.where(Appointment.original_start_at >= around)
+        .order_by(Appointment.original_start_at)
+        .limit(count)
+    )
+    return [*reversed(before.all()), *after.all()]
 
 
 async def inbox_of(

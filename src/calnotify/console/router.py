@@ -120,6 +120,8 @@ async def sign_in(
     session: SessionDep,
 ) -> Response:
     principal, target = attempt
+    # Signing in again ends the session this browser had (it is not left to expire).
+    await close_session(session, request.cookies.get(COOKIE))
     secret = await open_session(session, principal, now_utc(request))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(

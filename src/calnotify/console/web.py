@@ -107,10 +107,15 @@ def _nothing(_scope: str) -> bool:
 
 
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    """An error as a page, or as a fragment for an htmx swap into part of a page (the
+    rule preview): never a whole layout inside another."""
     operator = getattr(request.state, "console_operator", None)
+    fragment = (
+        request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+    )
     return render(
         request,
-        "error.html",
+        "_error.html" if fragment else "error.html",
         {"title": title, "message": message},
         status=status,
         operator=operator,
