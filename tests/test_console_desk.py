@@ -519,3 +519,36 @@ async def test_an_occurrence_links_to_the_previous_and_the_next(
     assert links[0] in shown  # earlier occurrences are listed too
     first = await client.get(f"/console/appointments/{links[0]}")
     assert "Previous occurrence" not in first.text and "Next occurrence" in first.text
+
+
+async def test_a_desk_action_on_a_page_changed_meanwhile_changes_nothing(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    csrf = await signed_in(client, tenant)
+    page = await client.get(f"/console/appointments/{booked['id']}")
+    seen = re.search(r'name="version" value="(\d+)"', page.text)
+    assert seen
+    # Another desk (here, the API) confirms it first.
+    changed = await client.put(
+        f"/calendars/events/appointments/{booked['id']}",
+        json={"appointmentStatus": "confirmed"},
+        headers=tenant.headers(),
+    )
+    assert changed.status_code == 200
+    stale = await client.post(
+        f"/console/appointments/{booked['id']}/cancel",
+        data={"csrf": csrf, "reason": "", "version": seen.group(1)},
+    )
+    assert stale.status_code == 409
+    assert "changed after the page was opened: nothing was changed now" in text_of(stale.text)
+    assert (await status_in_api(client, tenant, booked["id"]))["appointmentStatus"] == "confirmed"
+    fresh = await client.get(f"/console/appointments/{booked['id']}")
+    version = re.search(r'name="version" value="(\d+)"', fresh.text)
+    assert version
+    done = await client.post(
+        f"/console/appointments/{booked['id']}/cancel",
+        data={"csrf": csrf, "reason": "", "version": version.group(1)},
+    )
+    assert done.status_code == 303

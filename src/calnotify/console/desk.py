@@ -86,11 +86,23 @@ async def _change(
     appointment_id: str,
     body: dict[str, Any],
     note: str = "",
+    seen: int | None = None,
 ) -> None:
     """The one change of every desk action: the appointment service's, in one transaction,
-    recorded as the console's (the session's token) with ``note``."""
+    recorded as the console's (the session's token) with ``note``. ``seen``: the version
+    the page showed; when it has changed since (another desk, the API, the contact), nothing
+    is changed and the page says so."""
     change = AppointmentUpdate.model_validate(body)
     async with db.transaction() as tx:
+        if seen is not None:
+            current = await reads.find(tx, operator.principal.location_id, appointment_id)
+            if current is not None and current.version != seen:
+                raise PageError(
+                    409,
+                    "Changed meanwhile",
+                    "This appointment was changed after the page was opened: nothing was "
+                    "changed now. Open it again to see it as it is, then try again.",
+                )
         written = await service.update_in(
             tx,
             operator.principal,
@@ -103,6 +115,13 @@ async def _change(
             note=note,
         )
     planning.planned(written.due)
+
+
+def _version(fields: dict[str, list[str]]) -> int | None:
+    """The appointment's version the form was shown with (an occurrence's page, whose row
+    may not exist yet, sends none)."""
+    text = first(fields, "version")
+    return int(text) if text.isdigit() and len(text) < 10 else None
 
 
 def _done(appointment_id: str, done: str) -> Response:
@@ -123,7 +142,13 @@ async def mark(
     if status not in MARKS:
         raise PageError(400, "Bad request", "Choose confirmed, showed or no-show.")
     await _change(
-        request, db, operator, planning, _checked_id(appointment_id), {"appointmentStatus": status}
+        request,
+        db,
+        operator,
+        planning,
+        _checked_id(appointment_id),
+        {"appointmentStatus": status},
+        seen=_version(fields),
     )
     return _done(appointment_id, status)
 
@@ -153,6 +178,7 @@ async def cancel(
         _checked_id(appointment_id),
         {"appointmentStatus": AppointmentStatus.CANCELLED.value},
         note=reason,
+        seen=_version(fields),
     )
     return _done(appointment_id, "cancelled")
 
@@ -184,7 +210,15 @@ async def reschedule(
         error = "The new start must be a date and time like 2030-01-31T09:00."
     else:
         try:
-            await _change(request, db, operator, planning, appointment_id, {"startTime": start})
+            await _change(
+                request,
+                db,
+                operator,
+                planning,
+                appointment_id,
+                {"startTime": start},
+                seen=_version(fields),
+            )
         except BadRequest as exc:
             error = "; ".join(_worded(e.field, e.message) for e in exc.errors)
     if error:
