@@ -221,6 +221,8 @@ async def test_the_contact_page_shows_appointments_messages_and_toggles_dnd(
     csrf = await signed_in(client, tenant)
     appointment = await client.get(f"/console/appointments/{booked['id']}")
     assert f'href="/console/contacts/{contact}"' in appointment.text
+    listed = await client.get("/console/appointments", params={"q": "whitening"})
+    assert f'href="/console/contacts/{contact}">Rosa Diaz</a>' in listed.text
     page = await client.get(f"/console/contacts/{contact}")
     assert page.status_code == 200, page.text
     shown = text_of(page.text)
@@ -552,3 +554,24 @@ async def test_a_desk_action_on_a_page_changed_meanwhile_changes_nothing(
         data={"csrf": csrf, "reason": "", "version": version.group(1)},
     )
     assert done.status_code == 303
+
+
+async def test_erasing_the_contact_scrubs_a_cancellation_reason(
+    client: httpx.AsyncClient, tenant: Tenant, db: Database
+) -> None:
+    contact = await tenant.add_contact()
+    booked = await book(client, tenant, contact, NOW + timedelta(days=3))
+    csrf = await signed_in(client, tenant)
+    done = await client.post(
+        f"/console/appointments/{booked['id']}/cancel",
+        data={"csrf": csrf, "reason": "Rosa Diaz wrote from rosa@example.com"},
+    )
+    assert done.status_code == 303
+    erased = await client.delete(f"/contacts/{contact}", headers=tenant.headers())
+    assert erased.status_code == 200
+    async with db.session(write=False) as session:
+        notes = (
+            await session.scalars(select(AppointmentEvent.note).where(AppointmentEvent.note != ""))
+        ).all()
+    assert len(notes) == 1
+    assert "Rosa" not in notes[0] and "rosa@example.com" not in notes[0]
