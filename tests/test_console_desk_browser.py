@@ -159,6 +159,11 @@ def test_delete_asks_first_and_names_the_rule(page: Page, site: Site) -> None:
     expect(page.get_by_role("button", name="Delete Confirmed Email rule").first).to_be_visible()
     assert asked == ["Delete the Confirmed Email rule? Its planned messages are cancelled."]
     expect(page.get_by_role("button", name="Deactivate Confirmed Email rule").first).to_be_visible()
+    before = page.get_by_role("button", name="Delete Confirmed Email rule").count()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete Confirmed Email rule").first.click()
+    expect(page.get_by_role("status")).to_contain_text("Rule deleted.")
+    assert page.get_by_role("button", name="Delete Confirmed Email rule").count() == before - 1
 
 
 def test_the_preview_tells_a_bad_offset_and_unknown_pages_say_so(page: Page, site: Site) -> None:
