@@ -33,7 +33,7 @@ from calnotify.console.web import (
     signed_in,
 )
 from calnotify.db.engine import Database
-from calnotify.deps import DatabaseDep, PlanningDep
+from calnotify.deps import DatabaseDep, Planning, PlanningDep
 from calnotify.errors import BadRequest
 from calnotify.models import AppointmentEvent
 from calnotify.models.appointment import AppointmentStatus, EventSource
@@ -82,7 +82,7 @@ async def _change(
     request: Request,
     db: Database,
     operator: Operator,
-    planning: Any,
+    planning: Planning,
     appointment_id: str,
     body: dict[str, Any],
     note: str = "",
