@@ -198,3 +198,62 @@ def test_on_a_phone_the_timeline_status_stays_in_sight(browser: Browser, site: S
         shot(phone, "phone-appointment")
     finally:
         context.close()
+
+
+def test_series_navigation_health_minutes_and_a_second_sign_in(
+    browser: Browser, page: Page, site: Site
+) -> None:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    with site.api(site.acme) as api:
+        response = api.post(
+            "/calendars/events/appointments",
+            json={
+                "calendarId": site.acme["calendar"],
+                "locationId": site.acme["location"],
+                "contactId": site.acme["contact"],
+                "startTime": start.isoformat(),
+                "title": "Weekly physio",
+                "rrule": "RRULE:FREQ=WEEKLY;COUNT=4",
+            },
+        )
+        assert response.status_code == 200, response.text
+        master = response.json()["id"]
+    sign_in(page, site.acme["token"])
+    page.goto(f"/console/appointments/{master}")
+    page.get_by_role("navigation", name="Occurrences").get_by_role("link").nth(1).click()
+    expect(page.get_by_role("link", name="Previous occurrence")).to_be_visible()
+    page.get_by_role("link", name="Next occurrence").click()
+    page.get_by_role("link", name="Previous occurrence").click()
+    page.get_by_role("link", name="Previous occurrence").click()
+    expect(page.get_by_role("link", name="Next occurrence")).to_be_visible()
+    expect(page.get_by_role("link", name="Previous occurrence")).to_have_count(0)
+
+    page.goto("/console/health")
+    page.get_by_text("Sends per minute as a table").click()
+    minutes = page.locator("section[aria-labelledby=sends-heading] tbody th").all_inner_texts()
+    assert len(minutes) == 60 and all(re.fullmatch(r"\d\d:\d\d", m) for m in minutes), minutes
+
+    (old,) = [c for c in page.context.cookies() if c["name"] == "calnotify_console"]
+    page.goto("/console/sign-in")
+    page.get_by_label("Access token").fill(site.acme["token"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Calendars", level=1)).to_be_visible()
+    elsewhere = browser.new_context(base_url=site.server.base_url)
+    try:
+        elsewhere.add_cookies([old])
+        stale = elsewhere.new_page()
+        stale.goto("/console/calendars")
+        expect(stale.get_by_label("Access token")).to_be_visible()  # that session has ended
+    finally:
+        elsewhere.close()
+
+
+def test_an_error_in_the_preview_is_a_fragment(page: Page, site: Site) -> None:
+    sign_in(page, site.acme["token"])
+    page.goto(f"/console/calendars/{site.acme['calendar']}/rules/new")
+    expect(page.locator("#preview-status")).to_contain_text("Preview:")
+    page.evaluate("document.querySelector('#rule-form input[name=csrf]').value = 'stale'")
+    page.get_by_label("Body").fill("Hello")
+    expect(page.locator("#preview")).to_contain_text("Form expired")
+    assert page.locator("#preview header, #preview nav, #preview main").count() == 0
+    assert page.locator("header.top").count() == 1
