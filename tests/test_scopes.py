@@ -16,9 +16,9 @@ from sqlalchemy import update
 from calnotify.app import ROUTERS
 from calnotify.auth.deps import TokenWith
 from calnotify.auth.scopes import ALL_SCOPES, grants
+from calnotify.console import desk, messages, people, template_pages
 from calnotify.console import pages as console_pages
 from calnotify.console import rules as console_rules
-from calnotify.console import template_pages
 from calnotify.console.web import ConsoleRoute, SignedIn
 from calnotify.db.engine import Database
 from calnotify.models import Template
@@ -51,7 +51,15 @@ def dependencies(dependant: Dependant) -> list[Any]:
 
 def routes() -> list[APIRoute]:
     """Every route of the service, as its routers declare them."""
-    routers = [*ROUTERS, console_pages.router, console_rules.router, template_pages.router]
+    routers = [
+        *ROUTERS,
+        console_pages.router,
+        console_rules.router,
+        template_pages.router,
+        desk.router,
+        people.router,
+        messages.router,
+    ]
     return [r for router in routers for r in router.routes if isinstance(r, APIRoute)]
 
 
@@ -121,6 +129,9 @@ def pages(tenant: Tenant, clinic: dict[str, str]) -> list[str]:
         f"{calendar}/rules/new",
         "/console/appointments",
         f"/console/appointments/{clinic['appointment']}",
+        f"/console/appointments/{clinic['appointment']}/reschedule",
+        f"/console/contacts/{clinic['contact']}",
+        "/console/messages",
         "/console/outbox",
         "/console/inbox",
         "/console/templates",

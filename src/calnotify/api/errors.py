@@ -10,8 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from calnotify.api.middleware import BUSY
+from calnotify.console.web import PREFIX as CONSOLE_PREFIX
+from calnotify.console.web import error_page
 from calnotify.db.gate import Overloaded
 from calnotify.errors import AppError, BadRequest, FieldError, envelope
 
@@ -85,7 +88,12 @@ def install(app: FastAPI) -> None:
         return JSONResponse(error.body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and request.url.path.startswith(f"{CONSOLE_PREFIX}/"):
+            # A console address that is no page: a page that says so, never JSON.
+            return error_page(
+                request, 404, "Page not found", "There is no console page at this address."
+            )
         message = exc.detail if isinstance(exc.detail, str) else "Error"
         if exc.status_code == 404 and message == "Not Found":
             message = "Cannot find the requested resource"

@@ -75,10 +75,13 @@ async def record(
     past: bool = False,
     source: EventSource = EventSource.API,
     channel: str = "",
+    actor: str = "",
+    note: str = "",
 ) -> Event:
     """Write one event of ``appointment`` (as it is now); the event, with its id (``past``:
     a booking of an appointment already started, see :class:`Event`; ``source`` and
-    ``channel``: who made the change, and the channel a contact's action came in by)."""
+    ``channel``: who made the change, and the channel a contact's action came in by;
+    ``actor`` and ``note``: the console's token and a cancellation's reason)."""
     [[row]] = await tx.fetch(
         (
             rows.INSERT_EVENT,
@@ -93,6 +96,8 @@ async def record(
                 "occurred_at": now,
                 "source": source.value,
                 "channel": channel,
+                "actor": actor,
+                "note": note,
             },
         )
     )

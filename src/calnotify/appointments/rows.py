@@ -78,7 +78,7 @@ UPDATE = Statement(
 _EVENT = AppointmentEvent.__table__.c
 _EVENT_COLUMNS = (
     "appointment_id", "location_id", "kind", "appointment_version", "to_notify", "before",
-    "after", "occurred_at", "source", "channel",
+    "after", "occurred_at", "source", "channel", "actor", "note",
 )  # fmt: skip
 #: An event, its id returned (the dedupe keys of what it sends at once name it).
 INSERT_EVENT = Statement(

@@ -232,9 +232,12 @@ async def update_in(
     *,
     source: EventSource = EventSource.API,
     channel: str = "",
+    actor: str = "",
+    note: str = "",
 ) -> Written:
     """Change an appointment in the caller's transaction (``source`` and ``channel``: who
-    asked, recorded on its events; a contact's action by reply or link)."""
+    asked, recorded on its events; a contact's action by reply or link; ``actor`` and
+    ``note``: the console's token and a cancellation's reason, docs/semantics.md §8)."""
     given = body.given()
     moving_to = str(given["calendar_id"]) if "calendar_id" in given else None
     appointment, instance, due = await _target(tx, principal, event_id, given, now)
@@ -286,6 +289,8 @@ async def update_in(
                 now=appointment.date_updated,
                 source=source,
                 channel=channel,
+                actor=actor,
+                note=note,
             )
         )
     if kinds:

@@ -19,6 +19,7 @@ from calnotify.models import Notification
 from calnotify.notifications.schemas import NotificationCreate, NotificationUpdate
 
 SCHEDULE_ROWS = 3
+MAX_SCHEDULE_ROWS = 10
 Body = TypeVar("Body", NotificationCreate, NotificationUpdate)
 
 # API field → the form field its problems are shown beside.
@@ -127,9 +128,11 @@ def rule_from_row(row: Notification) -> RuleForm:
 
 
 def rule_from_fields(fields: Mapping[str, list[str]]) -> RuleForm:
-    """The form as typed, kept to show it again."""
+    """The form as typed, kept to show it again (more than ten schedule rows are refused
+    with a message, never dropped)."""
     rows = []
-    for i in range(_schedule_rows(fields)):
+    count = _schedule_rows(fields)
+    for i in range(count):
         rows.append(
             {
                 "when": first(fields, f"when{i}") or "before",
@@ -137,7 +140,7 @@ def rule_from_fields(fields: Mapping[str, list[str]]) -> RuleForm:
                 "unit": first(fields, f"unit{i}") or "hours",
             }
         )
-    return RuleForm(
+    form = RuleForm(
         values={
             "channel": first(fields, "channel"),
             "receiverType": first(fields, "receiverType"),
@@ -155,6 +158,12 @@ def rule_from_fields(fields: Mapping[str, list[str]]) -> RuleForm:
             "fromNumber": first(fields, "fromNumber"),
         }
     )
+    if count > MAX_SCHEDULE_ROWS:
+        form.errors["schedule"] = [
+            f"at most {MAX_SCHEDULE_ROWS} offsets: {count} were sent, remove "
+            f"{count - MAX_SCHEDULE_ROWS}"
+        ]
+    return form
 
 
 def rule_body(form: RuleForm) -> dict[str, Any]:
@@ -215,8 +224,9 @@ def validation_problems(exc: ValidationError) -> list[FieldError]:
 
 
 def _schedule_rows(fields: Mapping[str, list[str]]) -> int:
+    """How many schedule rows the form sent (its fields are bounded: MAX_FORM_FIELDS)."""
     count = 0
-    while f"offset{count}" in fields and count < 10:
+    while f"offset{count}" in fields:
         count += 1
     return max(count, 1)
 

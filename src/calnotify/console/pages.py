@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -12,16 +13,15 @@ from starlette.responses import Response
 
 from calnotify.appointments import reads, series
 from calnotify.auth.scopes import Scope
-from calnotify.console import charts, queries, words
+from calnotify.console import charts, desk, queries, words
 from calnotify.console.deployment import provider_checks
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     ConsoleRoute,
     PageError,
-    local,
+    last_page,
     now_utc,
     page_number,
-    pages,
     read_form,
     render,
     signed_in,
@@ -50,10 +50,8 @@ async def appointments(
 ) -> Response:
     where = zone(operator.location_zone)
     errors: dict[str, str] = {}
-    since = _day(start, where, errors, "from")
-    until = _day(end, where, errors, "to")
-    if until is not None:
-        until += timedelta(days=1)  # the whole last day
+    since = day_of(start, where, errors, "from")
+    until = day_of(end, where, errors, "to", last=True)
     if since and until and until <= since:
         errors["to"] = "must be on or after the first day"
     number = page_number(page)
@@ -74,7 +72,7 @@ async def appointments(
             "end": end,
             "errors": errors,
             "page": number,
-            "pages": pages(total, queries.PAGE),
+            "pages": last_page(total, queries.PAGE, number, "appointments"),
             "zone": where,
             "wire_id": series.wire_id,
         },
@@ -83,12 +81,21 @@ async def appointments(
     )
 
 
-def _day(text: str, where: object, errors: dict[str, str], name: str) -> datetime | None:
+def day_of(
+    text: str, where: ZoneInfo, errors: dict[str, str], name: str, *, last: bool = False
+) -> datetime | None:
+    """The start of the day ``text`` names, in ``where`` (``last``: the end of that day,
+    a calendar day later, 23 or 25 hours across a change of clocks); a problem is filed
+    under ``name``."""
     if not text:
         return None
-    moment = parse_instant(text.strip(), where)  # type: ignore[arg-type]
+    moment = parse_instant(text.strip(), where)
     if moment is None:
         errors[name] = "must be a date like 2030-01-31"
+        return None
+    if last:
+        wall = moment.astimezone(where).replace(tzinfo=None) + timedelta(days=1)
+        moment = wall.replace(tzinfo=where).astimezone(UTC)
     return moment
 
 
@@ -116,13 +123,15 @@ async def appointment_page(
     nearby: list[object] = []
     if appointment.master_id:
         master = await reads.get_appointment(db, operator.principal, appointment.master_id)
-        nearby = list(await queries.occurrences(session, master, appointment.start_at, 6))
+        around = appointment.original_start_at or appointment.start_at
+        nearby = list(await queries.occurrences(session, master, around, 4))
     elif series.is_master(appointment):
         master = appointment
         nearby = list(await queries.occurrences(session, appointment, now_utc(request), 12))
     timeline_id = shown_id if parse_instance_id(shown_id) else appointment.id
     rows, attempts = await queries.timeline(session, operator.principal, timeline_id)
     replies = await queries.replies_to(session, operator.principal, appointment.id)
+    events = await desk.history(session, operator.principal.location_id, appointment.id)
     return render(
         request,
         "appointment.html",
@@ -141,6 +150,7 @@ async def appointment_page(
             "words": words,
             "wire_id": series.wire_id,
             **_error_wording(operator.principal.operator),
+            **desk.desk_context(request, operator, events),
         },
         operator=operator,
     )
@@ -180,7 +190,7 @@ async def outbox(
             "rows": rows,
             "total": total,
             "page": number,
-            "pages": pages(total, queries.PAGE),
+            "pages": last_page(total, queries.PAGE, number, "outbox messages"),
             "channel": chosen,
             "zone": zone(operator.location_zone),
             "words": words,
@@ -217,7 +227,7 @@ async def inbox(
             "items": items,
             "total": total,
             "page": number,
-            "pages": pages(total, queries.PAGE),
+            "pages": last_page(total, queries.PAGE, number, "inbox items"),
             "zone": zone(operator.location_zone),
         },
         operator=operator,
@@ -251,7 +261,8 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
-    labels = [local(m, where)[-9:-4] for m in found.minutes]
+    # The minute alone: a zone's abbreviation may be any length ("GMT+3", "AEDT").
+    labels = [m.astimezone(where).strftime("%H:%M") for m in found.minutes]
     series_by_channel = [
         (words.CHANNELS.get(c, c), values)  # type: ignore[call-overload]
         for c, values in sorted(found.per_channel.items())
@@ -284,6 +295,9 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
             "series": series_by_channel,
             "oldest_age": (now - found.oldest_due).total_seconds() if found.oldest_due else None,
             "checks": provider_checks(request) if operator.principal.operator else None,
+            # The Messages page's filters behind the counts.
+            "today": now.astimezone(where).date().isoformat(),
+            "hour_ago": (now - timedelta(hours=1)).isoformat(timespec="seconds"),
         },
         operator=operator,
     )

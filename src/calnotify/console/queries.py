@@ -175,14 +175,22 @@ async def replies_to(
 
 
 async def occurrences(
-    session: AsyncSession, master: Any, around: datetime | None, count: int = 12
-) -> Sequence[Appointment]:
-    """Planned occurrences of a series near ``around`` (its start when None)."""
-    query = select(Appointment).where(Appointment.master_id == master.id)
-    if around is not None:
-        query = query.where(Appointment.original_start_at >= around - timedelta(days=1))
-    rows = await session.scalars(query.order_by(Appointment.original_start_at).limit(count))
-    return rows.all()
+    session: AsyncSession, master: Any, around: datetime, count: int = 12, earlier: int = 3
+) -> list[Appointment]:
+    """Planned occurrences of a series around ``around``: up to ``earlier`` before it, then
+    up to ``count`` from it on, in order."""
+    of_series = select(Appointment).where(Appointment.master_id == master.id)
+    before = await session.scalars(
+        of_series.where(Appointment.original_start_at < around)
+        .order_by(Appointment.original_start_at.desc())
+        .limit(earlier)
+    )
+    after = await session.scalars(
+        of_series.where(Appointment.original_start_at >= around)
+        .order_by(Appointment.original_start_at)
+        .limit(count)
+    )
+    return [*reversed(before.all()), *after.all()]
 
 
 async def inbox_of(
@@ -248,18 +256,24 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
     anchor = literal(start, UTCDateTime())
     minute = func.floor(seconds_between(Delivery.sent_at, anchor, dialect) / 60)
     per_channel: dict[str, list[int]] = {}
-    failed = 0
     by_minute = await session.execute(
-        select(Delivery.channel, Delivery.status, minute, func.count())
-        .where(*recent, Delivery.status.in_(("sent", "failed")))
-        .group_by(Delivery.channel, Delivery.status, minute)
+        select(Delivery.channel, minute, func.count())
+        .where(*recent, Delivery.status == "sent")
+        .group_by(Delivery.channel, minute)
     )
-    for channel, status, slot, count in by_minute:
-        if status == "failed":
-            failed += int(count)
-            continue
+    for channel, slot, count in by_minute:
         index = min(max(int(slot), 0), 59)
         per_channel.setdefault(channel, [0] * 60)[index] += int(count)
+    # A failure the dispatcher records has no ``sent_at`` (nothing was sent): it is counted
+    # by when it was recorded.
+    failed = await session.scalar(
+        select(func.count()).where(
+            mine,
+            Delivery.status == "failed",
+            Delivery.updated_at >= now - timedelta(hours=1),
+            Delivery.updated_at <= now,
+        )
+    )
     late = seconds_between(Delivery.sent_at, Delivery.due_at, dialect)
     bucket = case(
         *((late < edge, i) for i, edge in enumerate(LATENESS_EDGES)),
@@ -278,7 +292,7 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
         oldest_due=oldest,
         minutes=minutes,
         per_channel=per_channel,
-        failed_last_hour=failed,
+        failed_last_hour=int(failed or 0),
         lateness_buckets=labels,
         lateness_counts=lateness,
     )

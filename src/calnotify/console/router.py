@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.auth.tokens import Principal
-from calnotify.console import deployment, pages, rules, template_pages
+from calnotify.console import deployment, desk, messages, pages, people, rules, template_pages
 from calnotify.console.sessions import (
     COOKIE,
     LIFETIME,
@@ -120,6 +120,8 @@ async def sign_in(
     session: SessionDep,
 ) -> Response:
     principal, target = attempt
+    # Signing in again ends the session this browser had (it is not left to expire).
+    await close_session(session, request.cookies.get(COOKIE))
     secret = await open_session(session, principal, now_utc(request))
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
@@ -148,3 +150,6 @@ router.include_router(deployment.router)
 router.include_router(rules.router)
 router.include_router(pages.router)
 router.include_router(template_pages.router)
+router.include_router(desk.router)
+router.include_router(people.router)
+router.include_router(messages.router)

@@ -241,7 +241,14 @@ async def preview(
     return render(
         request,
         "_preview.html",
-        {"result": result, "problems": problems + form.general, "words": words},
+        {
+            "result": result,
+            # A schedule offset that is no number is told, not silently left out.
+            "problems": [f"Schedule: {m}" for m in form.errors.get("schedule", [])]
+            + problems
+            + form.general,
+            "words": words,
+        },
         operator=operator,
     )
 

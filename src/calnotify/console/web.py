@@ -107,10 +107,15 @@ def _nothing(_scope: str) -> bool:
 
 
 def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
+    """An error as a page, or as a fragment for an htmx swap into part of a page (the
+    rule preview): never a whole layout inside another."""
     operator = getattr(request.state, "console_operator", None)
+    fragment = (
+        request.headers.get("HX-Request") == "true" and request.headers.get("HX-Boosted") != "true"
+    )
     return render(
         request,
-        "error.html",
+        "_error.html" if fragment else "error.html",
         {"title": title, "message": message},
         status=status,
         operator=operator,
@@ -252,6 +257,17 @@ def age(seconds: float) -> str:
 
 def pages(total: int, size: int) -> int:
     return max(1, math.ceil(total / size))
+
+
+def last_page(total: int, size: int, number: int, what: str) -> int:
+    """How many pages ``total`` rows make; a page past the last is a page that says so."""
+    last = pages(total, size)
+    if number > last:
+        count = "is 1 page" if last == 1 else f"are {last} pages"
+        raise PageError(
+            404, "No such page", f"Page {number} is past the last: there {count} of {what}."
+        )
+    return last
 
 
 def page_number(value: str | None, last: int | None = None) -> int:

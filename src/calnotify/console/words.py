@@ -108,8 +108,16 @@ def fate(status: str, reason: str) -> str:
 
 
 def schedule(entries: list[dict[str, object]], direction: str) -> str:
-    """``1 hours before, 1 days before``."""
-    return ", ".join(f"{e.get('timeOffset')} {e.get('unit')} {direction}" for e in entries)
+    """``1 hour before, 2 days before``."""
+    return ", ".join(f"{_amount(e.get('timeOffset'), e.get('unit'))} {direction}" for e in entries)
+
+
+def _amount(count: object, unit: object) -> str:
+    """``1 minute``, ``2 minutes``: the unit singular for one."""
+    word = str(unit)
+    if str(count) in ("1", "1.0") and word.endswith("s"):
+        word = word[:-1]
+    return f"{count} {word}"
 
 
 # What a reply by SMS or WhatsApp did (calnotify.replies).

@@ -131,7 +131,7 @@ _INBOX = Statement(
     )
 )
 _EVENTS = Statement(
-    select(_E.c.id, _E.c.before, _E.c.after)
+    select(_E.c.id, _E.c.before, _E.c.after, _E.c.note)
     .where(
         _E.c.appointment_id.in_(bindparam("appointments", expanding=True)),
         _E.c.id > bindparam("after_id"),
@@ -154,7 +154,8 @@ _SET_DELIVERY = _set(_D, _DELIVERY_TEXT)
 _SET_ATTEMPT = _set(_T, ("error",))
 _SET_OUTBOX = _set(_O, _OUTBOX_TEXT)
 _SET_INBOX = _set(_I, ("title", "body"))
-_SET_EVENT = _set(_E, ("before", "after"))
+# A cancellation reason typed at the console may name the contact too.
+_SET_EVENT = _set(_E, ("before", "after", "note"))
 
 
 @dataclass(slots=True)
@@ -322,7 +323,7 @@ async def _scrub_events(
             params = {"appointments": appointments, "after_id": after, "limit": PAGE}
             [rows] = await tx.fetch((_EVENTS, params))
             erased.appointment_events += _scrub_rows(
-                tx, _SET_EVENT, rows, scrub, ("before", "after")
+                tx, _SET_EVENT, rows, scrub, ("before", "after", "note")
             )
         if len(rows) < PAGE:
             return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -19,7 +20,8 @@ from calnotify.deliveries.schemas import (
 )
 from calnotify.deliveries.wording import shown_error
 from calnotify.ids import parse_instance_id
-from calnotify.models import Delivery, OutboxMessage
+from calnotify.models import Appointment, Delivery, OutboxMessage
+from calnotify.models.delivery import RecipientKind
 
 
 async def list_deliveries(
@@ -28,15 +30,40 @@ async def list_deliveries(
     filters: dict[str, str | None],
     limit: int,
     skip: int,
+    *,
+    due: tuple[datetime | None, datetime | None] = (None, None),
+    changed_since: datetime | None = None,
+    newest_first: bool = False,
 ) -> tuple[Sequence[Delivery], int]:
+    """The location's deliveries matching ``filters`` (by column; ``contact_id``: the
+    messages to that contact, of their appointments), due in ``[due[0], due[1])`` and last
+    changed at or after ``changed_since``, by due time."""
     columns = {
         "calendar_id": Delivery.calendar_id,
         "notification_id": Delivery.notification_id,
         "status": Delivery.status,
         "channel": Delivery.channel,
+        "reason": Delivery.reason,
+        "notification_type": Delivery.notification_type,
     }
     filters = dict(filters)
     conditions: list[Any] = [Delivery.location_id == principal.location_id]
+    if (contact := filters.pop("contact_id", None)) is not None:
+        conditions += [
+            Delivery.recipient_kind == RecipientKind.CONTACT.value,
+            Delivery.appointment_id.in_(
+                select(Appointment.id).where(
+                    Appointment.contact_id == contact,
+                    Appointment.location_id == principal.location_id,
+                )
+            ),
+        ]
+    if due[0] is not None:
+        conditions.append(Delivery.due_at >= due[0])
+    if due[1] is not None:
+        conditions.append(Delivery.due_at < due[1])
+    if changed_since is not None:
+        conditions.append(Delivery.updated_at >= changed_since)
     if (appointment := filters.pop("appointment_id", None)) is not None:
         if (instance := parse_instance_id(appointment)) is not None:
             # The series' index finds its occurrences' deliveries; the instance id picks one.
@@ -52,12 +79,13 @@ async def list_deliveries(
         conditions.append(_of_appointment_or_series(master))
     conditions += [columns[k] == v for k, v in filters.items() if v is not None]
     total = await session.scalar(select(func.count()).select_from(Delivery).where(*conditions))
+    order = (
+        (Delivery.due_at.desc(), Delivery.id.desc())
+        if newest_first
+        else (Delivery.due_at, Delivery.id)
+    )
     rows = await session.scalars(
-        select(Delivery)
-        .where(*conditions)
-        .order_by(Delivery.due_at, Delivery.id)
-        .limit(limit)
-        .offset(skip)
+        select(Delivery).where(*conditions).order_by(*order).limit(limit).offset(skip)
     )
     return rows.all(), int(total or 0)
 

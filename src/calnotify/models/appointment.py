@@ -77,10 +77,12 @@ class AppointmentEventKind(StrEnum):
 
 
 class EventSource(StrEnum):
-    """Who made a change: a caller of the API, or the contact acting on a message."""
+    """Who made a change: a caller of the API, the contact acting on a message, or a
+    person at the console (docs/semantics.md §8)."""
 
     API = "api"
     CONTACT = "contact"
+    CONSOLE = "console"
 
 
 class AppointmentEvent(Base):
@@ -89,7 +91,8 @@ class AppointmentEvent(Base):
     ``before``/``after`` are snapshots of the appointment (``None`` before a creation and
     after a deletion). The notification planner works from these. ``source`` says who made
     the change and ``channel`` the channel a contact's action came in by (``sms``,
-    ``whatsapp``, ``email``; empty for the API).
+    ``whatsapp``, ``email``; empty for the API). A change made in the console names the
+    token whose session made it (``actor``) and, for a cancellation, the reason (``note``).
     """
 
     __tablename__ = "appointment_events"
@@ -106,3 +109,5 @@ class AppointmentEvent(Base):
     occurred_at: Mapped[datetime]
     source: Mapped[str] = mapped_column(String(16), default=EventSource.API)
     channel: Mapped[str] = mapped_column(String(16), default="")
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    note: Mapped[str] = mapped_column(String(500), default="")
