@@ -77,6 +77,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["senders", "remove"],
         ["contacts"],
         ["contacts", "erase"],
+        ["secrets"],
+        ["secrets", "rotate"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from calnotify.actions.links import Signer
 from calnotify.channels.base import WireBuilder
 from calnotify.channels.senders import (
     ALLOWED,
@@ -158,8 +159,10 @@ def prepare(
     now: datetime,
     senders: SenderSettings,
     wire_of: Callable[[str], WireBuilder | None],
+    signer: Signer,
 ) -> Outcome | Draft:
-    """The draft of ``delivery``'s message, or the outcome that ends it here (the fence)."""
+    """The draft of ``delivery``'s message, or the outcome that ends it here (the fence);
+    ``signer`` makes its action links (docs/semantics.md §8)."""
     appointment = context.appointments.get(delivery.appointment_id)
     rule = context.rules.get(delivery.notification_id)
     calendar = context.calendars.get(delivery.calendar_id)
@@ -210,6 +213,7 @@ def prepare(
             location=people.location,
             contact=people.contacts.get(appointment.contact_id),
             user=people.users.get(appointment.assigned_user_id or ""),
+            links=signer.links(appointment.id, appointment.contact_id, delivery.channel),
         ),
         recipient=Recipient(
             delivery.recipient_kind, resolved.address, resolved.user.id if resolved.user else ""
