@@ -22,6 +22,7 @@ from calnotify.db.engine import Database
 from calnotify.models import AppointmentEvent
 from tests.conftest import NOW
 from tests.engine import Scenario, ScriptedProvider
+from tests.test_console import signed_in, text_of
 
 # NOW is Tuesday 2030-01-01 12:00 UTC; the location is in New York.
 START = NOW + timedelta(days=1, hours=3)  # Wednesday 10:00 in New York
@@ -178,6 +179,21 @@ async def test_confirm_confirms_and_fires_the_confirmation_rule(scenario: Scenar
     assert "/a/" in sent.body
     last = (await events_of(scenario.db, booked["id"]))[-1]
     assert (last.kind, last.source, last.channel) == ("status_changed", "contact", "email")
+
+
+async def test_the_console_shows_each_change_with_who_made_it(scenario: Scenario) -> None:
+    booked, (confirm, _, _) = await booked_links(scenario)
+    version = version_in((await scenario.client.get(path_of(confirm))).text)
+    assert (await post(scenario, confirm, "confirm", version=version)).status_code == 303
+    await signed_in(scenario.client, scenario.tenant)
+    page = await scenario.client.get(f"/console/appointments/{booked['id']}")
+    assert page.status_code == 200
+    shown = text_of(page.text)
+    assert "Booked new" in shown and "through the API" in shown
+    assert "Status changed confirmed" in shown
+    assert "by the contact, from the email link" in shown
+    form = await scenario.client.get(f"/console/calendars/{scenario.tenant.calendar_id}/rules/new")
+    assert "{{appointment.confirmation_link}}" in form.text
 
 
 async def test_cancel_with_a_reason_cancels_the_reminders_and_sends_the_cancellation(

@@ -123,6 +123,7 @@ async def appointment_page(
     timeline_id = shown_id if parse_instance_id(shown_id) else appointment.id
     rows, attempts = await queries.timeline(session, operator.principal, timeline_id)
     replies = await queries.replies_to(session, operator.principal, appointment.id)
+    changes = await queries.changes_of(session, operator.principal, appointment.id)
     return render(
         request,
         "appointment.html",
@@ -137,6 +138,7 @@ async def appointment_page(
             "rows": rows,
             "attempts": attempts,
             "replies": replies,
+            "changes": changes,
             "zone": where,
             "words": words,
             "wire_id": series.wire_id,

@@ -17,6 +17,7 @@ from calnotify.deliveries import lifecycle
 from calnotify.ids import parse_instance_id
 from calnotify.models import (
     Appointment,
+    AppointmentEvent,
     Calendar,
     Contact,
     Delivery,
@@ -169,6 +170,22 @@ async def replies_to(
             InboundMessage.location_id == principal.location_id,
         )
         .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+        .limit(count)
+    )
+    return list(reversed(rows.all()))
+
+
+async def changes_of(
+    session: AsyncSession, principal: Principal, appointment_id: str, count: int = 100
+) -> Sequence[AppointmentEvent]:
+    """The latest changes of an appointment (its events), oldest first, with who made them."""
+    rows = await session.scalars(
+        select(AppointmentEvent)
+        .where(
+            AppointmentEvent.appointment_id == appointment_id,
+            AppointmentEvent.location_id == principal.location_id,
+        )
+        .order_by(AppointmentEvent.id.desc())
         .limit(count)
     )
     return list(reversed(rows.all()))
