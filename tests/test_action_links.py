@@ -196,6 +196,24 @@ async def test_the_console_shows_each_change_with_who_made_it(scenario: Scenario
     assert "{{appointment.confirmation_link}}" in form.text
 
 
+async def test_the_health_page_shows_the_confirmation_rate_per_calendar(
+    scenario: Scenario,
+) -> None:
+    booked, (confirm, _, _) = await booked_links(scenario)
+    other = await scenario.book(booked["contactId"], START + timedelta(minutes=30))
+    version = version_in((await scenario.client.get(path_of(confirm))).text)
+    assert (await post(scenario, confirm, "confirm", version=version)).status_code == 303
+    await scenario.run_at(START - timedelta(minutes=15))  # both reminders go out
+    reminders = [d for d in await scenario.deliveries() if d["notificationType"] == "reminder"]
+    assert {d["appointmentId"] for d in reminders if d["status"] == "sent"} == {
+        booked["id"],
+        other["id"],
+    }
+    await signed_in(scenario.client, scenario.tenant)
+    shown = text_of((await scenario.client.get("/console/health")).text)
+    assert "Acme Dental calendar 2 1 50%" in shown
+
+
 async def test_cancel_with_a_reason_cancels_the_reminders_and_sends_the_cancellation(
     scenario: Scenario,
 ) -> None:

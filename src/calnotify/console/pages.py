@@ -253,6 +253,7 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
+    rates = await queries.confirmation_rates(session, operator.principal, now)
     labels = [local(m, where)[-9:-4] for m in found.minutes]
     series_by_channel = [
         (words.CHANNELS.get(c, c), values)  # type: ignore[call-overload]
@@ -278,6 +279,8 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
         "health.html",
         {
             "health": found,
+            "rates": rates,
+            "confirmation_days": queries.CONFIRMATION_DAYS,
             "now": now,
             "zone": where,
             "sends_chart": sends,
