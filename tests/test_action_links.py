@@ -21,7 +21,7 @@ from calnotify.config import Settings
 from calnotify.db.engine import Database
 from calnotify.models import AppointmentEvent
 from tests.conftest import NOW
-from tests.engine import Scenario, ScriptedProvider
+from tests.engine import Scenario
 from tests.test_console import signed_in, text_of
 
 # NOW is Tuesday 2030-01-01 12:00 UTC; the location is in New York.
@@ -478,4 +478,3 @@ async def test_read_keys_makes_the_first_secret_once(db: Database) -> None:
     first = await read_keys(db, NOW, timedelta(days=1))
     again = await read_keys(db, NOW, timedelta(days=1))
     assert len(first) == 1 and first == again
-    assert ScriptedProvider  # the scenario's email provider records what is sent
