@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import string
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from calnotify.ids import ID_LENGTH, looks_like_id
 
 _ALPHABET = string.ascii_letters + string.digits
+_VALUE = {char: value for value, char in enumerate(_ALPHABET)}
 _ID_BYTES = 15  # 62**20 < 256**15
 _MAC_BYTES = 16
 _TOKEN_BYTES = 2 + _ID_BYTES + _MAC_BYTES
@@ -54,7 +54,7 @@ class Parsed:
 def _id_to_bytes(appointment_id: str) -> bytes:
     number = 0
     for char in appointment_id:
-        number = number * 62 + _ALPHABET.index(char)
+        number = number * 62 + _VALUE[char]
     return number.to_bytes(_ID_BYTES, "big")
 
 
@@ -69,7 +69,7 @@ def _id_of_bytes(data: bytes) -> str:
 
 def _mac(key: Key, body: bytes, contact_id: str) -> bytes:
     message = _DOMAIN + body + contact_id.encode("utf-8")
-    return hmac.new(key.secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+    return hmac.digest(key.secret, message, "sha256")[:_MAC_BYTES]
 
 
 def sign(key: Key, appointment_id: str, contact_id: str, channel: str) -> str:
