@@ -21,6 +21,7 @@ from calnotify.actions.keys import LinkKeys
 from calnotify.actions.limits import RateLimit
 from calnotify.actions.service import Action, LinkNotFound, Page
 from calnotify.actions.tokens import PREVIEW_TOKEN
+from calnotify.db.engine import Database
 from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 from calnotify.templates.render import long_time
 
@@ -104,7 +105,7 @@ async def appointment_page(
 
 
 async def _render(
-    db: DatabaseDep,
+    db: Database,
     page: Page,
     token: str,
     do: str,
@@ -166,7 +167,10 @@ async def act(
     planning.planned(done.due)
     if done.outcome in _REFUSED:
         status, message = _REFUSED[done.outcome]
-        page = await _page(request, db, clock, token)  # as it is now
+        try:
+            page = await _page(request, db, clock, token)  # as it is now
+        except LinkNotFound:  # deleted meanwhile
+            return _not_found()
         return await _render(db, page, token, action, "", status=status, message=message)
     return RedirectResponse(f"/a/{token}?done={done.outcome}", status_code=303, headers=HEADERS)
 
