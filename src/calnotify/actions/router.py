@@ -8,6 +8,7 @@ rate-limited per link and per client address (:mod:`calnotify.actions.limits`).
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -23,7 +24,7 @@ from calnotify.actions.service import Action, LinkNotFound, Page
 from calnotify.actions.tokens import PREVIEW_TOKEN
 from calnotify.db.engine import Database
 from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
-from calnotify.templates.render import long_time
+from calnotify.templates.render import DAYS, long_time, only_date
 
 router = APIRouter(prefix="/a", include_in_schema=False)
 
@@ -68,6 +69,12 @@ def _show(name: str, status: int = 200, **values: Any) -> HTMLResponse:
     if status == 429:
         headers["Retry-After"] = "60"
     return HTMLResponse(html, status_code=status, headers=headers)
+
+
+def _day_label(day: str) -> str:
+    """``Monday, December 7, 2026`` for ``2026-12-07``."""
+    when = datetime.fromisoformat(day)
+    return f"{DAYS[when.weekday()]}, {only_date(when)}"
 
 
 def _not_found() -> HTMLResponse:
@@ -128,6 +135,7 @@ async def _render(
         more=min(ahead, service.MAX_SLOT_PAGES),
         max_more=service.MAX_SLOT_PAGES,
         slots=slots,
+        day_label=_day_label,
         when=long_time(a.start_at.astimezone(page.where)),
         minutes=int((a.end_at - a.start_at).total_seconds() // 60),
         done=_DONE.get(done, ""),
