@@ -145,6 +145,7 @@ async def test_a_sent_email_has_the_three_links_and_each_opens_the_page(
         assert "Diaz" not in page and "rosa@example.com" not in page  # nothing else personal
         assert response.headers["referrer-policy"] == "no-referrer"
         assert response.headers["cache-control"] == "no-store"
+    assert (await scenario.client.head(path_of(confirm))).status_code == 200
     # A GET changes nothing (mail scanners fetch links).
     assert (await appointment(scenario, booked["id"]))["appointmentStatus"] == "new"
     assert [e.kind for e in await events_of(scenario.db, booked["id"])] == ["created"]

@@ -93,7 +93,8 @@ async def _page(request: Request, db: DatabaseDep, clock: ClockDep, token: str) 
     return await service.open_page(db, keys, token, clock.now())
 
 
-@router.get("/{token}", response_class=HTMLResponse)
+# HEAD too: link checkers and mail scanners ask with it.
+@router.api_route("/{token}", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def appointment_page(
     request: Request, token: str, db: DatabaseDep, clock: ClockDep
 ) -> Response:
