@@ -250,6 +250,9 @@ async def test_reschedule_moves_to_a_free_slot_and_sends_the_reschedule(
         "2030-01-03T09:00:00-05:00",
         "2030-01-03T09:30:00-05:00",
     )
+    old_link = (await scenario.client.get(path_of(reschedule).split("?")[0])).text
+    assert "This appointment has been moved" in old_link
+    assert "Thursday, January 3, 2030 8:00 AM" in old_link
     await scenario.dispatcher.drain()
     [sent] = sent_of(scenario, "reschedule")
     assert "/a/" in sent.body

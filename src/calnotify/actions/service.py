@@ -31,8 +31,8 @@ from calnotify.availability.settings import settings_of
 from calnotify.db.engine import Database
 from calnotify.db.statements import Statement
 from calnotify.errors import AppError
-from calnotify.models import Appointment, Calendar, Contact, Location
-from calnotify.models.appointment import AppointmentStatus, EventSource
+from calnotify.models import Appointment, AppointmentEvent, Calendar, Contact, Location
+from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus, EventSource
 from calnotify.planning import store
 from calnotify.timefmt import parse_instant, zone
 
@@ -47,6 +47,15 @@ _APPOINTMENT = Statement(
 )
 _CALENDAR = Statement(select(*Calendar.__table__.c).where(Calendar.id == bindparam("calendar_id")))
 _LOCATION = Statement(select(*Location.__table__.c).where(Location.id == bindparam("location_id")))
+# Whether the appointment was ever moved (the page says so plainly).
+_MOVED = Statement(
+    select(AppointmentEvent.id)
+    .where(
+        AppointmentEvent.appointment_id == bindparam("appointment_id"),
+        AppointmentEvent.kind == AppointmentEventKind.RESCHEDULED.value,
+    )
+    .limit(1)
+)
 _CONTACT = Statement(
     select(Contact.first_name, Contact.timezone).where(Contact.id == bindparam("contact_id"))
 )
@@ -73,6 +82,7 @@ class Page:
     where: ZoneInfo  # the contact's zone, else the location's
     channel: str  # the channel the link came in
     now: datetime
+    moved: bool = False  # rescheduled since it was booked
 
     @property
     def wire_id(self) -> str:
@@ -122,10 +132,11 @@ async def open_page(db: Database, keys: LinkKeys, token: str, now: datetime) -> 
         or (not appointment.rrule and appointment.end_at + GRACE <= now)
     ):
         raise LinkNotFound
-    calendars, locations, contacts = await db.fetch(
+    calendars, locations, contacts, moved = await db.fetch(
         (_CALENDAR, {"calendar_id": appointment.calendar_id}),
         (_LOCATION, {"location_id": appointment.location_id}),
         (_CONTACT, {"contact_id": appointment.contact_id}),
+        (_MOVED, {"appointment_id": appointment.id}),
     )
     if not calendars or not locations or calendars[0].deleted:
         raise LinkNotFound
@@ -133,7 +144,9 @@ async def open_page(db: Database, keys: LinkKeys, token: str, now: datetime) -> 
     contact = contacts[0] if contacts else None
     where = zone(contact.timezone if contact and contact.timezone else location.timezone)
     first_name = contact.first_name if contact else ""
-    return Page(appointment, calendars[0], location, first_name, where, parsed.channel, now)
+    return Page(
+        appointment, calendars[0], location, first_name, where, parsed.channel, now, bool(moved)
+    )
 
 
 async def slots(db: Database, page: Page, more: int) -> dict[str, list[str]]:
