@@ -100,6 +100,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pool.warm()  # the first message or preview does not wait for the render processes
+        await link_keys.get(db, clock.now())  # the link secret is made on first start
         beacon = Presence(db, clock, presence) if presence else None
         if beacon is not None:
             await beacon.start()
