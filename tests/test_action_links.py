@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from calnotify.db.engine import Database
 from calnotify.models import AppointmentEvent
 from tests.conftest import NOW
 from tests.engine import Scenario
+from tests.processes import calnotify
 from tests.test_console import signed_in, text_of
 
 # NOW is Tuesday 2030-01-01 12:00 UTC; the location is in New York.
@@ -476,6 +477,18 @@ def test_tokens_are_short_and_round_trip() -> None:
     assert tokens.verified(parsed, (key,), "contact0000000000000")
     assert not tokens.verified(parsed, (tokens.Key(300, b"j" * 32),), "contact0000000000000")
     assert tokens.parse("zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz") is None
+
+
+async def test_calnotify_secrets_rotate(database_url: str, db: Database) -> None:
+    first = await read_keys(db, NOW, timedelta(days=30))
+    rotated = calnotify(database_url, "secrets", "rotate")
+    assert set(rotated) == {"id", "previousLinksValidUntil"}
+    now = datetime.now(UTC)
+    keys = await read_keys(db, now, timedelta(days=30))
+    assert [k.id for k in keys] == [rotated["id"], first[0].id]  # the new one signs
+    assert [k.id for k in await read_keys(db, now + timedelta(days=31), timedelta(days=30))] == [
+        rotated["id"]
+    ]
 
 
 async def test_read_keys_makes_the_first_secret_once(db: Database) -> None:
