@@ -81,6 +81,8 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["webhooks", "add"],
         ["webhooks", "list"],
         ["webhooks", "remove"],
+        ["secrets"],
+        ["secrets", "rotate"],
     ]
     for command in commands:
         with pytest.raises(SystemExit) as exited:

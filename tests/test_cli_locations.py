@@ -302,14 +302,19 @@ def test_check_warns_of_each_location_with_a_legacy_zone(
     create(capsys, "--timezone", "America/New_York")
     assert main(["check"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in lines] == [["ok", "database"], ["ok", "time_zones"]]
-    assert lines[1].endswith("every location has a current IANA zone (1 location)")
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "database"],
+        ["warn", "public_url"],
+        ["ok", "time_zones"],
+    ]
+    assert lines[2].endswith("every location has a current IANA zone (1 location)")
 
     legacy = str(create(capsys, "--timezone", "US/Eastern")["id"])
     assert main(["check"]) == 0  # a warning, not a failure
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("ok    database")
-    assert lines[1:] == [
+    assert lines[1].startswith("warn  public_url  not set: action links")
+    assert lines[2:] == [
         f"warn  time_zones  location {legacy} (Acme): 'US/Eastern' is a legacy name of "
         "America/New_York: use America/New_York "
         f"(`calnotify locations update {legacy} --timezone ZONE`)"

@@ -482,8 +482,8 @@ def test_public_url_missing_with_twilio() -> None:
     assert result is not None
     assert result.line() == (
         "FAIL  public_url  CALNOTIFY_PUBLIC_URL is not set: Twilio delivery status callbacks "
-        "are off (set it to the address Twilio reaches this service at, "
-        "e.g. https://calnotify.example.com)"
+        "are off and action links point to http://localhost:8000 (set it to the address "
+        "Twilio and recipients reach this service at, e.g. https://calnotify.example.com)"
     )
 
 
@@ -511,9 +511,19 @@ def test_public_url_ok() -> None:
     assert result is not None
     assert result.line() == (
         "ok    public_url  https://cal.example: Twilio status callbacks go to "
-        "https://cal.example/webhooks/twilio/status"
+        "https://cal.example/webhooks/twilio/status, action links to https://cal.example/a/…"
     )
-    assert check_public_url(Settings()) is None
+    assert check_public_url(Settings(public_url="https://cal.example/")).line() == (
+        "ok    public_url  https://cal.example/: action links go to https://cal.example/a/… "
+        "(Twilio is not configured: no callbacks expected)"
+    )
+
+
+def test_public_url_unset_says_links_point_to_localhost() -> None:
+    assert check_public_url(Settings()).line() == (
+        "warn  public_url  not set: action links in messages point to http://localhost:8000 "
+        "(set CALNOTIFY_PUBLIC_URL to the address recipients reach this service at)"
+    )
 
 
 # --- run_checks ---------------------------------------------------------------------------
@@ -540,9 +550,12 @@ async def test_everything_configured_and_working(sqlite_file: Path) -> None:
     ], [r.line() for r in results]
 
 
-async def test_nothing_configured_checks_the_database_only(sqlite_file: Path) -> None:
+async def test_nothing_configured_checks_the_database_and_says_where_links_point(
+    sqlite_file: Path,
+) -> None:
     results = await run_checks(Settings(database_url=f"sqlite:///{sqlite_file}"))
-    assert [r.name for r in results] == ["database"]
+    assert [(r.name, r.ok) for r in results] == [("database", True), ("public_url", True)]
+    assert "http://localhost:8000" in results[1].detail
 
 
 async def test_one_failure_among_oks_is_bounded(sqlite_file: Path, silent_port: int) -> None:
@@ -550,7 +563,11 @@ async def test_one_failure_among_oks_is_bounded(sqlite_file: Path, silent_port: 
     started = time.monotonic()
     results = await run_checks(settings, timeout=0.5)
     assert time.monotonic() - started < 3
-    assert [(r.name, r.ok) for r in results] == [("database", True), ("smtp", False)]
+    assert [(r.name, r.ok) for r in results] == [
+        ("database", True),
+        ("smtp", False),
+        ("public_url", True),
+    ]
 
 
 # --- startup summary ----------------------------------------------------------------------
@@ -576,6 +593,7 @@ def test_startup_summary_with_providers() -> None:
         "whatsapp: twilio https://api.twilio.com from +14155550000",
         "inApp: inbox",
         "twilio status callbacks: https://cal.example.com/webhooks/twilio/status",
+        "action links: https://cal.example.com/a/…",
         "mode: API + dispatcher (2 loops)",
     ]
     text = "\n".join(lines)
@@ -592,6 +610,8 @@ def test_startup_summary_with_the_outbox() -> None:
         "sms: outbox (CALNOTIFY_TWILIO_ACCOUNT_SID / CALNOTIFY_TWILIO_AUTH_TOKEN not set)",
         "whatsapp: outbox (CALNOTIFY_TWILIO_ACCOUNT_SID / CALNOTIFY_TWILIO_AUTH_TOKEN not set)",
         "inApp: inbox",
+        "action links: http://localhost:8000/a/… (CALNOTIFY_PUBLIC_URL not set: links point "
+        "to localhost)",
         "mode: worker",
     ]
 

@@ -27,7 +27,8 @@ from tests.factories import Tenant, create_notifications, notification
 from tests.test_console import sign_in
 
 #: Routes anyone may call: sign-in, the service's own pages and documents, health, the
-#: providers' signed reports, and /metrics (its own token, docs/ops.md).
+#: providers' signed reports, /metrics (its own token, docs/ops.md) and the recipients'
+#: appointment pages (their signed link is the capability, docs/semantics.md §8).
 PUBLIC = {
     "/",
     "/healthz",
@@ -39,6 +40,8 @@ PUBLIC = {
     "/docs/oauth2-redirect",
     "/redoc",
     "/openapi.json",
+    "/a/{token}",
+    "/a/{token}/{action}",
 }
 
 

@@ -17,6 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from calnotify import __version__
+from calnotify.actions.keys import LinkKeys
+from calnotify.actions.limits import RateLimit
+from calnotify.actions.router import router as actions_router
 from calnotify.api import errors
 from calnotify.api.home import DOCS_ASSETS_URL
 from calnotify.api.home import router as home_router
@@ -92,10 +95,13 @@ def create_app(
     # Messages are composed in render processes (a request never renders on the event
     # loop), shared by plan previews and this process's dispatcher.
     pool = ComposePool(settings.render_budget_seconds, processes=settings.render_processes or None)
+    # The link secrets, shared by the appointment page and this process's dispatcher.
+    link_keys = LinkKeys(timedelta(days=settings.link_secret_grace_days))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         pool.warm()  # the first message or preview does not wait for the render processes
+        await link_keys.get(db, clock.now())  # the link secret is made on first start
         beacon = Presence(db, clock, presence) if presence else None
         if beacon is not None:
             await beacon.start()
@@ -110,6 +116,7 @@ def create_app(
                 inbox_listener=hub.publish,
                 pool=pool,
                 wakeup=wakeup,
+                links=link_keys,
             )
             engine.start()
             assert pressure is not None
@@ -139,6 +146,8 @@ def create_app(
     app.state.compose_pool = pool
     app.state.planning = Planning(timedelta(days=settings.planning_horizon_days), wakeup)
     app.state.principals = ShortLived[Principal](PRINCIPAL_SECONDS)
+    app.state.link_keys = link_keys
+    app.state.link_limit = RateLimit(settings.link_requests_per_minute)
     _route(app, settings, db, pressure)
     return app
 
@@ -192,6 +201,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     ops_router,
     home_router,
     console_router,
+    actions_router,
 )
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}

@@ -71,8 +71,13 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(default=10, gt=0, le=120)
     webhook_allow_private: bool = False
 
-    # The address the service is reached at from outside (Twilio status callbacks).
+    # The address the service is reached at from outside (Twilio status callbacks, the
+    # recipients' action links; unset: links point to localhost).
     public_url: str = ""
+    # How long a link secret retired by `calnotify secrets rotate` still verifies links.
+    link_secret_grace_days: float = Field(default=30, ge=0, le=3650)
+    # The appointment page (/a/…): requests per minute per link and per client address.
+    link_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
 
     @property
     def smtp_configured(self) -> bool:

@@ -2,7 +2,8 @@
 
 Admin commands print JSON on stdout and errors on stderr (exit status 1). Each group of
 commands is a module of this package: ``service`` (serve, worker, check, db),
-``locations``, ``access`` (users, tokens), ``senders``, ``contacts`` and ``webhooks``.
+``locations``, ``access`` (users, tokens), ``senders``, ``contacts``, ``webhooks`` and
+``secrets``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from calnotify import __version__
-from calnotify.cli import access, contacts, locations, senders, service, webhooks
+from calnotify.cli import access, contacts, locations, secrets, senders, service, webhooks
 from calnotify.cli.common import CommandError, Parser
 from calnotify.config import Settings, SettingsError, get_settings
 from calnotify.db.urls import DatabaseURLError, describe_database_error
@@ -87,6 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"calnotify {__version__}")
     parser.add_argument("--debug", action="store_true", help=debug_help)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
-    for group in (service, locations, access, senders, contacts, webhooks):
+    for group in (service, locations, access, senders, contacts, webhooks, secrets):
         group.add_commands(commands, add)
     return parser

@@ -21,6 +21,7 @@ from calnotify.appointments import reads, series, service
 from calnotify.appointments.schemas import AppointmentUpdate
 from calnotify.auth.scopes import Scope
 from calnotify.availability.service import Range, free_slots_by_day
+from calnotify.console import words
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
@@ -62,13 +63,6 @@ DONE = {
     "noshow": "Marked as no-show.",
     "cancelled": "Appointment cancelled.",
     "rescheduled": "Appointment rescheduled.",
-}
-KINDS = {
-    "created": "Booked",
-    "status_changed": "Status changed",
-    "rescheduled": "Rescheduled",
-    "updated": "Changed",
-    "deleted": "Deleted",
 }
 
 
@@ -293,9 +287,7 @@ def who(event: AppointmentEvent) -> str:
     """Who made a change, in words."""
     if event.source == EventSource.CONSOLE:
         return f"in the console (token {event.actor})" if event.actor else "in the console"
-    if event.source == EventSource.CONTACT:
-        return f"by the contact ({event.channel})" if event.channel else "by the contact"
-    return "through the API"
+    return words.change_source(event.source, event.channel)
 
 
 def what(event: AppointmentEvent) -> str:
@@ -305,7 +297,7 @@ def what(event: AppointmentEvent) -> str:
         return f"Status changed to {after.get('appointmentStatus', '')}"
     if event.kind == "rescheduled":
         return f"Rescheduled to {after.get('startTime', '')}"
-    return KINDS.get(event.kind, event.kind)
+    return words.EVENT_KINDS.get(event.kind, event.kind)
 
 
 def desk_context(request: Request, operator: Operator, events: Sequence[Any]) -> dict[str, Any]:

@@ -261,6 +261,7 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
     now = now_utc(request)
     where = zone(operator.location_zone)
     found = await queries.health(session, operator.principal, now)
+    rates = await queries.confirmation_rates(session, operator.principal, now)
     # The minute alone: a zone's abbreviation may be any length ("GMT+3", "AEDT").
     labels = [m.astimezone(where).strftime("%H:%M") for m in found.minutes]
     series_by_channel = [
@@ -287,6 +288,8 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
         "health.html",
         {
             "health": found,
+            "rates": rates,
+            "confirmation_days": queries.CONFIRMATION_DAYS,
             "now": now,
             "zone": where,
             "sends_chart": sends,

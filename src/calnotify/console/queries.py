@@ -17,6 +17,7 @@ from calnotify.deliveries import lifecycle
 from calnotify.ids import parse_instance_id
 from calnotify.models import (
     Appointment,
+    AppointmentEvent,
     Calendar,
     Contact,
     Delivery,
@@ -296,3 +297,52 @@ async def health(session: AsyncSession, principal: Principal, now: datetime) -> 
         lateness_buckets=labels,
         lateness_counts=lateness,
     )
+
+
+# The confirmation rate looks at the appointments reminded in this many days.
+CONFIRMATION_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmationRate:
+    calendar_id: str
+    calendar_name: str
+    reminded: int  # appointments a reminder was sent for
+    confirmed: int  # of those, confirmed before they started
+
+
+async def confirmation_rates(
+    session: AsyncSession, principal: Principal, now: datetime
+) -> list[ConfirmationRate]:
+    """Per calendar, of the appointments a reminder was sent for in the last
+    :data:`CONFIRMATION_DAYS` days, how many were confirmed before they started (by the API,
+    a reply or a link: an event that made them ``confirmed``)."""
+    confirmed_before = (
+        select(AppointmentEvent.id)
+        .where(
+            AppointmentEvent.appointment_id == Delivery.appointment_id,
+            AppointmentEvent.kind.in_(("created", "status_changed")),
+            AppointmentEvent.after["appointmentStatus"].as_string() == "confirmed",
+            AppointmentEvent.occurred_at < Appointment.start_at,
+        )
+        .exists()
+    )
+    rows = await session.execute(
+        select(
+            Calendar.id,
+            Calendar.name,
+            func.count(func.distinct(Delivery.appointment_id)),
+            func.count(func.distinct(case((confirmed_before, Delivery.appointment_id)))),
+        )
+        .join(Appointment, Appointment.id == Delivery.appointment_id)
+        .join(Calendar, Calendar.id == Delivery.calendar_id)
+        .where(
+            Delivery.location_id == principal.location_id,
+            Delivery.notification_type == "reminder",
+            Delivery.status == "sent",
+            Delivery.sent_at >= now - timedelta(days=CONFIRMATION_DAYS),
+        )
+        .group_by(Calendar.id, Calendar.name)
+        .order_by(Calendar.name)
+    )
+    return [ConfirmationRate(i, name, int(n), int(c)) for i, name, n, c in rows]

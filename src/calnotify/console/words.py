@@ -128,3 +128,22 @@ REPLY_ACTIONS = {
     ReplyAction.HELP: "Asked for help: answered with the help text",
     ReplyAction.NONE: "Nothing (stored only)",
 }
+
+
+# What happened to an appointment (its events), and who did it (docs/semantics.md §8).
+EVENT_KINDS = {
+    "created": "Booked",
+    "status_changed": "Status changed",
+    "rescheduled": "Moved",
+    "updated": "Details changed",
+    "deleted": "Deleted",
+}
+_LINK_CHANNELS = {"email": "email", "sms": "SMS", "whatsapp": "WhatsApp", "inApp": "in-app"}
+
+
+def change_source(source: str, channel: str) -> str:
+    """``by the contact, from the email link`` / ``by a reply by SMS`` / ``through the API``."""
+    if source != "contact":
+        return "through the API"
+    shown = _LINK_CHANNELS.get(channel, channel)
+    return f"by the contact, from the {shown} link" if channel else "by the contact"

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
+from calnotify.actions.links import Signer
 from calnotify.channels.base import Message, WireBuilder
 from calnotify.channels.senders import (
     ALLOWED,
@@ -165,9 +166,11 @@ def prepare(
     now: datetime,
     senders: SenderSettings,
     wire_of: Callable[[str], WireBuilder | None],
+    signer: Signer,
 ) -> Outcome | Draft | Message:
     """The draft of ``delivery``'s message, or the outcome that ends it here (the fence);
-    a webhook's message, which needs no composing."""
+    a webhook's message, which needs no composing; ``signer`` makes a message's action links
+    (docs/semantics.md §8)."""
     if delivery.channel == WEBHOOK:
         return message_of(delivery, context.webhooks.get(delivery.id), now)
     appointment = context.appointments.get(delivery.appointment_id)
@@ -220,6 +223,7 @@ def prepare(
             location=people.location,
             contact=people.contacts.get(appointment.contact_id),
             user=people.users.get(appointment.assigned_user_id or ""),
+            links=signer.links(appointment.id, appointment.contact_id, delivery.channel),
         ),
         recipient=Recipient(
             delivery.recipient_kind, resolved.address, resolved.user.id if resolved.user else ""

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from calnotify.actions.keys import LinkKeys
 from calnotify.channels.base import ChannelAdapter
 from calnotify.channels.twilio import OPTED_OUT_CODE
 from calnotify.clock import Clock
@@ -50,10 +51,12 @@ class Dispatcher:
         metrics: DispatchMetrics | None = None,
         pool: ComposePool | None = None,
         wakeup: Wakeup | None = None,
+        links: LinkKeys | None = None,
     ) -> None:
         """``pool``: the render processes to compose in (None: the dispatcher starts its
         own, and ends them when it stops); ``wakeup``: what the writes of this process tell
-        when they planned something due (None: only :meth:`wake` wakes it)."""
+        when they planned something due (None: only :meth:`wake` wakes it); ``links``: the
+        link secrets as the process keeps them (None: its own)."""
         self.db = db
         self.clock = clock
         self.channels = channels
@@ -76,6 +79,7 @@ class Dispatcher:
             self.pool,
             self.fairness,
             lambda: self._stopping,
+            links or LinkKeys(settings.link_secret_grace),
         )
         self.stager = Stager(db, clock, settings, self.wakeup)
 

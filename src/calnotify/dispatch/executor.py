@@ -18,6 +18,8 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from calnotify.actions.keys import LinkKeys
+from calnotify.actions.links import Signer, base_url
 from calnotify.channels.base import (
     ChannelAdapter,
     Message,
@@ -85,8 +87,11 @@ class Executor:
         pool: ComposePool,
         fairness: Fairness,
         stopping: Callable[[], bool],
+        links: LinkKeys,
     ) -> None:
         self.db = db
+        self.links = links
+        self.base_url = base_url(settings.public_url)
         self.clock = clock
         self.channels = channels
         self.settings = settings
@@ -145,12 +150,14 @@ class Executor:
         if not chunk:
             return outcomes
         context = await load(self.db, chunk)
+        # The link secret as this process keeps it: read at most once a minute, not per chunk.
+        signer = Signer((await self.links.get(self.db, now))[0], self.base_url)
         token = chunk[0].claim_token or ""
         composed: asyncio.Queue[tuple[Any, Composed | BaseException]] = asyncio.Queue()
         jobs: list[tuple[Any, Job]] = []
         ready_made = 0
         for delivery in chunk:
-            prepared = prepare(delivery, context, now, self.settings, self._wire)
+            prepared = prepare(delivery, context, now, self.settings, self._wire, signer)
             if isinstance(prepared, Outcome):
                 outcomes.append(prepared)
                 continue

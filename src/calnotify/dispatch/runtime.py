@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import psycopg
 
+from calnotify.actions.keys import LinkKeys
 from calnotify.channels.base import ChannelAdapter
 from calnotify.channels.inapp import InboxListener
 from calnotify.channels.registry import build_channels, close_channels
@@ -42,6 +43,8 @@ def dispatch_settings(settings: Settings, concurrency: int | None = None) -> Dis
         email_from=settings.email_from,
         twilio_from_number=settings.twilio_from_number,
         twilio_whatsapp_from=settings.twilio_whatsapp_from,
+        public_url=settings.public_url,
+        link_secret_grace=timedelta(days=settings.link_secret_grace_days),
         in_flight=settings.dispatch_in_flight,
         render_budget_seconds=settings.render_budget_seconds,
         render_processes=settings.render_processes or None,
@@ -64,6 +67,7 @@ class Engine:
         inbox_listener: InboxListener | None = None,
         pool: ComposePool | None = None,
         wakeup: Wakeup | None = None,
+        links: LinkKeys | None = None,
     ) -> None:
         self.db = db
         self.channels = channels or build_channels(settings, db, clock, inbox_listener)
@@ -75,6 +79,7 @@ class Engine:
             metrics,
             pool,
             wakeup,
+            links,
         )
         self._listener: asyncio.Task[None] | None = None
 

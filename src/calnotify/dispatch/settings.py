@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from calnotify.actions.keys import DEFAULT_GRACE
 from calnotify.appointments.series import DEFAULT_HORIZON
 
 
@@ -27,6 +28,10 @@ class DispatchSettings:
     email_from: str = "calnotify <notifications@calnotify.invalid>"
     twilio_from_number: str = ""
     twilio_whatsapp_from: str = ""
+    # Action links (docs/semantics.md §8): CALNOTIFY_PUBLIC_URL, and how long a retired
+    # link secret still verifies.
+    public_url: str = ""
+    link_secret_grace: timedelta = DEFAULT_GRACE
     # Composing one message: its wall-clock budget, and the render processes (None: one
     # per CPU) when the dispatcher makes its own pool.
     render_budget_seconds: float = 2.0

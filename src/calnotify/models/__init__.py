@@ -6,6 +6,7 @@ from calnotify.models.console_session import ConsoleSession
 from calnotify.models.contact import Contact
 from calnotify.models.delivery import Delivery, DeliveryAttempt, InboxItem, OutboxMessage
 from calnotify.models.inbound import InboundMessage
+from calnotify.models.link_secret import LinkSecret
 from calnotify.models.location import Location
 from calnotify.models.notification import Notification
 from calnotify.models.planning_job import PlanningJob
@@ -28,6 +29,7 @@ __all__ = [
     "DeliveryAttempt",
     "InboundMessage",
     "InboxItem",
+    "LinkSecret",
     "Location",
     "Notification",
     "OutboxMessage",

@@ -87,6 +87,7 @@ class PreviewOptions:
     pool: ComposePool
     senders: SenderSettings
     horizon: timedelta = series.DEFAULT_HORIZON
+    public_url: str = ""  # a preview's action links are samples under it
 
     @classmethod
     def of(cls, app: Starlette) -> PreviewOptions:
@@ -96,6 +97,7 @@ class PreviewOptions:
             pool=app.state.compose_pool,
             senders=settings,
             horizon=timedelta(days=settings.planning_horizon_days),
+            public_url=settings.public_url,
         )
 
 
@@ -163,7 +165,9 @@ async def preview_plan(
         principal, Sources(calendar, people, templates, allowed, unsaved_contact)
     )
     shown = planned[:MAX_DELIVERIES]
-    deliveries = await Renderer(sources, options.pool, options.senders, now).all(shown)
+    deliveries = await Renderer(
+        sources, options.pool, options.senders, now, options.public_url
+    ).all(shown)
     return PreviewOut(
         deliveries=scoped_deliveries(principal, deliveries), truncated=len(planned) > len(shown)
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from calnotify.actions.links import preview_links
 from calnotify.appointments import series
 from calnotify.channels.base import Message
 from calnotify.channels.senders import AllowedSenders, SenderSettings
@@ -69,11 +70,17 @@ class Renderer:
     size bounds."""
 
     def __init__(
-        self, sources: Sources, pool: ComposePool, senders: SenderSettings, now: datetime
+        self,
+        sources: Sources,
+        pool: ComposePool,
+        senders: SenderSettings,
+        now: datetime,
+        public_url: str = "",
     ) -> None:
         self.sources = sources
         self.pool = pool
         self.senders = senders
+        self.links = preview_links(public_url)
         self.now = now
         self.cache: dict[tuple[str, int, str, str], Message | str] = {}
         self.failed: dict[str, str] = {}  # rule id → its render error
@@ -149,6 +156,7 @@ class Renderer:
                 location=people.location,
                 contact=people.contacts.get(appointment.contact_id),
                 user=people.users.get(appointment.assigned_user_id or ""),
+                links=self.links,
             ),
             recipient=Recipient(
                 item.wanted.recipient.kind, item.resolved.address, user.id if user else ""

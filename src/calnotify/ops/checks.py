@@ -33,6 +33,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from calnotify.actions.links import LOCAL_URL, base_url
 from calnotify.channels.smtp import smtp_client
 from calnotify.channels.twilio import _error as twilio_error
 from calnotify.config import Settings
@@ -413,22 +414,29 @@ def _twilio_account(settings: Settings, base: str, response: httpx.Response) -> 
 # --- public URL ---------------------------------------------------------------------------
 
 
-def check_public_url(settings: Settings) -> CheckResult | None:
-    """``CALNOTIFY_PUBLIC_URL``, which Twilio's delivery status callbacks are sent to.
+def check_public_url(settings: Settings) -> CheckResult:
+    """``CALNOTIFY_PUBLIC_URL``, which Twilio's delivery status callbacks are sent to and
+    the recipients' action links point to (docs/semantics.md §8).
 
     Fails when it is set but not an ``http(s)://host`` URL, or when Twilio is configured
-    and it is empty (callbacks are then off). ``None`` when it is empty and Twilio is not
-    configured. Does not try to reach it.
+    and it is empty (callbacks are then off). When it is empty and Twilio is not
+    configured, warns that links point to localhost. Does not try to reach it.
     """
     url = settings.public_url.strip()
     if not url:
         if not settings.twilio_configured:
-            return None
+            return CheckResult(
+                "public_url",
+                True,
+                f"not set: action links in messages point to {LOCAL_URL} (set "
+                "CALNOTIFY_PUBLIC_URL to the address recipients reach this service at)",
+                warning=True,
+            )
         return fail(
             "public_url",
             "CALNOTIFY_PUBLIC_URL is not set: Twilio delivery status callbacks are off "
-            "(set it to the address Twilio reaches this service at, "
-            "e.g. https://calnotify.example.com)",
+            f"and action links point to {LOCAL_URL} (set it to the address Twilio and "
+            "recipients reach this service at, e.g. https://calnotify.example.com)",
         )
     problem = _url_problem(url)
     if problem:
@@ -439,10 +447,17 @@ def check_public_url(settings: Settings) -> CheckResult | None:
         )
     if not settings.twilio_configured:
         return CheckResult(
-            "public_url", True, f"{url} (Twilio is not configured: no callbacks expected)"
+            "public_url",
+            True,
+            f"{url}: action links go to {base_url(url)}/a/… "
+            "(Twilio is not configured: no callbacks expected)",
         )
     callback = f"{url.rstrip('/')}/webhooks/twilio/status"
-    return CheckResult("public_url", True, f"{url}: Twilio status callbacks go to {callback}")
+    return CheckResult(
+        "public_url",
+        True,
+        f"{url}: Twilio status callbacks go to {callback}, action links to {base_url(url)}/a/…",
+    )
 
 
 def _url_problem(url: str) -> str:

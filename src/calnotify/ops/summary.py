@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from calnotify import __version__
+from calnotify.actions.links import LOCAL_URL, PAGE_PREFIX, base_url
 from calnotify.config import Settings
 from calnotify.db.urls import shown_database_url
 
 
 def startup_summary(settings: Settings, *, mode: str, metrics: str | None = None) -> list[str]:
     """Lines for ``serve`` and ``worker`` to log at startup: version, database (password
-    masked), the provider of each channel, Twilio callbacks, ``mode`` (the caller's
+    masked), the provider of each channel, Twilio callbacks, where action links point,
+    ``mode`` (the caller's
     text, e.g. ``"API + dispatcher (2 loops)"``) and, when given, where the metrics are
     served (a worker's ``http://127.0.0.1:9100/metrics``, or why they are not). Never
     raises."""
@@ -49,7 +51,15 @@ def startup_summary(settings: Settings, *, mode: str, metrics: str | None = None
             else "off (CALNOTIFY_PUBLIC_URL not set)"
         )
         lines.append(f"twilio status callbacks: {callbacks}")
+    lines.append(f"action links: {_links(settings)}")
     lines.append(f"mode: {mode}")
     if metrics is not None:
         lines.append(f"metrics: {metrics}")
     return lines
+
+
+def _links(settings: Settings) -> str:
+    """Where the recipients' action links point (docs/semantics.md §8)."""
+    if settings.public_url.strip():
+        return base_url(settings.public_url) + PAGE_PREFIX + "…"
+    return f"{LOCAL_URL}{PAGE_PREFIX}… (CALNOTIFY_PUBLIC_URL not set: links point to localhost)"

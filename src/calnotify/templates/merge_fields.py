@@ -45,6 +45,7 @@ MERGE_FIELDS: dict[str, frozenset[str]] = {
             "notes",
             "cancellation_link",
             "reschedule_link",
+            "confirmation_link",  # calnotify's own (docs/semantics.md §8)
         }
     ),
     "calendar": frozenset({"id", "name"}),

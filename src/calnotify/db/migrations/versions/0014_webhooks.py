@@ -1,7 +1,7 @@
 """outbound webhooks: endpoints per location; a webhook delivery has no rule
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 
 ``webhook_endpoints`` holds each location's webhook URLs, their event types and signing
 secrets (docs/semantics.md §8, "Outbound webhooks"). A webhook is a delivery of channel
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
