@@ -222,3 +222,28 @@ class PreviewOut(OutputModel):
 
     deliveries: list[PreviewDeliveryOut]
     truncated: bool = Field(description="More deliveries would be planned than are shown")
+
+
+# --- rule impact (a calnotify extension) ----------------------------------------------------
+
+
+class ImpactChangeOut(OutputModel):
+    """One pending send that saving would change."""
+
+    appointment_id: str = Field(description="The appointment (an occurrence's instance id)")
+    recipient: str = Field(description="The address (hidden without the scope to read it)")
+    old_due_at: Timestamp | None = Field(description="When it is due now (null: newly planned)")
+    new_due_at: Timestamp | None = Field(description="When it would be due (null: cancelled)")
+
+
+class ImpactGroupOut(OutputModel):
+    count: int = Field(description="How many, over the whole calendar")
+    first: list[ImpactChangeOut] = Field(description="The first 20, by appointment start")
+
+
+class ImpactOut(OutputModel):
+    """What saving would do to pending sends; nothing is stored (docs/api.md "Rule impact")."""
+
+    cancelled: ImpactGroupOut
+    retimed: ImpactGroupOut
+    planned: ImpactGroupOut
