@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 
+from calnotify.notifications import impact as impact_module
 from tests.conftest import NOW
 from tests.engine import Scenario
 from tests.factories import Tenant
@@ -63,6 +65,7 @@ async def test_lengthening_a_reminder_shows_the_new_due_times_and_saving_plans_t
     assert found["cancelled"] == {"count": 0, "first": []}
     assert found["planned"] == {"count": 0, "first": []}
     assert found["retimed"]["count"] == 3
+    assert (found["complete"], found["checkedUntil"]) == (True, None)
     shown = [
         (c["appointmentId"], instant(c["oldDueAt"]), instant(c["newDueAt"]), c["recipient"])
         for c in found["retimed"]["first"]
@@ -137,3 +140,19 @@ async def test_impact_is_judged_like_a_save_and_stays_in_its_location(
     assert {c["recipient"] for c in found.json()["retimed"]["first"]} == {
         "[hidden: needs contacts.readonly]"
     }
+
+
+async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id, booked = await three_reminders(scenario)
+    monkeypatch.setattr(impact_module, "PAGE", 2)
+    monkeypatch.setattr(impact_module, "MAX_APPOINTMENTS", 2)
+    found = await impact(
+        scenario, f"/{rule_id}/impact", {"beforeTime": [{"timeOffset": 2, "unit": "hours"}]}
+    )
+    assert found["retimed"]["count"] == 2
+    assert found["complete"] is False
+    assert instant(found["checkedUntil"]) == instant(booked[1]["startTime"])
+    everything = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
+    assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)

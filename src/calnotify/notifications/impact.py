@@ -1,6 +1,8 @@
 """What saving a rule would do to pending sends (a calnotify extension, docs/api.md "Rule
-impact"): the deliveries cancelled, re-timed and newly planned, counted over the whole
-calendar, the first :data:`SAMPLES` of each shown.
+impact"): the deliveries cancelled, re-timed and newly planned, counted, the first
+:data:`SAMPLES` of each shown. The count covers the whole calendar when it has at most
+:data:`MAX_APPOINTMENTS` appointments to re-plan, the earliest of them otherwise (the
+answer says up to which start).
 
 Nothing is written and nothing is locked: the rule as the save would store it (the same
 service functions a create, an update and a delete use) is given to the planner's own
@@ -44,8 +46,10 @@ from calnotify.planning.planner import Plan
 
 #: Changes shown of each kind.
 SAMPLES = 20
-#: Appointments read per page: a few reads over a big calendar, each bounded.
-PAGE = 1000
+#: Appointments read per page, and at most read by one impact (a request does bounded
+#: work, architecture principle 10): beyond them, the answer says how far it looked.
+PAGE = 500
+MAX_APPOINTMENTS = 1000
 KINDS = ("cancelled", "retimed", "planned")
 
 _D = Delivery.__table__.c
@@ -98,6 +102,9 @@ class Impact:
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
     first: dict[str, list[Change]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    #: The start of the last appointment looked at when not all of them were (a calendar
+    #: with more than :data:`MAX_APPOINTMENTS` to re-plan); None: all were.
+    checked_until: datetime | None = None
 
     def add(self, kind: str, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -110,6 +117,9 @@ class Impact:
             self.counts[kind] += other.counts[kind]
             room = SAMPLES - len(self.first[kind])
             self.first[kind] += other.first[kind][: max(room, 0)]
+        if other.checked_until is not None:
+            mine = self.checked_until
+            self.checked_until = min(mine, other.checked_until) if mine else other.checked_until
 
 
 async def update_impact(
@@ -169,12 +179,16 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
             "notification_type": rule.notification_type,
         }
         await _cancelled(reader, impact, *_CHANGED_SENDS, values)
-    cursor = ""
+    cursor, seen = "", 0
     while page := await page_of(reader, rule, now, cursor, PAGE):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
         plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new)
         await _classify(reader, impact, plan, page)
+        seen += len(page)
         if len(page) < PAGE:
+            break
+        if seen >= MAX_APPOINTMENTS:
+            impact.checked_until = page[-1].start_at
             break
         cursor = cursor_after(page)
     return impact
@@ -271,4 +285,6 @@ def impact_out(principal: Principal, impact: Impact) -> ImpactOut:
         )
         for kind in KINDS
     }
-    return ImpactOut(**groups)
+    return ImpactOut(
+        **groups, complete=impact.checked_until is None, checked_until=impact.checked_until
+    )

@@ -237,7 +237,7 @@ class ImpactChangeOut(OutputModel):
 
 
 class ImpactGroupOut(OutputModel):
-    count: int = Field(description="How many, over the whole calendar")
+    count: int = Field(description="How many (see complete)")
     first: list[ImpactChangeOut] = Field(description="The first 20, by appointment start")
 
 
@@ -247,3 +247,7 @@ class ImpactOut(OutputModel):
     cancelled: ImpactGroupOut
     retimed: ImpactGroupOut
     planned: ImpactGroupOut
+    complete: bool = Field(description="Whether every appointment to re-plan was looked at")
+    checked_until: Timestamp | None = Field(
+        description="Not complete: the counts are of the appointments starting up to this"
+    )
