@@ -73,8 +73,8 @@ def run(kind: str, appointments: int, calls: int) -> dict[str, Any]:
     from bench.common import (
         calnotify,
         count_status,
-        fresh_database,
         free_port,
+        fresh_database,
         log,
         seed_tenant,
         wait_healthy,
