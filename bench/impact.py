@@ -8,14 +8,13 @@ straight into the database, starts ``calnotify serve`` on a free port, creates a
 rule (email to the contact, 1 hour before) and waits until every reminder is planned
 (background planning jobs). Then times ``POST …/notifications/{id}/impact`` with the rule
 lengthened to 2 hours (every reminder re-timed), --calls times, and prints the median and
-the longest, the counts it answered, and that nothing changed. Target: ≤ 500 ms.
-Figures only, no assertion: bench/RESULTS.md records them.
+the longest, the counts it answered, and that nothing changed (appended to
+bench/results.jsonl). Target: ≤ 500 ms. Figures only, no assertion.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -117,7 +116,9 @@ def main() -> int:
     parser.add_argument("--appointments", type=int, default=50_000)
     parser.add_argument("--calls", type=int, default=5)
     args = parser.parse_args()
-    print(json.dumps(run(args.database, args.appointments, args.calls), indent=2))
+    from bench.common import report
+
+    report("impact", run(args.database, args.appointments, args.calls))
     return 0
 
 

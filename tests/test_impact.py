@@ -65,7 +65,7 @@ async def test_lengthening_a_reminder_shows_the_new_due_times_and_saving_plans_t
     assert found["cancelled"] == {"count": 0, "first": []}
     assert found["planned"] == {"count": 0, "first": []}
     assert found["retimed"]["count"] == 3
-    assert (found["complete"], found["checkedUntil"]) == (True, None)
+    assert (found["complete"], found["checkedUntil"], found["pendingOfRule"]) == (True, None, 3)
     shown = [
         (c["appointmentId"], instant(c["oldDueAt"]), instant(c["newDueAt"]), c["recipient"])
         for c in found["retimed"]["first"]
@@ -152,7 +152,7 @@ async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
         scenario, f"/{rule_id}/impact", {"beforeTime": [{"timeOffset": 2, "unit": "hours"}]}
     )
     assert found["retimed"]["count"] == 2
-    assert found["complete"] is False
+    assert (found["complete"], found["pendingOfRule"]) == (False, 3)
     assert instant(found["checkedUntil"]) == instant(booked[1]["startTime"])
     everything = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
     assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)

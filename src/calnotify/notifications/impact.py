@@ -105,6 +105,9 @@ class Impact:
     #: The start of the last appointment looked at when not all of them were (a calendar
     #: with more than :data:`MAX_APPOINTMENTS` to re-plan); None: all were.
     checked_until: datetime | None = None
+    #: The rule's pending reminders or follow-ups now, over the whole calendar (counted in
+    #: SQL): what an incomplete count is out of.
+    pending: int = 0
 
     def add(self, kind: str, changes: Iterable[Change]) -> None:
         for change in changes:
@@ -117,6 +120,7 @@ class Impact:
             self.counts[kind] += other.counts[kind]
             room = SAMPLES - len(self.first[kind])
             self.first[kind] += other.first[kind][: max(room, 0)]
+        self.pending += other.pending
         if other.checked_until is not None:
             mine = self.checked_until
             self.checked_until = min(mine, other.checked_until) if mine else other.checked_until
@@ -179,6 +183,8 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
             "notification_type": rule.notification_type,
         }
         await _cancelled(reader, impact, *_CHANGED_SENDS, values)
+        [[row]] = await reader.fetch((_SCHEDULE[0], {"id": rule.id}))
+        impact.pending = int(row[0])
     cursor, seen = "", 0
     while page := await page_of(reader, rule, now, cursor, PAGE):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
@@ -286,5 +292,8 @@ def impact_out(principal: Principal, impact: Impact) -> ImpactOut:
         for kind in KINDS
     }
     return ImpactOut(
-        **groups, complete=impact.checked_until is None, checked_until=impact.checked_until
+        **groups,
+        complete=impact.checked_until is None,
+        checked_until=impact.checked_until,
+        pending_of_rule=impact.pending,
     )

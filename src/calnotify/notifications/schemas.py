@@ -251,3 +251,6 @@ class ImpactOut(OutputModel):
     checked_until: Timestamp | None = Field(
         description="Not complete: the counts are of the appointments starting up to this"
     )
+    pending_of_rule: int = Field(
+        description="The rule's pending reminders or follow-ups now, over the whole calendar"
+    )
