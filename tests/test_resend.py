@@ -1,6 +1,6 @@
 """Resending a failed or skipped delivery by hand: a new delivery linked to the old one,
 through the dispatcher, with do-not-disturb still applying; a sent one is never resent;
-every failure says what happened and what to do (docs/api.md "Resending a delivery")."""
+every failure says what happened and what to do (docs/semantics.md §6)."""
 
 from __future__ import annotations
 

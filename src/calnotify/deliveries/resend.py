@@ -1,5 +1,5 @@
-"""Resending a delivery that ended ``failed`` or ``skipped``, by hand (docs/api.md
-"Resending a delivery").
+"""Resending a delivery that ended ``failed`` or ``skipped``, by hand (docs/semantics.md §6,
+docs/api.md ``POST /deliveries/{deliveryId}/resend``).
 
 The resend is a new delivery, linked to the one it resends (``resend_of``) with who asked
 (``requested_by``) and when (``requested_at``), planned by the planner's own code

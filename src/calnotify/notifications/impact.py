@@ -1,4 +1,4 @@
-"""What saving a rule would do to pending sends (a calnotify extension, docs/api.md "Rule
+"""What saving a rule would do to pending sends (docs/semantics.md §2, docs/api.md "Rule
 impact"): the deliveries cancelled, re-timed and newly planned, counted, the first
 :data:`SAMPLES` of each shown. The count covers the whole calendar when it has at most
 :data:`MAX_APPOINTMENTS` appointments to re-plan, the earliest of them otherwise (the
