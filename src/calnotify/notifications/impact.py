@@ -49,7 +49,7 @@ SAMPLES = 20
 #: Appointments read per page, and at most read by one impact (a request does bounded
 #: work, architecture principle 10): beyond them, the answer says how far it looked.
 PAGE = 500
-MAX_APPOINTMENTS = 1000
+MAX_APPOINTMENTS = 500
 KINDS = ("cancelled", "retimed", "planned")
 
 _D = Delivery.__table__.c
@@ -83,6 +83,23 @@ def _of_rule(*, schedule_only: bool, changed_sends: bool = False) -> tuple[State
 _ALL = _of_rule(schedule_only=False)
 _SCHEDULE = _of_rule(schedule_only=True)
 _CHANGED_SENDS = _of_rule(schedule_only=False, changed_sends=True)
+#: In one pass over the rule's scheduled deliveries: its pending reminders or follow-ups,
+#: and its immediate sends that a change of channel, receivers or type cancels.
+_COUNTS = Statement(
+    select(
+        func.count().filter(_D.trigger == Trigger.SCHEDULE.value).label("pending"),
+        func.count()
+        .filter(
+            _D.trigger == Trigger.EVENT.value,
+            or_(
+                _D.channel != bindparam("channel"),
+                _D.receiver_type != bindparam("receiver_type"),
+                _D.notification_type != bindparam("notification_type"),
+            ),
+        )
+        .label("changed"),
+    ).where(_D.notification_id == bindparam("id"), _D.status == _SCHEDULED)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,9 +199,10 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
             "receiver_type": rule.receiver_type,
             "notification_type": rule.notification_type,
         }
-        await _cancelled(reader, impact, *_CHANGED_SENDS, values)
-        [[row]] = await reader.fetch((_SCHEDULE[0], {"id": rule.id}))
-        impact.pending = int(row[0])
+        [[counted]] = await reader.fetch((_COUNTS, values))
+        impact.pending = int(counted.pending)
+        if counted.changed:
+            await _cancelled(reader, impact, *_CHANGED_SENDS, values)
     cursor, seen = "", 0
     while page := await page_of(reader, rule, now, cursor, PAGE):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
