@@ -119,6 +119,10 @@ async def test_deactivating_cancels_and_an_unchanged_schedule_changes_nothing(
     rule_id, _ = await three_reminders(scenario)
     off = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
     assert off["cancelled"]["count"] == 3
+    moved = await impact(scenario, f"/{rule_id}/impact", {"channel": "sms"})
+    counts = {k: moved[k]["count"] for k in ("cancelled", "retimed", "planned")}
+    assert counts == {"cancelled": 3, "retimed": 0, "planned": 3}
+    assert {c["recipient"] for c in moved["planned"]["first"]} == {"+14155550123"}
     same = await impact(scenario, f"/{rule_id}/impact", {"subject": "Soon"})
     assert all(same[k]["count"] == 0 for k in ("cancelled", "retimed", "planned"))
 

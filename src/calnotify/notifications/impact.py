@@ -10,8 +10,8 @@ page (:func:`calnotify.planning.store.rule_page_plan`) over the appointments its
 re-planning job would walk (:func:`calnotify.planning.jobs.page_of`), read outside any
 transaction. A rule that no longer plans ahead (deleted, deactivated, not a reminder or
 follow-up any more) cancels what it has pending: counted in SQL, the first few read.
-A cancelled send and a new one for the same appointment and recipient are one re-timed
-send (old → new due time).
+A cancelled send and a new one for the same appointment and recipient by the same channel
+are one re-timed send (old → new due time).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ KINDS = ("cancelled", "retimed", "planned")
 _D = Delivery.__table__.c
 _SCHEDULED = DeliveryStatus.SCHEDULED.value
 _SHOWN = (_D.id, _D.appointment_id, _D.instance_id, _D.recipient_kind, _D.recipient_ref,
-          _D.recipient, _D.due_at)  # fmt: skip
+          _D.channel, _D.recipient, _D.due_at)  # fmt: skip
 _DETAILS = Statement(select(*_SHOWN).where(_D.id.in_(bindparam("ids", expanding=True))))
 
 
@@ -234,10 +234,12 @@ async def _classify(reader: Reader, impact: Impact, plan: Plan, page: Sequence[A
     found: list[Any] = []
     if cancelled or revived:
         [found] = await reader.fetch((_DETAILS, {"ids": cancelled + list(revived)}))
-    olds: dict[tuple[str, str, str], list[Change]] = defaultdict(list)
-    news: dict[tuple[str, str, str], list[Change]] = defaultdict(list)
+    # One message to one recipient by one channel: a send moved to another channel is
+    # cancelled and planned anew, not re-timed.
+    olds: dict[tuple[str, ...], list[Change]] = defaultdict(list)
+    news: dict[tuple[str, ...], list[Change]] = defaultdict(list)
     for row in found:
-        key = (row.appointment_id, row.recipient_kind, row.recipient_ref)
+        key = (row.appointment_id, row.recipient_kind, row.recipient_ref, row.channel)
         if row.id in revived:
             values = revived[row.id]
             shown = row.instance_id or row.appointment_id
@@ -248,7 +250,12 @@ async def _classify(reader: Reader, impact: Impact, plan: Plan, page: Sequence[A
             olds[key].append(_old(row))
     for row in plan.insert:
         if row["status"] == _SCHEDULED:
-            key = (row["appointment_id"], row["recipient_kind"], row["recipient_ref"])
+            key = (
+                row["appointment_id"],
+                row["recipient_kind"],
+                row["recipient_ref"],
+                row["channel"],
+            )
             shown = row["instance_id"] or row["appointment_id"]
             news[key].append(
                 Change(shown, row["recipient_kind"], row["recipient"], None, row["due_at"])
