@@ -261,9 +261,9 @@ async def _classify(reader: Reader, impact: Impact, plan: Plan, page: Sequence[A
                 Change(shown, row["recipient_kind"], row["recipient"], None, row["due_at"])
             )
     order = {a.id: i for i, a in enumerate(page)}
-    for key in sorted(olds.keys() | news.keys(), key=lambda k: (order.get(k[0], -1), k)):
-        old = sorted(olds.get(key, []), key=_when)
-        new = sorted(news.get(key, []), key=_when)
+    for group in sorted(olds.keys() | news.keys(), key=lambda k: (order.get(k[0], -1), k)):
+        old = sorted(olds.get(group, []), key=_when)
+        new = sorted(news.get(group, []), key=_when)
         paired = min(len(old), len(new))
         impact.add(
             "retimed",
