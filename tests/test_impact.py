@@ -160,3 +160,23 @@ async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
     assert instant(found["checkedUntil"]) == instant(booked[1]["startTime"])
     everything = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
     assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)
+
+
+async def test_an_impact_over_several_pages_is_what_saving_does(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id, booked = await three_reminders(scenario)
+    monkeypatch.setattr(impact_module, "PAGE", 2)
+    both = {"beforeTime": [{"timeOffset": 1, "unit": "hours"}, {"timeOffset": 1, "unit": "days"}]}
+    found = await impact(scenario, f"/{rule_id}/impact", both)
+    assert found["complete"] is True
+    assert {k: found[k]["count"] for k in ("cancelled", "retimed", "planned")} == {
+        "cancelled": 0,
+        "retimed": 0,
+        "planned": 3,
+    }
+    kept = await scheduled(scenario)
+    await scenario.update_rule(rule_id, **both)
+    planned = {(c["appointmentId"], instant(c["newDueAt"])) for c in found["planned"]["first"]}
+    assert await scheduled(scenario) == kept | planned
+    assert {a for a, _ in planned} == {a["id"] for a in booked}
