@@ -94,6 +94,12 @@ class NotFound(AppError):
     status_code = 404
 
 
+class Conflict(AppError):
+    """The request cannot be done in the state the resource is in (the message says why)."""
+
+    status_code = 409
+
+
 class PayloadTooLarge(AppError):
     status_code = 413
 

@@ -1,4 +1,5 @@
-"""Read-only pages: appointments and their notification timeline, outbox, inbox, health."""
+"""Appointments and their notification timeline (with its Resend button), outbox, inbox,
+health."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from calnotify.appointments import reads, series
 from calnotify.auth.scopes import Scope
@@ -17,6 +18,7 @@ from calnotify.console import charts, desk, queries, words
 from calnotify.console.deployment import provider_checks
 from calnotify.console.sessions import Operator
 from calnotify.console.web import (
+    PREFIX,
     ConsoleRoute,
     PageError,
     last_page,
@@ -27,8 +29,10 @@ from calnotify.console.web import (
     signed_in,
 )
 from calnotify.deliveries import service as deliveries
-from calnotify.deliveries.wording import shown_error
-from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
+from calnotify.deliveries.resend import RESENDABLE, resend
+from calnotify.deliveries.wording import explained, shown_error
+from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep, SessionDep
+from calnotify.errors import Conflict
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
 from calnotify.timefmt import parse_instant, zone
@@ -157,11 +161,35 @@ async def appointment_page(
 
 
 def _error_wording(operator: bool) -> dict[str, Any]:
-    """How the timeline words errors: the provider's details for an operator only."""
+    """How the timeline words errors: the provider's details for an operator only, and
+    what a failed or skipped send means and what to do, for everyone."""
     return {
         "error_of": lambda d: shown_error(d.channel, d.last_error, operator=operator),
         "attempt_error_of": lambda d, a: shown_error(d.channel, a.error, operator=operator),
+        "explain_of": lambda d: explained(d.status, d.reason, d.channel, d.last_error),
+        "resendable": RESENDABLE,
     }
+
+
+@router.post("/deliveries/{delivery_id}/resend")
+async def resend_delivery(
+    request: Request,
+    delivery_id: str,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_WRITE)],
+    db: DatabaseDep,
+    planning: PlanningDep,
+) -> Response:
+    """The timeline's Resend button: the API's resend, then back to the timeline."""
+    await read_form(request, operator.csrf)
+    try:
+        new_id, due = await resend(db, operator.principal, delivery_id, now_utc(request))
+    except Conflict as exc:
+        raise PageError(409, "Not resent", exc.message) from exc
+    planning.planned(due)
+    async with db.session(write=False) as session:
+        new = await deliveries.get_delivery(session, operator.principal, new_id)
+    shown = new.instance_id or new.appointment_id
+    return RedirectResponse(f"{PREFIX}/appointments/{shown}#delivery-{new.id}", status_code=303)
 
 
 @router.get("/outbox")

@@ -36,7 +36,7 @@ from calnotify.db.tx import Reader
 from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep
 from calnotify.errors import BadRequest
 from calnotify.models import Appointment, Calendar, Template
-from calnotify.notifications import service
+from calnotify.notifications import impact, service
 from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
     NotificationCreate,
@@ -249,6 +249,68 @@ async def preview(
             + form.general,
             "words": words,
         },
+        operator=operator,
+    )
+
+
+@router.post("/calendars/{calendar_id}/impact")
+async def new_rule_impact(
+    request: Request,
+    calendar_id: str,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
+    reader: ReadSessionDep,
+    db: DatabaseDep,
+) -> Response:
+    """The rule form's impact (an htmx partial) for a new rule: nothing is stored."""
+    return await _impact(request, calendar_id, None, operator, reader, db)
+
+
+@router.post("/calendars/{calendar_id}/rules/{rule_id}/impact")
+async def rule_impact(
+    request: Request,
+    calendar_id: str,
+    rule_id: str,
+    operator: Annotated[Operator, signed_in(Scope.EVENTS_READ)],
+    reader: ReadSessionDep,
+    db: DatabaseDep,
+) -> Response:
+    """The rule form's impact (an htmx partial) for an edit: nothing is stored."""
+    return await _impact(request, calendar_id, rule_id, operator, reader, db)
+
+
+async def _impact(
+    request: Request,
+    calendar_id: str,
+    rule_id: str | None,
+    operator: Operator,
+    reader: AsyncSession,
+    db: Reader,
+) -> Response:
+    """What saving the form would do to pending sends: the API's impact, for the form."""
+    fields = await read_form(request, operator.csrf)
+    calendar = await get_calendar(reader, operator.principal, calendar_id)
+    form = rule_from_fields(fields)
+    now = now_utc(request)
+    found: impact.Impact | None = None
+    try:
+        if rule_id is None:
+            item = parse_rule(form, NotificationCreate)
+            if item is not None:
+                found = await impact.create_impact(db, operator.principal, calendar.id, [item], now)
+        else:
+            changes = parse_rule(form, NotificationUpdate)
+            if changes is not None:
+                found = await impact.update_impact(
+                    db, operator.principal, calendar.id, rule_id, changes, now
+                )
+    except BadRequest as exc:
+        form.add(exc.errors)
+    problems = [f"{words.FIELDS.get(n, n)}: {e}" for n, errs in form.errors.items() for e in errs]
+    result = None if form.failed or found is None else impact.impact_out(operator.principal, found)
+    return render(
+        request,
+        "_impact.html",
+        {"result": result, "problems": problems + form.general},
         operator=operator,
     )
 

@@ -11,12 +11,15 @@ from calnotify.auth.deps import require_unversioned
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.deliveries import service
-from calnotify.deliveries.schemas import DeliveriesOut, DeliveryDetailOut, OutboxOut
-from calnotify.deps import SessionDep
+from calnotify.deliveries.resend import resend
+from calnotify.deliveries.schemas import DeliveriesOut, DeliveryDetailOut, DeliveryOut, OutboxOut
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep, SessionDep
 
 router = APIRouter(tags=["Deliveries"])
 
 Reader = Annotated[Principal, Depends(require_unversioned(Scope.EVENTS_READ))]
+#: Resending plans a delivery, as booking does: the appointments' write scope.
+Writer = Annotated[Principal, Depends(require_unversioned(Scope.EVENTS_WRITE))]
 StatusFilter = Literal["scheduled", "sending", "sent", "failed", "cancelled", "skipped"]
 ChannelFilter = Literal["email", "sms", "whatsapp", "inApp", "webhook"]
 
@@ -65,6 +68,29 @@ async def get_delivery(
     """One delivery with every attempt to hand it to its provider, oldest first."""
     delivery = await service.get_delivery(session, principal, deliveryId)
     return await service.delivery_detail(session, delivery)
+
+
+@router.post(
+    "/deliveries/{deliveryId}/resend",
+    response_model=DeliveryOut,
+    status_code=201,
+    operation_id="resend-delivery",
+)
+async def resend_delivery(
+    deliveryId: str,
+    principal: Writer,
+    db: DatabaseDep,
+    clock: ClockDep,
+    planning: PlanningDep,
+) -> DeliveryOut:
+    """Resend a delivery that ended ``failed`` or ``skipped``: a new delivery, due now and
+    linked to it (``resendOf``), that the dispatcher sends like any other. The answer is the
+    new delivery: ``skipped`` at once, with its ``explanation``, when it would be skipped
+    again (do not disturb, no address). A sent delivery is never resent (409)."""
+    new_id, due = await resend(db, principal, deliveryId, clock.now())
+    planning.planned(due)
+    async with db.session() as session:
+        return service.delivery_out(await service.get_delivery(session, principal, new_id))
 
 
 @router.get("/outbox", response_model=OutboxOut, operation_id="list-outbox")

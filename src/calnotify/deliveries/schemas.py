@@ -24,10 +24,16 @@ class DeliveryOut(BaseModel):
     sentAt: Timestamp | None
     attempts: int
     lastError: str
+    explanation: str = Field(
+        description="a failed or skipped one: what happened in words, and what to do"
+    )
     provider: str
     providerMessageId: str
     subject: str
     body: str
+    resendOf: str = Field(description="a resend: the delivery it resends; empty otherwise")
+    requestedBy: str = Field(description="a resend: who asked for it (token:<id>)")
+    requestedAt: Timestamp | None = Field(description="a resend: when it was asked for")
     createdAt: Timestamp
     updatedAt: Timestamp
 

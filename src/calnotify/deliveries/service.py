@@ -18,7 +18,7 @@ from calnotify.deliveries.schemas import (
     DeliveryOut,
     OutboxMessageOut,
 )
-from calnotify.deliveries.wording import shown_error
+from calnotify.deliveries.wording import explained, shown_error
 from calnotify.ids import parse_instance_id
 from calnotify.models import Appointment, Delivery, OutboxMessage
 from calnotify.models.delivery import RecipientKind
@@ -154,10 +154,14 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         sentAt=d.sent_at,
         attempts=d.attempts,
         lastError=shown_error(d.channel, d.last_error),
+        explanation=explained(d.status, d.reason, d.channel, d.last_error),
         provider=d.provider,
         providerMessageId=d.provider_message_id,
         subject=d.subject,
         body=d.body,
+        resendOf=d.resend_of,
+        requestedBy=d.requested_by,
+        requestedAt=d.requested_at,
         createdAt=d.created_at,
         updatedAt=d.updated_at,
     )

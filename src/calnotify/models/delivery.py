@@ -98,6 +98,11 @@ class Delivery(IdMixin, Base):
     provider_status_at: Mapped[datetime | None] = mapped_column(default=None)
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
+    # A resend asked for by hand (docs/semantics.md §6): the delivery it
+    # resends, who asked ("token:<id>") and when.
+    resend_of: Mapped[str] = mapped_column(String(20), default="", index=True)
+    requested_by: Mapped[str] = mapped_column(String(64), default="")
+    requested_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from calnotify.api.types import JSONBytes, QueryBool
 from calnotify.auth.deps import EventsRead, EventsWrite
 from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 from calnotify.errors import BadRequest, FieldError
-from calnotify.notifications import service, wire
+from calnotify.notifications import impact, service, wire
 from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
+    ImpactOut,
     MessageOut,
     NotificationCreate,
     NotificationOut,
@@ -105,6 +106,47 @@ async def preview_notifications(
     )
 
 
+@router.post(
+    "/impact",
+    response_model=ImpactOut,
+    operation_id="impact-create-event-notifications",
+    tags=["calnotify"],
+)
+async def create_impact(
+    calendarId: str,
+    body: Annotated[list[NotificationCreate], Body(min_length=1, max_length=MAX_BATCH)],
+    principal: EventsRead,
+    db: DatabaseDep,
+    clock: ClockDep,
+) -> ImpactOut:
+    """What creating these notifications would do to pending sends (a calnotify
+    extension): the deliveries newly planned, counted, the first 20 shown. Nothing is
+    stored; the body is a create's, judged the same way."""
+    found = await impact.create_impact(db, principal, calendarId, body, clock.now())
+    return impact.impact_out(principal, found)
+
+
+@router.post(
+    "/{notificationId}/impact",
+    response_model=ImpactOut,
+    operation_id="impact-update-event-notification",
+    tags=["calnotify"],
+)
+async def update_impact(
+    calendarId: str,
+    notificationId: str,
+    body: NotificationUpdate,
+    principal: EventsRead,
+    db: DatabaseDep,
+    clock: ClockDep,
+) -> ImpactOut:
+    """What this update (a PUT's body) would do to pending sends (a calnotify extension):
+    deliveries cancelled, re-timed (old → new due time) and newly planned. Nothing is
+    stored."""
+    found = await impact.update_impact(db, principal, calendarId, notificationId, body, clock.now())
+    return impact.impact_out(principal, found)
+
+
 @router.get(
     "/{notificationId}", response_model=NotificationOut, operation_id="find-event-notification"
 )
@@ -168,8 +210,14 @@ async def delete_notification(
     db: DatabaseDep,
     clock: ClockDep,
     planning: PlanningDep,
-) -> MessageOut:
-    """Soft delete (idempotent)."""
+    dry_run: Annotated[QueryBool, Query(alias="dryRun")] = None,
+) -> MessageOut | Response:
+    """Soft delete (idempotent). With ``dryRun=true`` (a calnotify extension) nothing is
+    deleted: the answer is what deleting would do to pending sends (as ``…/impact``)."""
+    if dry_run:
+        found = await impact.delete_impact(db, principal, calendarId, notificationId, clock.now())
+        out = impact.impact_out(principal, found)
+        return Response(out.model_dump_json(by_alias=True), media_type="application/json")
     planning.planned(
         await service.delete_notification(db, principal, calendarId, notificationId, clock.now())
     )

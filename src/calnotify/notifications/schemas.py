@@ -222,3 +222,35 @@ class PreviewOut(OutputModel):
 
     deliveries: list[PreviewDeliveryOut]
     truncated: bool = Field(description="More deliveries would be planned than are shown")
+
+
+# --- rule impact (a calnotify extension) ----------------------------------------------------
+
+
+class ImpactChangeOut(OutputModel):
+    """One pending send that saving would change."""
+
+    appointment_id: str = Field(description="The appointment (an occurrence's instance id)")
+    recipient: str = Field(description="The address (hidden without the scope to read it)")
+    old_due_at: Timestamp | None = Field(description="When it is due now (null: newly planned)")
+    new_due_at: Timestamp | None = Field(description="When it would be due (null: cancelled)")
+
+
+class ImpactGroupOut(OutputModel):
+    count: int = Field(description="How many (see complete)")
+    first: list[ImpactChangeOut] = Field(description="The first 20, by appointment start")
+
+
+class ImpactOut(OutputModel):
+    """What saving would do to pending sends; nothing is stored (docs/api.md "Rule impact")."""
+
+    cancelled: ImpactGroupOut
+    retimed: ImpactGroupOut
+    planned: ImpactGroupOut
+    complete: bool = Field(description="Whether every appointment to re-plan was looked at")
+    checked_until: Timestamp | None = Field(
+        description="Not complete: the counts are of the appointments starting up to this"
+    )
+    pending_of_rule: int = Field(
+        description="The rule's pending reminders or follow-ups now, over the whole calendar"
+    )

@@ -64,33 +64,8 @@ async def create_many(
     """Create every rule of the array, or none of them; the rules as their columns, and
     whether something due to send was planned. Active reminders and follow-ups are planned
     over the calendar in the same transaction (its first page)."""
-    if not looks_like_id(calendar_id):
-        raise NotFound("Calendar not found")
-    drafts = [draft_of(item) for item in items]
-    prefixes = [f"[{i}]." for i in range(len(drafts))]
-    # What needs no database (templates parsed, among others) before anything is read.
-    static = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
-    location_id = principal.location_id
     async with db.transaction() as tx:
-        await _calendar(tx, location_id, calendar_id)
-        drafts, found = await _checked(tx, location_id, drafts, prefixes, lock=True)
-        errors = static + found
-        if errors:
-            raise BadRequest(errors)
-        stamp = utcnow()
-        rows = [
-            repository.new_rule(
-                {
-                    "location_id": location_id,
-                    "calendar_id": calendar_id,
-                    "batch_index": i,
-                    "date_added": stamp,
-                    "date_updated": stamp,
-                    **draft.as_columns(),
-                }
-            )
-            for i, draft in enumerate(drafts)
-        ]
+        rows = await new_rules(tx, principal, calendar_id, items, lock=True)
         tx.write_many(repository.INSERT, rows)
         created = [repository.RuleRow(**row) for row in rows]
         due = False
@@ -99,6 +74,44 @@ async def create_many(
                 # A new rule has no deliveries yet; only reminders and follow-ups plan ahead.
                 due |= await plan_rule_change(tx, rule, now, new=True)
     return created, due
+
+
+async def new_rules(
+    reader: Reader,
+    principal: Principal,
+    calendar_id: str,
+    items: Sequence[NotificationCreate],
+    *,
+    lock: bool,
+) -> list[dict[str, Any]]:
+    """The rows a create would insert, every one valid (else 400): what a POST writes
+    and its impact preview shows (``lock``: as a POST, templates locked)."""
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    drafts = [draft_of(item) for item in items]
+    prefixes = [f"[{i}]." for i in range(len(drafts))]
+    # What needs no database (templates parsed, among others) before anything is read.
+    static = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
+    location_id = principal.location_id
+    await _calendar(reader, location_id, calendar_id)
+    drafts, found = await _checked(reader, location_id, drafts, prefixes, lock=lock)
+    errors = static + found
+    if errors:
+        raise BadRequest(errors)
+    stamp = utcnow()
+    return [
+        repository.new_rule(
+            {
+                "location_id": location_id,
+                "calendar_id": calendar_id,
+                "batch_index": i,
+                "date_added": stamp,
+                "date_updated": stamp,
+                **draft.as_columns(),
+            }
+        )
+        for i, draft in enumerate(drafts)
+    ]
 
 
 async def update_notification(
@@ -112,25 +125,45 @@ async def update_notification(
     """Partial update: fields present replace stored ones; the result must still be valid.
     Whether something due to send was planned."""
     async with db.transaction() as tx:
-        row = await _rule(tx, principal.location_id, calendar_id, notification_id)
-        current = NotificationDraft.from_row(row)
-        merged = current.merged(_wire_changes(changes))
-        [draft], found = await _checked(tx, principal.location_id, [merged], [""], lock=True)
-        errors = draft_problems(merged) + found
-        if errors:
-            raise BadRequest(errors)
-        if draft == current:
-            return False
-        replans = _plans_differ(current, draft)
-        # The wording is rendered at send time: only a change of what deliveries are
-        # planned from makes the pending ones stale.
-        updated = row._replace(
-            **repository.columns_of(draft),
-            version=row.version + 1 if replans else row.version,
-            date_updated=utcnow(),
+        updated, replans = await edited_rule(
+            tx, principal, calendar_id, notification_id, changes, lock=True
         )
+        if updated is None:
+            return False
         tx.write(repository.UPDATE, by_id(updated._asdict()))
         return await plan_rule_change(tx, updated, now) if replans else False
+
+
+async def edited_rule(
+    reader: Reader,
+    principal: Principal,
+    calendar_id: str,
+    notification_id: str,
+    changes: NotificationUpdate,
+    *,
+    lock: bool,
+) -> tuple[Any | None, bool]:
+    """The rule as an update would store it (``None``: it changes nothing), and whether
+    its deliveries are re-planned; 400 when the result is not valid. What a PUT writes and
+    its impact preview shows (``lock``: as a PUT, templates locked)."""
+    row = await _rule(reader, principal.location_id, calendar_id, notification_id)
+    current = NotificationDraft.from_row(row)
+    merged = current.merged(_wire_changes(changes))
+    [draft], found = await _checked(reader, principal.location_id, [merged], [""], lock=lock)
+    errors = draft_problems(merged) + found
+    if errors:
+        raise BadRequest(errors)
+    if draft == current:
+        return None, False
+    replans = _plans_differ(current, draft)
+    # The wording is rendered at send time: only a change of what deliveries are
+    # planned from makes the pending ones stale.
+    updated = row._replace(
+        **repository.columns_of(draft),
+        version=row.version + 1 if replans else row.version,
+        date_updated=utcnow(),
+    )
+    return updated, replans
 
 
 async def delete_notification(
@@ -143,12 +176,21 @@ async def delete_notification(
     """Soft delete; deleting twice is the same as deleting once. Whether a planning job
     was left for the dispatcher."""
     async with db.transaction() as tx:
-        row = await _rule(tx, principal.location_id, calendar_id, notification_id)
-        if row.deleted:
+        updated = await deleted_rule(tx, principal, calendar_id, notification_id)
+        if updated is None:
             return False
-        updated = row._replace(deleted=True, version=row.version + 1, date_updated=utcnow())
         tx.write(repository.UPDATE, by_id(updated._asdict()))
         return await plan_rule_change(tx, updated, now)
+
+
+async def deleted_rule(
+    reader: Reader, principal: Principal, calendar_id: str, notification_id: str
+) -> Any | None:
+    """The rule as a delete would store it (``None``: it is deleted already)."""
+    row = await _rule(reader, principal.location_id, calendar_id, notification_id)
+    if row.deleted:
+        return None
+    return row._replace(deleted=True, version=row.version + 1, date_updated=utcnow())
 
 
 # --- reads ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ before its page is reached is planned ``skipped``/``late`` like any reminder pla
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -306,7 +307,9 @@ async def _run_page(tx: Tx, job: Job, now: datetime) -> bool:
     return due
 
 
-def _plans_ahead(rule: Any) -> bool:
+def plans_ahead(rule: Any) -> bool:
+    """Whether the rule plans deliveries ahead over its calendar (an active reminder or
+    follow-up); re-planning any other cancels what it has pending."""
     return rule.is_active and not rule.deleted and rule.notification_type in SCHEDULED_TYPES
 
 
@@ -315,7 +318,7 @@ async def _rule_page(tx: Tx, job: Job, rule: Any, now: datetime) -> tuple[bool, 
     due to send was planned."""
     await store.lock_calendar(tx, rule.calendar_id)
     job.pages += 1
-    if not _plans_ahead(rule):
+    if not plans_ahead(rule):
         # Nothing of it is planned ahead any more: cancel what is pending, a page at a time.
         if rule.deleted:
             reason, statement = Reason.RULE_DELETED, _OF_RULE
@@ -328,30 +331,38 @@ async def _rule_page(tx: Tx, job: Job, rule: Any, now: datetime) -> tuple[bool, 
         job.items += len(found)
         return len(found) < PAGE, False
 
-    page = await _page_of(tx, job, rule, now)
+    page = await page_of(tx, rule, now, job.cursor)
     due = False
     if page:
         people = await store.people(tx, rule.location_id, [a.contact_id for a in page])
         due = await store.plan_rule_page(tx, page, rule, people, now, fresh=job.fresh)
-        last = page[-1]
-        job.cursor = f"{last.start_at.isoformat()}|{last.id}"
+        job.cursor = cursor_after(page)
     job.items += len(page)
     return len(page) < PAGE, due
 
 
-async def _page_of(tx: Tx, job: Job, rule: Any, now: datetime) -> list[Any]:
-    """The next page of appointments the rule plans ahead for, in start order."""
+def cursor_after(page: Sequence[Any]) -> str:
+    """The cursor of the page after ``page`` (see :func:`page_of`)."""
+    last = page[-1]
+    return f"{last.start_at.isoformat()}|{last.id}"
+
+
+async def page_of(
+    reader: Reader, rule: Any, now: datetime, cursor: str, size: int | None = None
+) -> list[Any]:
+    """The next page of appointments the rule plans ahead for, in start order (after
+    ``cursor``: "" for the first page)."""
     reminder = rule.notification_type == NotificationType.REMINDER
     if reminder:
         since = now
     else:
         longest = max((offset_seconds(e) for e in rule.after_time), default=0.0)
         since = now - timedelta(seconds=longest) - DEADLINE
-    values: dict[str, Any] = {"calendar_id": rule.calendar_id, "since": since, "page": PAGE}
-    if job.cursor:
-        start, _, last_id = job.cursor.partition("|")
+    values: dict[str, Any] = {"calendar_id": rule.calendar_id, "since": since, "page": size or PAGE}
+    if cursor:
+        start, _, last_id = cursor.partition("|")
         values.update(at=datetime.fromisoformat(start), last_id=last_id)
-    [found] = await tx.fetch((_PAGES[(reminder, bool(job.cursor))], values))
+    [found] = await reader.fetch((_PAGES[(reminder, bool(cursor))], values))
     return [row_of(r) for r in found]
 
 

@@ -244,7 +244,25 @@ async def plan_rule_page(
 ) -> bool:
     """Re-plan one rule over a page of appointments (``fresh``: a new rule, nothing of it
     stored yet); whether something due to send was planned."""
-    stored = {} if fresh else await pending_of(tx, [a.id for a in appointments], rule_id=rule.id)
+    plan = await rule_page_plan(tx, appointments, rule, people, now, fresh=fresh)
+    return write(tx, plan, now)
+
+
+async def rule_page_plan(
+    reader: Reader,
+    appointments: Sequence[Any],
+    rule: Any,
+    people: People,
+    now: datetime,
+    *,
+    fresh: bool = False,
+) -> Plan:
+    """What re-planning one rule over a page of appointments would write, read and worked
+    out without writing: :func:`plan_rule_page` writes it, a rule's impact preview
+    (calnotify.notifications.impact) shows it."""
+    stored = (
+        {} if fresh else await pending_of(reader, [a.id for a in appointments], rule_id=rule.id)
+    )
     plan = Plan()
     wanted_of: list[tuple[Any, dict[str, Wanted]]] = []
     for appointment in appointments:
@@ -259,7 +277,7 @@ async def plan_rule_page(
             moved_by="notification",
         )
         wanted_of.append((appointment, wanted))
-    found = {} if fresh else await existing(tx, [k for _, w in wanted_of for k in w])
+    found = {} if fresh else await existing(reader, [k for _, w in wanted_of for k in w])
     for appointment, wanted in wanted_of:
         add_rows(plan, appointment, wanted.values(), found, people, now)
-    return write(tx, plan, now)
+    return plan

@@ -1,7 +1,7 @@
 """who changed an appointment from the console, and why
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 
 An appointment event made in the console (``source: console``) names the token whose
 session made it (``actor``) and, for a cancellation, the reason given (``note``).
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0014"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
