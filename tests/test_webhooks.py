@@ -297,6 +297,11 @@ async def test_a_client_error_fails_at_once(hooks: Hooks) -> None:
         1,
     )
     assert len(hooks.receiver.requests) == 1
+    resent = await scenario.client.post(
+        f"/deliveries/{delivery['id']}/resend", headers=scenario.headers
+    )
+    assert resent.status_code == 409
+    assert "never resent by hand" in resent.json()["message"]
 
 
 async def test_410_disables_the_endpoint(hooks: Hooks) -> None:

@@ -25,6 +25,7 @@ from calnotify.db.engine import Database
 from calnotify.db.statements import Statement
 from calnotify.deliveries.states import DeliveryStatus
 from calnotify.errors import Conflict, NotFound
+from calnotify.hooks.events import WEBHOOK
 from calnotify.ids import looks_like_id, new_id
 from calnotify.models import Appointment, Delivery, Notification
 from calnotify.models.delivery import RecipientKind, Trigger
@@ -85,6 +86,11 @@ async def resend(
 
 
 def _check_status(old: Any) -> None:
+    if old.channel == WEBHOOK:
+        raise Conflict(
+            f"Delivery {old.id} is a webhook event: webhooks are retried by the dispatcher "
+            "until the endpoint accepts them or refuses them for good, and never resent by hand"
+        )
     if old.status == DeliveryStatus.SENT:
         raise Conflict(
             f"Delivery {old.id} was sent: a sent delivery is never resent "
