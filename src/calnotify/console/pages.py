@@ -27,7 +27,7 @@ from calnotify.console.web import (
     signed_in,
 )
 from calnotify.deliveries import service as deliveries
-from calnotify.deliveries.wording import shown_error
+from calnotify.deliveries.wording import content_removed, shown_error
 from calnotify.deps import DatabaseDep, ReadSessionDep, SessionDep
 from calnotify.ids import parse_instance_id
 from calnotify.models import Calendar, Contact, InboxItem, User
@@ -147,8 +147,10 @@ async def appointment_page(
 
 
 def _error_wording(operator: bool) -> dict[str, Any]:
-    """How the timeline words errors: the provider's details for an operator only."""
+    """How the timeline words errors (the provider's details for an operator only) and removed
+    content."""
     return {
+        "content_removed": content_removed,
         "error_of": lambda d: shown_error(d.channel, d.last_error, operator=operator),
         "attempt_error_of": lambda d, a: shown_error(d.channel, a.error, operator=operator),
     }

@@ -28,6 +28,12 @@ class DeliveryOut(BaseModel):
     providerMessageId: str
     subject: str
     body: str
+    contentRemovedAt: Timestamp | None = Field(
+        description="when retention removed the subject, body and provider answers (null: kept)"
+    )
+    contentRemoved: str = Field(
+        description='"content removed after N days" once retention removed it; empty otherwise'
+    )
     createdAt: Timestamp
     updatedAt: Timestamp
 

@@ -17,7 +17,7 @@ from calnotify.deliveries.schemas import (
     DeliveryOut,
     OutboxMessageOut,
 )
-from calnotify.deliveries.wording import shown_error
+from calnotify.deliveries.wording import content_removed, shown_error
 from calnotify.ids import parse_instance_id
 from calnotify.models import Delivery, OutboxMessage
 
@@ -130,6 +130,8 @@ def delivery_out(d: Delivery) -> DeliveryOut:
         providerMessageId=d.provider_message_id,
         subject=d.subject,
         body=d.body,
+        contentRemovedAt=d.content_removed_at,
+        contentRemoved=content_removed(d),
         createdAt=d.created_at,
         updatedAt=d.updated_at,
     )

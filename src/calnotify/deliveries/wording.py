@@ -7,6 +7,7 @@ a server that cannot be reached, a connection, a time-out, TLS or a login, whose
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: Words of an error about reaching the provider rather than about the message.
 DEPLOYMENT = re.compile(
@@ -33,3 +34,13 @@ def shown_error(channel: str, text: str, *, operator: bool = False) -> str:
     if text.endswith(MAY_HAVE):
         return f"{neutral(channel)} {MAY_HAVE}"
     return neutral(channel)
+
+
+def content_removed(delivery: Any) -> str:
+    """``content removed after N days`` for a delivery whose content retention removed
+    (docs/semantics.md §10), counted from when it finished; empty otherwise."""
+    removed_at = delivery.content_removed_at
+    if removed_at is None:
+        return ""
+    days = max(0, (removed_at - delivery.updated_at).days)
+    return f"content removed after {days} day{'' if days == 1 else 's'}"

@@ -27,6 +27,11 @@ class Trigger(StrEnum):
 
 _DUE = text("status = 'scheduled'")
 _LEASED = text("status = 'sending'")
+# Finished deliveries, by when they finished (retention, docs/semantics.md §10): the
+# indexes hold no pending row, so planning and claiming never pay for them.
+FINISHED_SQL = "status IN ('sent', 'failed', 'cancelled', 'skipped')"
+_ENDED = text(FINISHED_SQL)
+_CONTENT_KEPT = text(f"{FINISHED_SQL} AND content_removed_at IS NULL")
 
 
 class Delivery(IdMixin, Base):
@@ -48,6 +53,13 @@ class Delivery(IdMixin, Base):
         Index(None, "notification_id", "status"),
         Index(None, "location_id", "created_at"),
         Index(None, "master_event_id", "due_at"),
+        Index("ix_deliveries_finished", "updated_at", postgresql_where=_ENDED, sqlite_where=_ENDED),
+        Index(
+            "ix_deliveries_content_kept",
+            "updated_at",
+            postgresql_where=_CONTENT_KEPT,
+            sqlite_where=_CONTENT_KEPT,
+        ),
     )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
@@ -93,6 +105,8 @@ class Delivery(IdMixin, Base):
     body: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When retention removed the subject, body and provider answers (docs/semantics.md §10).
+    content_removed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class DeliveryAttempt(IdMixin, Base):
@@ -132,7 +146,7 @@ class InboxItem(IdMixin, Base):
     """An in-app notification in a user's inbox."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (Index(None, "user_id", "created_at"),)
+    __table_args__ = (Index(None, "user_id", "created_at"), Index(None, "read_at"))
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
