@@ -51,7 +51,8 @@ class Delivery(IdMixin, Base):
         ),
         Index(None, "appointment_id", "status"),
         Index(None, "notification_id", "status"),
-        Index(None, "location_id", "created_at"),
+        # GET /deliveries lists a location's in due order: read in that order, not sorted.
+        Index(None, "location_id", "due_at", "id"),
         Index(None, "master_event_id", "due_at"),
         Index("ix_deliveries_finished", "updated_at", postgresql_where=_ENDED, sqlite_where=_ENDED),
         Index(

@@ -46,6 +46,15 @@ def upgrade() -> None:
         postgresql_where=_CONTENT_KEPT,
         sqlite_where=_CONTENT_KEPT,
     )
+    # GET /deliveries lists a location's deliveries in due order: read in that order from
+    # an index instead of sorting them all (seconds at ten million rows).
+    op.drop_index(op.f("ix_deliveries_location_id_created_at"), table_name="deliveries")
+    op.create_index(
+        op.f("ix_deliveries_location_id_due_at_id"),
+        "deliveries",
+        ["location_id", "due_at", "id"],
+        unique=False,
+    )
     op.create_index(op.f("ix_inbox_items_read_at"), "inbox_items", ["read_at"], unique=False)
     op.create_index(
         op.f("ix_inbound_messages_received_at"), "inbound_messages", ["received_at"], unique=False
@@ -62,6 +71,13 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_appointment_events_occurred_at"), table_name="appointment_events")
     op.drop_index(op.f("ix_inbound_messages_received_at"), table_name="inbound_messages")
     op.drop_index(op.f("ix_inbox_items_read_at"), table_name="inbox_items")
+    op.drop_index(op.f("ix_deliveries_location_id_due_at_id"), table_name="deliveries")
+    op.create_index(
+        op.f("ix_deliveries_location_id_created_at"),
+        "deliveries",
+        ["location_id", "created_at"],
+        unique=False,
+    )
     op.drop_index("ix_deliveries_content_kept", table_name="deliveries")
     op.drop_index("ix_deliveries_finished", table_name="deliveries")
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
