@@ -4,6 +4,7 @@ says once its content is gone, and SQLite's file giving the space back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,6 +22,7 @@ from calnotify.config import Settings, get_settings
 from calnotify.db.engine import Database
 from calnotify.db.migrate import upgrade
 from calnotify.db.tx import Tx
+from calnotify.db.urls import sqlite_path
 from calnotify.ids import new_id
 from calnotify.models import (
     AppointmentEvent,
@@ -34,7 +36,9 @@ from calnotify.ops.retention import Retention, prune, would_prune
 from tests.conftest import NOW
 from tests.engine import Scenario, by_status
 from tests.factories import Tenant
+from tests.processes import Server
 from tests.test_console import signed_in
+from tests.test_processes import book, setup_location
 
 START = NOW + timedelta(days=30)
 SOON = {"beforeTime": [{"timeOffset": 1, "unit": "days"}]}
@@ -325,3 +329,45 @@ def test_db_vacuum_turns_it_on_for_an_older_database(
         get_settings.cache_clear()
     assert "incremental auto-vacuum on" in capsys.readouterr().out
     assert sqlite3.connect(path).execute("PRAGMA auto_vacuum").fetchone() == (2,)
+
+
+async def test_live_inbox_streams_never_keep_the_wal_from_being_truncated(
+    server: Server,
+) -> None:
+    path = sqlite_path(server.database_url)
+    if path is None:
+        pytest.skip("SQLite's write-ahead log")
+    client, ids = await setup_location(server)
+    async with contextlib.aclosing(client):
+        stream_url = f"/users/{ids['user']}/inbox/stream"
+        async with client.stream("GET", stream_url, timeout=30) as stream:
+            assert stream.status_code == 200
+            await asyncio.sleep(1.5)  # a few polls of the stream, between writes
+            await book(client, ids, datetime.now(UTC) + timedelta(days=1))
+            await asyncio.sleep(1.5)
+            connection = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+            try:
+                busy, frames, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                connection.close()
+    assert (busy, frames) == (0, 0)  # no reader pinned the log: it was emptied
+
+
+async def test_the_background_pruner_prunes_every_interval(
+    scenario: Scenario, db: Database
+) -> None:
+    await booked_and_sent(scenario)
+    scenario.clock.advance(seconds=1)
+    keep_rows = Retention(content=timedelta(0), events=FOREVER)
+    running = pruner.Pruner(db, scenario.clock, keep_rows, timedelta(seconds=0.05), 1.0)
+    running.start()
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if not any(d["subject"] for d in await scenario.deliveries()):
+                break
+    finally:
+        await running.stop()
+    assert {d["contentRemoved"] for d in by_status(await scenario.deliveries(), "sent")} == {
+        "content removed after 0 days"
+    }
