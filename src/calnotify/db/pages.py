@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from calnotify.db.engine import Database
@@ -12,6 +14,8 @@ from calnotify.db.tx import Tx
 
 #: Rows a page works on, at most: a page's transaction holds the write lock for milliseconds.
 PAGE = 500
+#: Background work rests at least this long between pages (seconds).
+BACKGROUND_REST = 0.01
 
 
 async def in_pages(
@@ -19,14 +23,24 @@ async def in_pages(
     page: Callable[[Tx], Awaitable[int]],
     size: int = PAGE,
     priority: Priority = Priority.REQUEST,
+    *,
+    background: bool = False,
 ) -> int:
     """Run ``page`` (which works on at most ``size`` rows and says how many) in a
     transaction of its own, again and again until it works on fewer than ``size``; the rows
-    worked on in all."""
+    worked on in all.
+
+    ``background``: after each page, wait as long as it took (at least
+    :data:`BACKGROUND_REST` s), so that the work holds the write lock at most half the time:
+    SQLite's lock is not a queue, and the writers of other processes, which look for it
+    again only every few milliseconds, would otherwise never find it free."""
     total = 0
     while True:
+        started = time.monotonic()
         async with db.transaction(priority) as tx:
             done = await page(tx)
         total += done
         if done < size:
             return total
+        if background:
+            await asyncio.sleep(max(BACKGROUND_REST, time.monotonic() - started))

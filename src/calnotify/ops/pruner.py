@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import time
 from datetime import timedelta
 
 from sqlalchemy import func, select
@@ -24,6 +25,7 @@ from calnotify.clock import Clock
 from calnotify.config import Settings
 from calnotify.db.engine import DATABASE_ERRORS, Database
 from calnotify.db.gate import Overloaded
+from calnotify.db.pages import BACKGROUND_REST
 from calnotify.db.statements import Statement
 from calnotify.db.tx import Tx
 from calnotify.ops.retention import Retention, prune
@@ -33,9 +35,10 @@ log = logging.getLogger("calnotify.retention")
 #: The advisory lock of the deployment's pruner (any number, the same in every process).
 LOCK_KEY = 0x63616C6E  # "caln"
 _TRY_LOCK = Statement(select(func.pg_try_advisory_xact_lock(LOCK_KEY)))
-#: Pages given back to the file system per step of SQLite's incremental vacuum (4 MB).
-VACUUM_PAGES = 1000
-VACUUM_STEPS = 10_000
+#: Pages given back to the file system per step of SQLite's incremental vacuum (1 MB),
+#: each step its own short write, followed by a rest as long as it took.
+VACUUM_PAGES = 256
+VACUUM_STEPS = 100_000
 #: What postpones a background pass to the next interval.
 _POSTPONED: tuple[type[BaseException], ...] = (Overloaded, *DATABASE_ERRORS)
 
@@ -73,9 +76,12 @@ def reclaim_space(path: str, busy_timeout: float) -> int:
             free = connection.execute("PRAGMA freelist_count").fetchone()[0]
             if not free:
                 break
+            started = time.monotonic()
             # executescript steps the pragma to its end (execute frees a single page).
             connection.executescript(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
             given += min(free, VACUUM_PAGES)
+            # Other processes' writers look for the lock every few milliseconds: let them in.
+            time.sleep(max(BACKGROUND_REST, time.monotonic() - started))
         connection.execute("PRAGMA busy_timeout=100")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:

@@ -289,7 +289,7 @@ async def _prune_kind(
         removed[kind.name] += len(ids)
         return len(ids)
 
-    await in_pages(db, work, page, Priority.REQUEST)
+    await in_pages(db, work, page, Priority.REQUEST, background=True)
 
 
 async def would_prune(reader: Reader, retention: Retention, now: datetime) -> dict[str, int]:
