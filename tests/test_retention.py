@@ -23,6 +23,7 @@ from calnotify.db.engine import Database
 from calnotify.db.migrate import upgrade
 from calnotify.db.tx import Tx
 from calnotify.db.urls import sqlite_path
+from calnotify.deliveries import service as delivery_service
 from calnotify.ids import new_id
 from calnotify.models import (
     AppointmentEvent,
@@ -371,3 +372,12 @@ async def test_the_background_pruner_prunes_every_interval(
     assert {d["contentRemoved"] for d in by_status(await scenario.deliveries(), "sent")} == {
         "content removed after 0 days"
     }
+
+
+async def test_list_totals_are_counted_up_to_a_limit(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await booked_and_sent(scenario)
+    monkeypatch.setattr(delivery_service, "TOTAL_LIMIT", 2)
+    answer = await scenario.client.get("/deliveries", headers=scenario.headers)
+    assert answer.json()["total"] == 2 and len(answer.json()["deliveries"]) == 4
