@@ -200,24 +200,20 @@ def measure(folder: str, rows: int, seconds: int, retain: dict[str, str]) -> dic
         figures["GET /deliveries"] = run_wrk(wrk, folder, f"{base}/deliveries", api, seconds)
         cookie = {"Cookie": console_cookie(base, tenant.token)}
         figures["console Outbox"] = run_wrk(wrk, folder, f"{base}/console/outbox", cookie, seconds)
-        for path in ("/healthz", "/metrics"):  # /healthz: the machine's floor, for reference
+        for route in ("/healthz", "/metrics"):  # /healthz: the machine's floor, for reference
             times = []
             for _ in range(20):
                 started = time.perf_counter()
-                assert httpx.get(f"{base}{path}", timeout=60).status_code == 200
+                assert httpx.get(f"{base}{route}", timeout=60).status_code == 200
                 times.append((time.perf_counter() - started) * 1000)
             median, most = percentile(times, 50), max(times)
-            figures[f"GET {path}"] = f"median {median:.1f} ms, max {most:.1f} ms"
+            figures[f"GET {route}"] = f"median {median:.1f} ms, max {most:.1f} ms"
         figures["serve_rss_mb_after_load"] = round(rss_mb(server.pid), 1)
         figures["size_mb_before_prune"] = size_mb(path)
         started = time.perf_counter()
         pruned = subprocess.run(
             [sys.executable, "-m", "calnotify", "db", "prune"],
-            env={
-                **env,
-                "CALNOTIFY_RETAIN_CONTENT_DAYS": "30",
-                "CALNOTIFY_RETAIN_DELIVERIES_DAYS": "60",
-            },
+            env={**env, **retain},
             capture_output=True,
             text=True,
             check=True,
