@@ -59,15 +59,17 @@ _D, _T, _O, _I = table(Delivery), table(DeliveryAttempt), table(OutboxMessage), 
 _R, _E, _J = table(InboundMessage), table(AppointmentEvent), table(PlanningJob)
 _IDS: BindParameter[Any] = bindparam("ids", expanding=True)
 _CUTOFF: BindParameter[Any] = bindparam("cutoff")
+_DEFAULT = Settings.model_fields
 
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How long each kind of data is kept after it finished."""
+    """How long each kind of data is kept after it finished (by default, as the settings'
+    defaults say)."""
 
-    content: timedelta = timedelta(days=30)
-    deliveries: timedelta = timedelta(days=400)
-    events: timedelta = timedelta(days=400)
+    content: timedelta = timedelta(days=_DEFAULT["retain_content_days"].default)
+    deliveries: timedelta = timedelta(days=_DEFAULT["retain_deliveries_days"].default)
+    events: timedelta = timedelta(days=_DEFAULT["retain_events_days"].default)
 
     @classmethod
     def of(cls, settings: Settings) -> Retention:
