@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -381,3 +382,18 @@ async def test_list_totals_are_counted_up_to_a_limit(
     monkeypatch.setattr(delivery_service, "TOTAL_LIMIT", 2)
     answer = await scenario.client.get("/deliveries", headers=scenario.headers)
     assert answer.json()["total"] == 2 and len(answer.json()["deliveries"]) == 4
+
+
+async def test_a_prune_pass_leaves_sqlites_wal_empty(
+    scenario: Scenario, db: Database, database_url: str
+) -> None:
+    path = sqlite_path(database_url)
+    if path is None:
+        pytest.skip("SQLite's write-ahead log")
+    await booked_and_sent(scenario)
+    now = scenario.clock.advance(seconds=1)
+    keep_rows = Retention(content=timedelta(0), events=FOREVER)
+    removed = await pruner.prune_now(db, keep_rows, ManualClock(now), 1.0)
+    assert removed["message content"] == 3
+    wal = await asyncio.to_thread(os.path.getsize, f"{path}-wal")
+    assert wal == 0  # checkpointed and truncated

@@ -25,6 +25,7 @@ async def in_pages(
     priority: Priority = Priority.REQUEST,
     *,
     background: bool = False,
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     """Run ``page`` (which works on at most ``size`` rows and says how many) in a
     transaction of its own, again and again until it works on fewer than ``size``; the rows
@@ -33,7 +34,8 @@ async def in_pages(
     ``background``: after each page, wait as long as it took (at least
     :data:`BACKGROUND_REST` s), so that the work holds the write lock at most half the time:
     SQLite's lock is not a queue, and the writers of other processes, which look for it
-    again only every few milliseconds, would otherwise never find it free."""
+    again only every few milliseconds, would otherwise never find it free. ``between``
+    runs during each rest (outside any transaction)."""
     total = 0
     while True:
         started = time.monotonic()
@@ -43,4 +45,8 @@ async def in_pages(
         if done < size:
             return total
         if background:
-            await asyncio.sleep(max(BACKGROUND_REST, time.monotonic() - started))
+            took = time.monotonic() - started
+            rest_until = time.monotonic() + max(BACKGROUND_REST, took)
+            if between is not None:
+                await between()
+            await asyncio.sleep(max(0.0, rest_until - time.monotonic()))

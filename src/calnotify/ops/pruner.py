@@ -55,10 +55,31 @@ async def prune_now(
     ``busy_timeout``: seconds SQLite's vacuum waits for the write lock."""
     if not db.is_sqlite:
         return await prune(db, retention, clock.now(), leader=_leader)
-    removed = await prune(db, retention, clock.now())
+    path = db.url.database or ""
+
+    async def checkpoint() -> None:
+        # A page rewrites pages all over a big file: without a checkpoint after each, the
+        # WAL would grow by tens of megabytes a page until the writer's next one.
+        await asyncio.to_thread(checkpoint_wal, path)
+
+    removed = await prune(db, retention, clock.now(), between=checkpoint)
     if any(removed.values()):
-        await asyncio.to_thread(reclaim_space, db.url.database or "", busy_timeout)
+        await asyncio.to_thread(reclaim_space, path, busy_timeout)
     return removed
+
+
+def checkpoint_wal(path: str, mode: str = "PASSIVE") -> None:
+    """Copy what the WAL holds into the database file (``mode``: PASSIVE waits for no one;
+    TRUNCATE also empties the file when no reader needs it), if it can within 0.1 s."""
+    if not path or path == ":memory:":
+        return
+    connection = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+    except sqlite3.OperationalError:
+        pass  # busy: the next one will
+    finally:
+        connection.close()
 
 
 def reclaim_space(path: str, busy_timeout: float) -> int:
@@ -70,9 +91,8 @@ def reclaim_space(path: str, busy_timeout: float) -> int:
     connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     given = 0
     try:
-        if connection.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # INCREMENTAL
-            return 0
-        for _ in range(VACUUM_STEPS):
+        incremental = connection.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+        for _ in range(VACUUM_STEPS if incremental else 0):
             free = connection.execute("PRAGMA freelist_count").fetchone()[0]
             if not free:
                 break
@@ -82,10 +102,9 @@ def reclaim_space(path: str, busy_timeout: float) -> int:
             given += min(free, VACUUM_PAGES)
             # Other processes' writers look for the lock every few milliseconds: let them in.
             time.sleep(max(BACKGROUND_REST, time.monotonic() - started))
-        connection.execute("PRAGMA busy_timeout=100")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     finally:
         connection.close()
+    checkpoint_wal(path, "TRUNCATE")
     return given
 
 

@@ -260,12 +260,14 @@ async def prune(
     *,
     page: int = PAGE,
     leader: Leader = _always,
+    between: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, int]:
     """Remove what ``retention`` no longer keeps, page by page; the rows of each kind
-    removed (for content: whose content was removed)."""
+    removed (for content: whose content was removed). ``between`` runs between pages."""
     removed = dict.fromkeys(NAMES, 0)
     for kind in KINDS:
-        await _prune_kind(db, kind, now - kind.kept(retention), now, page, leader, removed)
+        cutoff = now - kind.kept(retention)
+        await _prune_kind(db, kind, cutoff, now, page, leader, removed, between)
     return removed
 
 
@@ -277,6 +279,7 @@ async def _prune_kind(
     page: int,
     leader: Leader,
     removed: dict[str, int],
+    between: Callable[[], Awaitable[None]] | None,
 ) -> None:
     statement = kind.page
 
@@ -291,7 +294,7 @@ async def _prune_kind(
         removed[kind.name] += len(ids)
         return len(ids)
 
-    await in_pages(db, work, page, Priority.REQUEST, background=True)
+    await in_pages(db, work, page, Priority.REQUEST, background=True, between=between)
 
 
 async def would_prune(reader: Reader, retention: Retention, now: datetime) -> dict[str, int]:
