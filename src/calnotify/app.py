@@ -51,6 +51,7 @@ from calnotify.inbox.router import router as inbox_router
 from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
 from calnotify.ops.presence import Presence
+from calnotify.ops.pruner import Pruner
 from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
@@ -105,7 +106,7 @@ def create_app(
         beacon = Presence(db, clock, presence) if presence else None
         if beacon is not None:
             await beacon.start()
-        engine = None
+        engine = pruner = None
         if run_dispatcher:
             engine = Engine(
                 settings,
@@ -121,12 +122,16 @@ def create_app(
             engine.start()
             assert pressure is not None
             pressure.start()
+            pruner = Pruner.of(settings, db, clock)  # docs/semantics.md §10
+            pruner.start()
         # What exists at start lives as long as the process: keep the collector from
         # walking it again and again (a full collection over it pauses every request).
         gc.freeze()
         try:
             yield
         finally:
+            if pruner is not None:
+                await pruner.stop()
             if pressure is not None:
                 await pressure.stop()
             if engine is not None:

@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     # SQLite: a write request is refused (503) when one has waited this long for the writer.
     shed_after_ms: int = Field(default=250, ge=1, le=60_000)
 
+    # Retention (docs/semantics.md §10), in days from when a thing finished; 0: as soon as
+    # it finished. Pruning runs in the background every prune_interval_seconds.
+    retain_content_days: int = Field(default=30, ge=0, le=36_500)
+    retain_deliveries_days: int = Field(default=400, ge=0, le=36_500)
+    retain_events_days: int = Field(default=400, ge=0, le=36_500)
+    prune_interval_seconds: float = Field(default=300, ge=1, le=86_400)
+
     # Operations endpoints.
     metrics_token: SecretStr = SecretStr("")
     # calnotify worker: where it serves /metrics and /healthz (no port: not served).

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from calnotify.cli import backups
+from calnotify.cli import backups, retention
 from calnotify.cli.common import (
     AddCommand,
     CommandError,
@@ -152,6 +152,7 @@ def _add_database(commands: Any, add: AddCommand) -> None:
         help="when the backup was taken, ISO 8601 with its zone (2030-01-01T02:00:00Z)",
     )
     mark.set_defaults(handler=backups.db_mark_restored)
+    retention.add_commands(db_commands, add)
 
     check = add(
         commands,
@@ -249,6 +250,7 @@ async def _run_worker(
     from calnotify.dispatch.metrics import DispatchMetrics
     from calnotify.dispatch.runtime import Engine
     from calnotify.ops.presence import Presence
+    from calnotify.ops.pruner import Pruner
 
     db = Database(
         settings.database_url,
@@ -268,12 +270,15 @@ async def _run_worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     engine.start()
+    pruner = Pruner.of(settings, db, clock)  # docs/semantics.md §10
+    pruner.start()
     if server is not None:
         server.start()
     log = logging.getLogger("calnotify.worker")
     log.info("worker started")
     await stop.wait()
     log.info("stopping: finishing messages in flight")
+    await pruner.stop()
     await engine.stop()
     if server is not None:
         await server.stop()  # after the last sends, so a final scrape still counts them

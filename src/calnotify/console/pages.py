@@ -30,7 +30,7 @@ from calnotify.console.web import (
 )
 from calnotify.deliveries import service as deliveries
 from calnotify.deliveries.resend import RESENDABLE, resend
-from calnotify.deliveries.wording import explained, shown_error
+from calnotify.deliveries.wording import content_removed, explained, shown_error
 from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep, SessionDep
 from calnotify.errors import Conflict
 from calnotify.ids import parse_instance_id
@@ -161,9 +161,10 @@ async def appointment_page(
 
 
 def _error_wording(operator: bool) -> dict[str, Any]:
-    """How the timeline words errors: the provider's details for an operator only, and
-    what a failed or skipped send means and what to do, for everyone."""
+    """How the timeline words errors (the provider's details for an operator only), what a
+    failed or skipped send means and what to do, for everyone, and removed content."""
     return {
+        "content_removed": content_removed,
         "error_of": lambda d: shown_error(d.channel, d.last_error, operator=operator),
         "attempt_error_of": lambda d, a: shown_error(d.channel, a.error, operator=operator),
         "explain_of": lambda d: explained(d.status, d.reason, d.channel, d.last_error),

@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, select, update
 
 from calnotify.contacts.scrub import ERASED, Scrubber, changes
 from calnotify.db.engine import Database
+from calnotify.db.pages import in_pages
 from calnotify.db.statements import Statement, table
 from calnotify.db.tx import Tx
 from calnotify.deliveries import lifecycle
@@ -236,15 +237,14 @@ async def _mark_deleted(
 async def _cancel_pending(
     db: Database, appointments: list[str], now: datetime, erased: Erased
 ) -> None:
-    while True:
-        async with db.transaction() as tx:
-            params = {"appointments": appointments, "limit": PAGE}
-            [rows] = await tx.fetch((_PENDING_TO_CONTACT, params))
-            reason = lifecycle.Reason.CONTACT_DELETED
-            lifecycle.cancel(tx, reason, [r.id for r in rows], now)
-        erased.cancelled += len(rows)
-        if len(rows) < PAGE:
-            return
+    async def page(tx: Tx) -> int:
+        [rows] = await tx.fetch(
+            (_PENDING_TO_CONTACT, {"appointments": appointments, "limit": PAGE})
+        )
+        lifecycle.cancel(tx, lifecycle.Reason.CONTACT_DELETED, [r.id for r in rows], now)
+        return len(rows)
+
+    erased.cancelled += await in_pages(db, page, PAGE)
 
 
 async def _scrub_deliveries(

@@ -34,6 +34,12 @@ class DeliveryOut(BaseModel):
     resendOf: str = Field(description="a resend: the delivery it resends; empty otherwise")
     requestedBy: str = Field(description="a resend: who asked for it (token:<id>)")
     requestedAt: Timestamp | None = Field(description="a resend: when it was asked for")
+    contentRemovedAt: Timestamp | None = Field(
+        description="when retention removed the subject, body and provider answers (null: kept)"
+    )
+    contentRemoved: str = Field(
+        description='"content removed after N days" once retention removed it; empty otherwise'
+    )
     createdAt: Timestamp
     updatedAt: Timestamp
 

@@ -7,6 +7,7 @@ a server that cannot be reached, a connection, a time-out, TLS or a login, whose
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: Words of an error about reaching the provider rather than about the message.
 DEPLOYMENT = re.compile(
@@ -119,3 +120,11 @@ def explained(status: str, reason: str, channel: str, error: str) -> str:
     if shown:
         return f"the provider answered: {shown}: check the recipient's address, then resend"
     return "it was not sent: resend once what stopped it is fixed"
+def content_removed(delivery: Any) -> str:
+    """``content removed after N days`` for a delivery whose content retention removed
+    (docs/semantics.md §10), counted from when it finished; empty otherwise."""
+    removed_at = delivery.content_removed_at
+    if removed_at is None:
+        return ""
+    days = max(0, (removed_at - delivery.updated_at).days)
+    return f"content removed after {days} day{'' if days == 1 else 's'}"

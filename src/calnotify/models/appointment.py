@@ -96,7 +96,7 @@ class AppointmentEvent(Base):
     """
 
     __tablename__ = "appointment_events"
-    __table_args__ = (Index(None, "appointment_id", "id"),)
+    __table_args__ = (Index(None, "appointment_id", "id"), Index(None, "occurred_at"))
 
     id: Mapped[int] = mapped_column(AutoIncrement, primary_key=True, autoincrement=True)
     appointment_id: Mapped[str] = mapped_column(ForeignKey("appointments.id", ondelete="CASCADE"))

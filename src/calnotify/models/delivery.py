@@ -28,6 +28,11 @@ class Trigger(StrEnum):
 
 _DUE = text("status = 'scheduled'")
 _LEASED = text("status = 'sending'")
+# Finished deliveries, by when they finished (retention, docs/semantics.md §10): the
+# indexes hold no pending row, so planning and claiming never pay for them.
+FINISHED_SQL = "status IN ('sent', 'failed', 'cancelled', 'skipped')"
+_ENDED = text(FINISHED_SQL)
+_CONTENT_KEPT = text(f"{FINISHED_SQL} AND content_removed_at IS NULL")
 
 
 class Delivery(IdMixin, Base):
@@ -47,8 +52,16 @@ class Delivery(IdMixin, Base):
         ),
         Index(None, "appointment_id", "status"),
         Index(None, "notification_id", "status"),
-        Index(None, "location_id", "created_at"),
+        # GET /deliveries lists a location's in due order: read in that order, not sorted.
+        Index(None, "location_id", "due_at", "id"),
         Index(None, "master_event_id", "due_at"),
+        Index("ix_deliveries_finished", "updated_at", postgresql_where=_ENDED, sqlite_where=_ENDED),
+        Index(
+            "ix_deliveries_content_kept",
+            "updated_at",
+            postgresql_where=_CONTENT_KEPT,
+            sqlite_where=_CONTENT_KEPT,
+        ),
     )
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
@@ -105,6 +118,8 @@ class Delivery(IdMixin, Base):
     requested_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # When retention removed the subject, body and provider answers (docs/semantics.md §10).
+    content_removed_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class DeliveryAttempt(IdMixin, Base):
@@ -144,7 +159,7 @@ class InboxItem(IdMixin, Base):
     """An in-app notification in a user's inbox."""
 
     __tablename__ = "inbox_items"
-    __table_args__ = (Index(None, "user_id", "created_at"),)
+    __table_args__ = (Index(None, "user_id", "created_at"), Index(None, "read_at"))
 
     location_id: Mapped[str] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

@@ -34,6 +34,7 @@ class InboundMessage(IdMixin, Base):
     __table_args__ = (
         Index(None, "location_id", "received_at"),
         Index(None, "appointment_id", "received_at"),
+        Index(None, "received_at"),
     )
 
     location_id: Mapped[str | None] = mapped_column(

@@ -48,6 +48,12 @@ def run_migrations_online() -> None:
     # seconds instead of waiting for the operating system to give up.
     engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args(make_url(url)))
     with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Takes effect on a new database (before its first table): pruning then gives
+            # freed pages back to the file system (docs/semantics.md §10). An existing one
+            # needs `calnotify db vacuum` once; there this only records the wish.
+            connection.exec_driver_sql("PRAGMA auto_vacuum=INCREMENTAL")
+            connection.commit()  # ends the transaction begun for it: each migration has its own
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
