@@ -259,3 +259,5 @@ async def test_erasure_reaches_other_appointments_webhooks_and_replies(
     )
     assert amy.json()["event"]["guests"][0]["email"] == "erased"
     assert amy.json()["event"]["title"] == theirs["title"]  # Amy's own text is hers
+    replies = (await scenario.client.get("/replies", headers=scenario.headers)).json()
+    assert [(r["from"], r["body"]) for r in replies["replies"]] == [("erased", "")]

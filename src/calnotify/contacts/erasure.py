@@ -378,13 +378,15 @@ async def _erase_elsewhere(
 
 
 async def _erase_replies(db: Database, location_id: str, contact_id: str, scrub: Scrubber) -> int:
-    """Blank the sender and text of the location's replies from the contact; how many."""
+    """Blank the sender and text of the location's replies from the contact (matched to
+    them, or from their number); how many."""
+    # No number: the contact's id, which is no sender's number, matches none by number.
+    params = {"location_id": location_id, "contact_id": contact_id, "limit": PAGE}
+    params["phone"] = scrub.phone or contact_id
     count, after = 0, ""
     while True:
         async with db.transaction() as tx:
-            params = {"location_id": location_id, "contact_id": contact_id, "after": after}
-            phone = next((a for a in scrub.addresses if a.startswith("+")), contact_id)
-            [rows] = await tx.fetch((_REPLIES, {**params, "phone": phone, "limit": PAGE}))
+            [rows] = await tx.fetch((_REPLIES, {**params, "after": after}))
             tx.write_many(_BLANK_REPLY, [{"b_id": r.id} for r in rows])
         count += len(rows)
         if len(rows) < PAGE:
