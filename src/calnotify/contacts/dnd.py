@@ -89,10 +89,13 @@ async def opted_out_at_provider(
     """Twilio said ``recipient`` opted out of this sender (error 21610), on send or in a
     ``failed`` status callback: the channel's DND is set for the location's contacts with
     that number, so the next message to them is skipped (docs/semantics.md §8, "Replies")."""
+    number = recipient.removeprefix("whatsapp:")
+    if not number:  # no number: no contact to match (an empty phone is no one's)
+        return
     await set_dnd(
         tx,
         location_id,
-        recipient.removeprefix("whatsapp:"),
+        number,
         channel,
         on=True,
         why=OPTED_OUT_AT_PROVIDER,
