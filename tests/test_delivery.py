@@ -293,6 +293,31 @@ async def test_status_callback_records_the_outcome(
         assert "30003" in after["lastError"]
 
 
+async def test_a_failed_callback_saying_the_number_opted_out_sets_dnd(live: Scenario) -> None:
+    """Twilio's 21610 in a status callback sets DND as the same error on send does
+    (docs/semantics.md §8): one opted-out rule for both."""
+    contact = await live.tenant.add_contact()
+    await live.rules(rule("contact", "sms", "booked"))
+    await live.book(contact, START)
+    await live.dispatcher.drain()
+    [delivery] = await live.deliveries()
+    other = {"MessageSid": delivery["providerMessageId"], "MessageStatus": "failed"}
+    for form in ({**other, "ErrorCode": "30003"}, {**other, "ErrorCode": "21610"}):
+        response = await live.client.post(
+            "/webhooks/twilio/status", data=form, headers=signed(form)
+        )
+        assert response.status_code == 200
+        found = await live.client.get(f"/contacts/{contact}", headers=live.headers)
+        dnd = found.json()["contact"]["dndSettings"]
+        if form["ErrorCode"] == "30003":
+            assert dnd == {}  # another failure: no DND
+    assert dnd["SMS"] == {
+        "status": "active",
+        "message": "opted out at the provider",
+        "code": "21610",
+    }
+
+
 async def test_status_never_moves_backwards(live: Scenario) -> None:
     delivery = await _sent_sms(live)
     sid = delivery["providerMessageId"]

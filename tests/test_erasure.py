@@ -21,6 +21,7 @@ from calnotify.contacts.scrub import Scrubber
 from calnotify.db.engine import Database
 from calnotify.db.urls import sync_url
 from calnotify.models import Contact
+from calnotify.replies.service import Inbound, handle_reply
 from tests.conftest import NOW
 from tests.engine import Scenario, by_status
 from tests.factories import Tenant
@@ -173,6 +174,7 @@ async def test_erasure_works_in_pages(
         "inboxItems": 0,
         "appointments": 3,
         "appointmentEvents": 3,
+        "replies": 0,
     }
     assert found_anywhere(database_url, EMAIL, PHONE) == []
 
@@ -213,3 +215,49 @@ def test_the_scrubber_replaces_addresses_and_names() -> None:
         "guests": [{"email": "erased"}],
         "n": 1,
     }
+
+
+async def test_erasure_reaches_other_appointments_webhooks_and_replies(
+    scenario: Scenario, database_url: str, db: Database
+) -> None:
+    """Messages to the erased address in others' appointments (as a guest, as a rule's
+    additional recipient), webhooks whose body carries them, and their replies (§10)."""
+    contact, _ = await booked_and_sent(scenario)
+    await scenario.rules(
+        rule("guest", "email"),
+        rule("phoneNumbers", "sms", additionalPhoneNumbers=[PHONE]),
+        rule("emails", "email", additionalEmailIds=[EMAIL.upper()]),
+    )
+    other = await scenario.tenant.add_contact(
+        email="amy@example.com", phone="+14155550999", first_name="Amy", last_name="Santiago"
+    )
+    theirs = await scenario.book(other, START + timedelta(days=1), guests=[{"email": EMAIL}])
+    assert await scenario.dispatcher.drain() >= 3
+    path = f"/locations/{scenario.tenant.location_id}/webhooks"
+    hook = {"url": "https://hooks.example/calendar"}
+    added = await scenario.client.post(path, json=hook, headers=scenario.headers)
+    assert added.status_code == 201, added.text
+    await scenario.change(theirs["id"], notes="moved")  # a pending webhook naming the guest
+    inbound = Inbound("sms", PHONE, "+14155550000", "who is this?", "SM9")
+    await handle_reply(db, inbound, scenario.clock.now(), timedelta(days=30))
+    pending = by_status(await scenario.deliveries(channel="webhook"), "scheduled")
+    assert pending and all(EMAIL in d["body"] or PHONE in d["body"] for d in pending)
+
+    answer = await scenario.client.delete(f"/contacts/{contact}", headers=scenario.headers)
+    assert answer.status_code == 200
+
+    left = found_anywhere(database_url, EMAIL, PHONE, PHONE.lstrip("+"))
+    # A rule's additional recipients are the location's settings: changed by the location.
+    assert left == ["notifications.additional_email_ids", "notifications.additional_phone_numbers"]
+    webhooks = await scenario.deliveries(channel="webhook")
+    assert {(d["status"], d["reason"]) for d in webhooks} == {("cancelled", "contact_deleted")}
+    to_them = [d for d in await scenario.deliveries() if d["recipient"] == "erased"]
+    assert len(to_them) >= 5  # their own 2 sent, and the 3 to them in Amy's appointment
+    assert all((d["subject"], d["body"]) == ("", "") for d in to_them)
+    amy = await scenario.client.get(
+        f"/calendars/events/appointments/{theirs['id']}", headers=scenario.headers
+    )
+    assert amy.json()["event"]["guests"][0]["email"] == "erased"
+    assert amy.json()["event"]["title"] == theirs["title"]  # Amy's own text is hers
+    replies = (await scenario.client.get("/replies", headers=scenario.headers)).json()
+    assert [(r["from"], r["body"]) for r in replies["replies"]] == [("erased", "")]

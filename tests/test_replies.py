@@ -314,6 +314,57 @@ async def test_the_console_shows_an_appointments_replies(live: Scenario) -> None
     assert f"SMS {PHONE} Y Confirmed the appointment" in shown
 
 
+# --- reading replies through the API ---------------------------------------------------------
+
+
+async def test_replies_are_read_through_the_api_by_their_location_only(
+    live: Scenario, db: Database
+) -> None:
+    await live.rules(rule("sms", "booked"))
+    contact, booked = await messaged(live)
+    await reply(live, "When is it again?")
+    live.clock.advance(seconds=1)
+    await reply(live, "Y", sid="SM2")
+    live.clock.advance(seconds=1)
+    await reply(live, "who?", sender="+14155550777", sid="SM3")  # nobody's number
+
+    listed = await live.client.get("/replies", headers=live.headers)
+    assert listed.status_code == 200, listed.text
+    page = listed.json()
+    assert page["total"] == 3
+    newest = page["replies"][1]
+    assert {k: newest[k] for k in ("messageType", "direction", "from", "body", "action")} == {
+        "messageType": "SMS",
+        "direction": "inbound",
+        "from": PHONE,
+        "body": "Y",
+        "action": "confirmed",
+    }
+    assert (newest["contactId"], newest["appointmentId"]) == (contact, booked["id"])
+    mine = await live.client.get(
+        "/replies", params={"contactId": contact, "limit": 1, "skip": 1}, headers=live.headers
+    )
+    assert mine.json()["total"] == 2
+    assert [r["body"] for r in mine.json()["replies"]] == ["When is it again?"]
+    by_appointment = await live.client.get(
+        "/replies", params={"appointmentId": booked["id"]}, headers=live.headers
+    )
+    assert [r["body"] for r in by_appointment.json()["replies"]] == ["Y", "When is it again?"]
+
+    other = await make_tenant(db, "Other Clinic")
+    theirs = await live.client.get(
+        "/replies", params={"contactId": contact}, headers=other.headers()
+    )
+    assert theirs.status_code == 200 and theirs.json() == {"replies": [], "total": 0}
+    token = await live.tenant.token_with("calendars/events.readonly")
+    refused = await live.client.get("/replies", headers=live.tenant.headers(token))
+    assert refused.status_code == 401  # the scope is missing, as on every route
+    assert (await live.client.get("/replies?limit=501", headers=live.headers)).status_code == 400
+    reader = await live.tenant.token_with("contacts.readonly")
+    allowed = await live.client.get("/replies", headers=live.tenant.headers(reader))
+    assert allowed.status_code == 200
+
+
 # --- Twilio's 21610 --------------------------------------------------------------------------
 
 

@@ -248,6 +248,41 @@ async def test_appointment_events_are_sent_signed_in_highlevels_shape(hooks: Hoo
     assert {d["appointmentId"] for d in webhooks} == {booked["id"]}
 
 
+async def test_a_rotated_secret_signs_with_both_for_a_day(
+    hooks: Hooks, other_tenant: Tenant
+) -> None:
+    scenario = hooks.scenario
+    created = await hooks.add()
+    path = f"/locations/{scenario.tenant.location_id}/webhooks/{created['id']}/rotate"
+    foreign = f"/locations/{other_tenant.location_id}/webhooks/{created['id']}/rotate"
+    assert (await scenario.client.post(foreign, headers=other_tenant.headers())).status_code == 404
+    reader = await scenario.tenant.token_with("locations.readonly")
+    refused = await scenario.client.post(path, headers=scenario.tenant.headers(reader))
+    assert refused.status_code == 401
+    rotated = await scenario.client.post(path, headers=scenario.headers)
+    assert rotated.status_code == 200, rotated.text
+    new, old = rotated.json()["secret"], created["secret"]
+    assert new.startswith("whsec_") and new != old
+    assert rotated.json()["previousSecretUntil"].startswith("2030-01-02T")  # NOW + 24 h
+    listed = (await scenario.client.get(path.rsplit("/", 2)[0], headers=scenario.headers)).json()
+    assert all("secret" not in w for w in listed["webhooks"])
+
+    booked = await scenario.book(await contact(scenario), START)
+    await scenario.run_at(NOW + timedelta(hours=23))
+    [during] = hooks.receiver.requests
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert verify(new, during.headers, during.content)
+    assert verify(old, during.headers, during.content)  # a receiver not switched yet
+
+    await scenario.change(booked["id"], title="After the grace period")
+    await scenario.run_at(NOW + timedelta(hours=24, minutes=1))
+    [_, after] = hooks.receiver.requests
+    assert verify(new, after.headers, after.content)
+    assert not verify(old, after.headers, after.content)
+    unknown = path.replace(created["id"], "nosuchwebhook0000000")
+    assert (await scenario.client.post(unknown, headers=scenario.headers)).status_code == 404
+
+
 async def test_an_endpoint_gets_only_the_events_it_asked_for(hooks: Hooks) -> None:
     scenario = hooks.scenario
     await hooks.add(events=["AppointmentDelete"])
@@ -471,6 +506,13 @@ def test_webhooks_commands(
         listed = json.loads(capsys.readouterr().out)
         assert [w["id"] for w in listed] == [added["id"], second["id"]]
         assert all("secret" not in w for w in listed)
+
+        assert main(["webhooks", "rotate", added["id"]]) == 0
+        rotated = json.loads(capsys.readouterr().out)
+        assert rotated["id"] == added["id"] and rotated["previousSecretUntil"]
+        assert rotated["secret"].startswith("whsec_") and rotated["secret"] != added["secret"]
+        assert main(["webhooks", "rotate", "nosuchwebhook0000000"]) == 1
+        assert "no webhook" in capsys.readouterr().err
 
         assert main(["webhooks", "remove", added["id"]]) == 0
         assert json.loads(capsys.readouterr().out)["removed"] is True

@@ -52,6 +52,7 @@ from calnotify.locations.router import router as locations_router
 from calnotify.notifications.router import router as notifications_router
 from calnotify.ops.presence import Presence
 from calnotify.ops.pruner import Pruner
+from calnotify.replies.router import router as replies_router
 from calnotify.templates.router import router as templates_router
 from calnotify.users.router import router as users_router
 from calnotify.webhooks.router import router as webhooks_router
@@ -203,6 +204,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     templates_router,
     hooks_router,
     webhooks_router,
+    replies_router,
     ops_router,
     home_router,
     console_router,

@@ -10,7 +10,7 @@ from calnotify.hooks.events import ALL_EVENTS
 
 
 def add_commands(commands: Any, add: AddCommand) -> None:
-    """``webhooks add|list|remove``."""
+    """``webhooks add|list|remove|rotate``."""
     webhooks = add(
         commands,
         "webhooks",
@@ -55,6 +55,16 @@ def add_commands(commands: Any, add: AddCommand) -> None:
     )
     hook_remove.add_argument("id", metavar="ID", help="webhook id")
     hook_remove.set_defaults(handler=admin(_remove))
+    hook_rotate = add(
+        hook_commands,
+        "rotate",
+        help="give a webhook a new signing secret; prints it, shown once",
+        description="Give a webhook a new signing secret (whsec_…), printed as JSON with "
+        "the webhook and not shown again. For 24 hours (previousSecretUntil) each request is "
+        "signed with the old secret too, so the receiver can switch without losing events.",
+    )
+    hook_rotate.add_argument("id", metavar="ID", help="webhook id")
+    hook_rotate.set_defaults(handler=admin(_rotate))
 
 
 async def _add(args: argparse.Namespace, session: Any) -> dict[str, Any]:
@@ -98,3 +108,18 @@ async def _remove(args: argparse.Namespace, session: Any) -> dict[str, Any]:
         raise CommandError(f"no webhook {args.id} (`calnotify webhooks list` shows them)")
     await service.remove_endpoint(session, endpoint.location_id, endpoint.id)
     return {**service.to_wire(endpoint), "removed": True}
+
+
+async def _rotate(args: argparse.Namespace, session: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    from calnotify.hooks import service
+    from calnotify.models import WebhookEndpoint
+
+    endpoint = await session.get(WebhookEndpoint, args.id)
+    if endpoint is None:
+        raise CommandError(f"no webhook {args.id} (`calnotify webhooks list` shows them)")
+    rotated = await service.rotate_secret(
+        session, endpoint.location_id, endpoint.id, datetime.now(UTC)
+    )
+    return service.to_wire(rotated, secret=True)

@@ -27,6 +27,7 @@ from calnotify.models import (
     Notification,
     User,
 )
+from calnotify.replies.reading import list_replies
 
 PAGE = 50
 _ESCAPE = "\\"
@@ -163,16 +164,8 @@ async def replies_to(
     session: AsyncSession, principal: Principal, appointment_id: str, count: int = 100
 ) -> Sequence[InboundMessage]:
     """The latest replies by SMS or WhatsApp matched to an appointment, oldest first."""
-    rows = await session.scalars(
-        select(InboundMessage)
-        .where(
-            InboundMessage.appointment_id == appointment_id,
-            InboundMessage.location_id == principal.location_id,
-        )
-        .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
-        .limit(count)
-    )
-    return list(reversed(rows.all()))
+    rows, _ = await list_replies(session, principal, {"appointment_id": appointment_id}, count, 0)
+    return list(reversed(rows))
 
 
 async def occurrences(

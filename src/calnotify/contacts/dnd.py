@@ -14,10 +14,14 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, update
 
+from calnotify.channels.twilio import OPTED_OUT_CODE
 from calnotify.db.statements import Statement, table
 from calnotify.db.tx import Tx
 from calnotify.models import Contact
 from calnotify.planning.recipients import DND_KEY
+
+#: The DND message when Twilio answers that the number opted out (error 21610).
+OPTED_OUT_AT_PROVIDER = "opted out at the provider"
 
 _C = table(Contact).c
 #: The location's contacts with a phone number, locked for the change (PostgreSQL).
@@ -77,3 +81,24 @@ async def set_dnd(
     ]
     tx.write_many(_SET, changes)
     return [row.id for row in found]
+
+
+async def opted_out_at_provider(
+    tx: Tx, location_id: str, recipient: str, channel: str, now: datetime
+) -> None:
+    """Twilio said ``recipient`` opted out of this sender (error 21610), on send or in a
+    ``failed`` status callback: the channel's DND is set for the location's contacts with
+    that number, so the next message to them is skipped (docs/semantics.md §8, "Replies")."""
+    number = recipient.removeprefix("whatsapp:")
+    if not number:  # no number: no contact to match (an empty phone is no one's)
+        return
+    await set_dnd(
+        tx,
+        location_id,
+        number,
+        channel,
+        on=True,
+        why=OPTED_OUT_AT_PROVIDER,
+        now=now,
+        code=str(OPTED_OUT_CODE),
+    )

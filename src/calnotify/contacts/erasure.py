@@ -7,6 +7,13 @@ and in-app notice of their appointments, in those appointments' text and in thei
 (appointment events); the content of messages to them is removed; the contact row keeps only
 its id and ``deleted: true``. Appointments keep their times, for the calendar's history.
 
+Beyond their own appointments: the location's other messages to their email address or
+phone number (as another appointment's guest, or a rule's additional recipient) lose their
+content and recipient, and those pending are cancelled; so are the location's webhook
+deliveries whose body carries the address or number (an ``InboundMessage`` of a reply that
+matched no appointment, an ``Appointment*`` body naming them), whose bodies are scrubbed;
+their replies (``inbound_messages``) keep neither their number nor their text.
+
 The work is done in pages, each its own short transaction (architecture principle 10). The
 contact is marked deleted first, so from then on nothing new is sent to them (the planner
 and the dispatcher's fence take a deleted contact for one without an address); their
@@ -22,7 +29,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from calnotify.contacts.scrub import ERASED, Scrubber, changes
 from calnotify.db.engine import Database
@@ -38,6 +45,7 @@ from calnotify.models import (
     Contact,
     Delivery,
     DeliveryAttempt,
+    InboundMessage,
     InboxItem,
     OutboxMessage,
 )
@@ -49,6 +57,7 @@ SETTLE_SECONDS = 30.0  # how long to wait for messages to the contact being sent
 
 _C, _A, _E = table(Contact), table(Appointment), table(AppointmentEvent)
 _D, _T, _O, _I = table(Delivery), table(DeliveryAttempt), table(OutboxMessage), table(InboxItem)
+_R = table(InboundMessage)
 _NAMES = ("first_name", "last_name", "email", "phone")
 _BLANK_TEXT = (
     *_NAMES, "timezone", "company_name", "address1", "city", "state", "country", "postal_code",
@@ -94,7 +103,8 @@ _PENDING_TO_CONTACT = Statement(
     .where(
         _D.c.appointment_id.in_(bindparam("appointments", expanding=True)),
         _D.c.status == lifecycle.DeliveryStatus.SCHEDULED.value,
-        _D.c.recipient_kind == RecipientKind.CONTACT.value,
+        # A webhook about their appointment carries them too (HighLevel's contact shape).
+        _D.c.recipient_kind.in_((RecipientKind.CONTACT.value, RecipientKind.WEBHOOK.value)),
     )
     .limit(bindparam("limit"))
     .with_for_update(skip_locked=True)
@@ -107,6 +117,35 @@ _DELIVERIES = Statement(
         _D.c.id > bindparam("after"),
     )
     .order_by(_D.c.id)
+    .limit(bindparam("limit"))
+)
+#: The location's other deliveries to one of the contact's addresses, or webhooks whose body
+#: carries one (lower-cased ``needles``: ``%address%``).
+_ELSEWHERE = Statement(
+    select(*_DELIVERY_COLUMNS, _D.c.appointment_id)
+    .where(
+        _D.c.location_id == bindparam("location_id"),
+        _D.c.id > bindparam("after"),
+        or_(
+            func.lower(_D.c.recipient).in_(bindparam("addresses", expanding=True)),
+            (_D.c.recipient_kind == RecipientKind.WEBHOOK.value)
+            & or_(*(func.lower(_D.c.body).like(bindparam(f"needle{i}")) for i in range(3))),
+        ),
+    )
+    .order_by(_D.c.id)
+    .limit(bindparam("limit"))
+)
+_GUESTS = Statement(
+    select(_A.c.id, _A.c.guests).where(_A.c.id.in_(bindparam("ids", expanding=True)))
+)
+_REPLIES = Statement(
+    select(_R.c.id)
+    .where(
+        _R.c.location_id == bindparam("location_id"),
+        or_(_R.c.contact_id == bindparam("contact_id"), _R.c.from_number == bindparam("phone")),
+        _R.c.id > bindparam("after"),
+    )
+    .order_by(_R.c.id)
     .limit(bindparam("limit"))
 )
 _DELIVERIES_BY_ID = Statement(
@@ -155,6 +194,10 @@ _SET_DELIVERY = _set(_D, _DELIVERY_TEXT)
 _SET_ATTEMPT = _set(_T, ("error",))
 _SET_OUTBOX = _set(_O, _OUTBOX_TEXT)
 _SET_INBOX = _set(_I, ("title", "body"))
+_SET_GUESTS = _set(_A, ("guests",))
+_BLANK_REPLY = Statement(
+    update(_R).where(_R.c.id == bindparam("b_id")).values(from_number=ERASED, body="")
+)
 # A cancellation reason typed at the console may name the contact too.
 _SET_EVENT = _set(_E, ("before", "after", "note"))
 
@@ -170,6 +213,7 @@ class Erased:
     inbox_items: int = 0
     appointments: int = 0
     appointment_events: int = 0
+    replies: int = 0
 
     def counts(self) -> dict[str, int]:
         """The counts with the API's names (``outboxMessages``, …)."""
@@ -185,7 +229,7 @@ async def erase_contact(
     settle_seconds: float = SETTLE_SECONDS,
 ) -> Erased:
     """Erase the contact ``contact_id`` (of ``location_id``, when given; 404 otherwise)."""
-    scrub = await _mark_deleted(db, contact_id, location_id, now)
+    scrub, location = await _mark_deleted(db, contact_id, location_id, now)
     erased = Erased()
     in_flight: list[str] = []
     after = ""
@@ -204,6 +248,8 @@ async def erase_contact(
         if len(appointments) < APPOINTMENT_PAGE:
             break
         after = ids[-1]
+    in_flight += await _erase_elsewhere(db, location, scrub, now, erased)
+    erased.replies += await _erase_replies(db, location, contact_id, scrub)
     if in_flight:
         await _settle(db, in_flight, scrub, erased, settle_seconds)
     async with db.transaction() as tx:
@@ -216,7 +262,7 @@ async def erase_contact(
 
 async def _mark_deleted(
     db: Database, contact_id: str, location_id: str | None, now: datetime
-) -> Scrubber:
+) -> tuple[Scrubber, str]:
     contact = None
     if looks_like_id(contact_id):
         async with db.transaction() as tx:
@@ -226,12 +272,13 @@ async def _mark_deleted(
                 tx.write(_MARK_DELETED, {"b_id": contact_id, "now": now})
     if contact is None or location_id not in (None, contact.location_id):
         raise NotFound("Contact not found")
-    return Scrubber(
+    scrub = Scrubber(
         email=contact.email,
         phone=contact.phone,
         first_name=contact.first_name,
         last_name=contact.last_name,
     )
+    return scrub, contact.location_id
 
 
 async def _cancel_pending(
@@ -294,6 +341,57 @@ async def _scrub_delivery_rows(
             messages.append({**values, "b_id": m.id})
     tx.write_many(_SET_OUTBOX, messages)
     erased.outbox_messages += len(messages)
+
+
+async def _erase_elsewhere(
+    db: Database, location_id: str, scrub: Scrubber, now: datetime, erased: Erased
+) -> list[str]:
+    """The location's deliveries outside the contact's appointments that hold their address
+    (docs/semantics.md §10): pending ones cancelled, all scrubbed, as are the addresses in
+    the guests (and their history) of the appointments they belong to. The ids of those
+    being sent right now."""
+    addresses = sorted(scrub.addresses | {f"whatsapp:{a}" for a in scrub.addresses})
+    if not addresses:
+        return []
+    needles = sorted(scrub.addresses, key=len, reverse=True)[:3]
+    params: dict[str, Any] = {"location_id": location_id, "addresses": addresses, "limit": PAGE}
+    params |= {f"needle{i}": f"%{needles[i % len(needles)]}%" for i in range(3)}
+    only_addresses = scrub.addresses_only()
+    sending: list[str] = []
+    after = ""
+    while True:
+        async with db.transaction() as tx:
+            [rows] = await tx.fetch((_ELSEWHERE, {**params, "after": after}))
+            pending = [r.id for r in rows if r.status == lifecycle.DeliveryStatus.SCHEDULED.value]
+            lifecycle.cancel(tx, lifecycle.Reason.CONTACT_DELETED, pending, now)
+            erased.cancelled += len(pending)
+            await _scrub_delivery_rows(tx, rows, scrub, erased)
+            appointments = sorted({r.appointment_id for r in rows if r.appointment_id})
+            [guests] = await tx.fetch((_GUESTS, {"ids": appointments}))
+            _scrub_rows(tx, _SET_GUESTS, guests, only_addresses, ("guests",))
+        if appointments:  # their history holds the guests too
+            await _scrub_events(db, appointments, only_addresses, erased)
+        sending += [r.id for r in rows if r.status == lifecycle.DeliveryStatus.SENDING.value]
+        if len(rows) < PAGE:
+            return sending
+        after = rows[-1].id
+
+
+async def _erase_replies(db: Database, location_id: str, contact_id: str, scrub: Scrubber) -> int:
+    """Blank the sender and text of the location's replies from the contact (matched to
+    them, or from their number); how many."""
+    # No number: the contact's id, which is no sender's number, matches none by number.
+    params = {"location_id": location_id, "contact_id": contact_id, "limit": PAGE}
+    params["phone"] = scrub.phone or contact_id
+    count, after = 0, ""
+    while True:
+        async with db.transaction() as tx:
+            [rows] = await tx.fetch((_REPLIES, {**params, "after": after}))
+            tx.write_many(_BLANK_REPLY, [{"b_id": r.id} for r in rows])
+        count += len(rows)
+        if len(rows) < PAGE:
+            return count
+        after = rows[-1].id
 
 
 def _to_contact(delivery: Any, scrub: Scrubber) -> bool:

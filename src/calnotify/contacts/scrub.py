@@ -24,6 +24,12 @@ class Scrubber:
         self._names = _pattern(words, 0)
         #: The contact's addresses, as a delivery's recipient holds them.
         self.addresses = {s.lower() for s in exact if s}
+        self.email, self.phone = email.strip(), phone.strip()
+
+    def addresses_only(self) -> Scrubber:
+        """A scrubber of the email address and phone number alone, for text about other
+        people (another appointment's guests), where the name may be someone else's."""
+        return Scrubber(email=self.email, phone=self.phone, first_name="", last_name="")
 
     def text(self, value: str) -> str:
         if not value:

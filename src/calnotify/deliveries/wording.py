@@ -120,6 +120,8 @@ def explained(status: str, reason: str, channel: str, error: str) -> str:
     if shown:
         return f"the provider answered: {shown}: check the recipient's address, then resend"
     return "it was not sent: resend once what stopped it is fixed"
+
+
 def content_removed(delivery: Any) -> str:
     """``content removed after N days`` for a delivery whose content retention removed
     (docs/semantics.md §10), counted from when it finished; empty otherwise."""

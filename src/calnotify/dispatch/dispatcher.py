@@ -19,10 +19,9 @@ from typing import Any
 
 from calnotify.actions.keys import LinkKeys
 from calnotify.channels.base import ChannelAdapter
-from calnotify.channels.twilio import OPTED_OUT_CODE
 from calnotify.clock import Clock
 from calnotify.compose.pool import ComposePool
-from calnotify.contacts.dnd import set_dnd
+from calnotify.contacts.dnd import opted_out_at_provider
 from calnotify.db.engine import DATABASE_ERRORS, Database
 from calnotify.db.gate import Priority
 from calnotify.deliveries import lifecycle
@@ -38,7 +37,6 @@ from calnotify.dispatch.wakeup import Wakeup
 
 __all__ = ["DispatchSettings", "Dispatcher"]
 log = logging.getLogger("calnotify.dispatch")
-OPTED_OUT_AT_PROVIDER = "opted out at the provider"
 
 
 class Dispatcher:
@@ -177,16 +175,9 @@ class Dispatcher:
         try:
             async with self.db.transaction(Priority.SEND) as tx:
                 for o in outcomes:
-                    number = o.recipient.removeprefix("whatsapp:")
-                    await set_dnd(
-                        tx,
-                        o.delivery.location_id,
-                        number,
-                        o.delivery.channel,
-                        on=True,
-                        why=OPTED_OUT_AT_PROVIDER,
-                        now=self.clock.now(),
-                        code=str(OPTED_OUT_CODE),
+                    delivery = o.delivery
+                    await opted_out_at_provider(
+                        tx, delivery.location_id, o.recipient, delivery.channel, self.clock.now()
                     )
         except DATABASE_ERRORS as exc:
             log.warning("dispatch: cannot set DND for opted-out recipients: %s", exc)

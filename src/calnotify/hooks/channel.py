@@ -92,7 +92,7 @@ class WebhookAdapter(ChannelAdapter):
         body = message.body.encode()
         at = int(self.clock.now().timestamp())
         headers = {
-            **signing.headers(target.secret, message.delivery_id, at, body),
+            **signing.headers(target.secret, message.delivery_id, at, body, target.previous),
             "host": host,
             "user-agent": "calnotify-webhooks",
         }

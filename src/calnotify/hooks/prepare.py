@@ -23,7 +23,7 @@ _E = WebhookEndpoint.__table__.c
 #: own location (no row: the endpoint was removed).
 WEBHOOKS = Statement(
     select(_D.id, _D.subject, _D.body, _E.id.label("endpoint_id"), _E.url, _E.secret)
-    .add_columns(_E.disabled_at)
+    .add_columns(_E.disabled_at, _E.previous_secret, _E.previous_secret_until)
     .join(WebhookEndpoint, (_E.id == _D.recipient_ref) & (_E.location_id == _D.location_id))
     .where(_D.id.in_(bindparam("webhooks", expanding=True)))
 )
@@ -36,6 +36,7 @@ class Target:
 
     endpoint_id: str
     secret: str
+    previous: str = ""  # the secret before a rotation, during its grace period
 
 
 def webhook_ids(chunk: Sequence[Any]) -> list[str]:
@@ -59,5 +60,10 @@ def message_of(delivery: Any, found: Any, now: datetime) -> Outcome | Message:
         to=found.url,
         subject=found.subject,
         body=found.body,
-        prepared=Target(found.endpoint_id, found.secret),
+        prepared=Target(found.endpoint_id, found.secret, _previous(found, now)),
     )
+
+
+def _previous(found: Any, now: datetime) -> str:
+    until = found.previous_secret_until
+    return found.previous_secret if until is not None and now < until else ""

@@ -11,7 +11,7 @@ from calnotify.auth.deps import ensure_location, require
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.config import Settings
-from calnotify.deps import SessionDep
+from calnotify.deps import ClockDep, SessionDep
 from calnotify.hooks import service
 from calnotify.hooks.schemas import (
     WebhookCreate,
@@ -78,3 +78,16 @@ async def delete_webhook(
     """Remove a webhook; what is still to be sent to it is skipped."""
     await service.remove_endpoint(session, principal.location_id, webhookId)
     return WebhookDeleted()
+
+
+@router.post(
+    "/{webhookId}/rotate", response_model=WebhookCreated, operation_id="rotate-webhook-secret"
+)
+async def rotate_webhook_secret(
+    webhookId: str, principal: HooksWrite, session: SessionDep, clock: ClockDep
+) -> WebhookCreated:
+    """A new signing secret, shown this once; for 24 hours (``previousSecretUntil``) each
+    request is signed with the old secret too, so the receiver can switch without losing
+    events."""
+    endpoint = await service.rotate_secret(session, principal.location_id, webhookId, clock.now())
+    return WebhookCreated(**service.to_wire(endpoint, secret=True))

@@ -24,6 +24,10 @@ class WebhookOut(BaseModel):
 
 class WebhookCreated(WebhookOut):
     secret: str = Field(description="The signing secret (whsec_…); shown only here, once")
+    previousSecretUntil: str | None = Field(
+        default=None,
+        description="After a rotation: until when requests are signed with the old secret too",
+    )
 
 
 class WebhookList(BaseModel):

@@ -1,9 +1,11 @@
-"""A location's webhook endpoints: add, list, remove (the API and ``calnotify webhooks``
-alike; docs/semantics.md §8, "Outbound webhooks"). Services flush, never commit."""
+"""A location's webhook endpoints: add, list, remove, rotate their secret (the API and
+``calnotify webhooks`` alike; docs/semantics.md §8, "Outbound webhooks"). Services flush,
+never commit."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from calnotify.api.types import format_timestamp
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.hooks.events import ALL_EVENTS
-from calnotify.hooks.signing import new_secret
+from calnotify.hooks.signing import ROTATION_GRACE, new_secret
 from calnotify.hooks.urls import WebhookURLError, check_url
 from calnotify.ids import looks_like_id
 from calnotify.models import Location, WebhookEndpoint
@@ -77,13 +79,32 @@ async def remove_endpoint(
 ) -> WebhookEndpoint:
     """Remove one of the location's endpoints (another location's is not found): what is
     still to be sent to it is skipped when its turn comes."""
+    endpoint = await _owned(session, location_id, endpoint_id)
+    await session.delete(endpoint)
+    await session.flush()
+    return endpoint
+
+
+async def rotate_secret(
+    session: AsyncSession, location_id: str, endpoint_id: str, now: datetime
+) -> WebhookEndpoint:
+    """A new signing secret for one of the location's endpoints (shown once, by the
+    caller); for :data:`~calnotify.hooks.signing.ROTATION_GRACE` its requests are signed
+    with the old one too. Rotating again within it drops the secret before the old one."""
+    endpoint = await _owned(session, location_id, endpoint_id)
+    endpoint.previous_secret = endpoint.secret
+    endpoint.previous_secret_until = now + ROTATION_GRACE
+    endpoint.secret = new_secret()
+    await session.flush()
+    return endpoint
+
+
+async def _owned(session: AsyncSession, location_id: str, endpoint_id: str) -> WebhookEndpoint:
     endpoint = (
         await session.get(WebhookEndpoint, endpoint_id) if looks_like_id(endpoint_id) else None
     )
     if endpoint is None or endpoint.location_id != location_id:
         raise NotFound("Webhook not found")
-    await session.delete(endpoint)
-    await session.flush()
     return endpoint
 
 
@@ -100,4 +121,6 @@ def to_wire(endpoint: WebhookEndpoint, *, secret: bool = False) -> dict[str, Any
     }
     if secret:
         shown["secret"] = endpoint.secret
+        until = endpoint.previous_secret_until
+        shown["previousSecretUntil"] = format_timestamp(until) if until else None
     return shown

@@ -7,9 +7,12 @@ import base64
 import hashlib
 import hmac
 import secrets
+from datetime import timedelta
 
 PREFIX = "whsec_"
 SECRET_BYTES = 32  # the scheme allows 24 to 64
+#: How long after a rotation requests are signed with the previous secret too.
+ROTATION_GRACE = timedelta(hours=24)
 
 
 def new_secret() -> str:
@@ -25,12 +28,18 @@ def signature(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def headers(secret: str, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(
+    secret: str, message_id: str, timestamp: int, body: bytes, previous: str = ""
+) -> dict[str, str]:
     """The headers of one signed request (``message_id`` stays the same across retries, so a
-    receiver can tell a retry from a new event)."""
+    receiver can tell a retry from a new event). With a ``previous`` secret (a rotation's
+    grace period), signed with both, space separated, as the scheme allows."""
+    signed = signature(secret, message_id, timestamp, body)
+    if previous:
+        signed += " " + signature(previous, message_id, timestamp, body)
     return {
         "content-type": "application/json",
         "webhook-id": message_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, message_id, timestamp, body),
+        "webhook-signature": signed,
     }

@@ -17,6 +17,8 @@ class WebhookEndpoint(IdMixin, Base):
     ``events`` is the event types, space separated; ``secret`` is the Standard Webhooks
     signing secret (``whsec_…``), kept as is because every send is signed with it.
     ``disabled_at``: the endpoint answered 410 Gone, and nothing more is sent to it.
+    ``previous_secret``: the secret before the last rotation; until ``previous_secret_until``
+    each request is signed with it too, so a receiver can switch without losing events.
     """
 
     __tablename__ = "webhook_endpoints"
@@ -28,3 +30,5 @@ class WebhookEndpoint(IdMixin, Base):
     secret: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     disabled_at: Mapped[datetime | None] = mapped_column(default=None)
+    previous_secret: Mapped[str] = mapped_column(String(128), default="")
+    previous_secret_until: Mapped[datetime | None] = mapped_column(default=None)

@@ -9,6 +9,7 @@ URL the service sees is not the one Twilio signed), else the request URL.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
@@ -16,12 +17,14 @@ from xml.sax.saxutils import escape
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from calnotify.channels.twilio import signature_valid
+from calnotify.channels.twilio import OPTED_OUT_CODE, signature_valid
 from calnotify.config import Settings
+from calnotify.contacts.dnd import opted_out_at_provider
 from calnotify.deliveries import lifecycle
 from calnotify.deliveries.lifecycle import DeliveryStatus
-from calnotify.deps import ClockDep, DatabaseDep, PlanningDep, SessionDep
+from calnotify.deps import ClockDep, DatabaseDep, PlanningDep
 from calnotify.errors import Forbidden
 from calnotify.models import Delivery
 from calnotify.replies.service import Inbound, handle_reply
@@ -63,29 +66,45 @@ async def signed_by_twilio(request: Request) -> dict[str, str]:
 @router.post("/twilio/status", response_model=Received, operation_id="twilio-status")
 async def twilio_status(
     params: Annotated[dict[str, str], Depends(signed_by_twilio)],
-    session: SessionDep,  # after the signature check: see signed_by_twilio
+    db: DatabaseDep,  # the unit of work opens after the signature check: see signed_by_twilio
     clock: ClockDep,
 ) -> Received:
-    """Record delivered / undelivered / failed on the delivery Twilio reports on."""
+    """Record delivered / undelivered / failed on the delivery Twilio reports on. A failure
+    with error 21610 (the number opted out) also sets the recipient's DND for the channel,
+    as the same error on send does (docs/semantics.md §8, "Replies")."""
     sid, status = params.get("MessageSid", ""), params.get("MessageStatus", "").lower()
     if not sid or status not in _RANK:
         return Received()
+    async with db.session() as session:
+        delivery = await _reported(session, sid, status, params, clock.now())
+    opted_out = status in _FAILED and params.get("ErrorCode", "") == str(OPTED_OUT_CODE)
+    if delivery is not None and opted_out:
+        async with db.transaction() as tx:
+            await opted_out_at_provider(
+                tx, delivery.location_id, delivery.recipient, delivery.channel, clock.now()
+            )
+    return Received()
+
+
+async def _reported(
+    session: AsyncSession, sid: str, status: str, params: dict[str, str], now: datetime
+) -> Delivery | None:
+    """Record the report on the delivery with Twilio's ``sid``; that delivery, or None when
+    there is none or the report is older than what is recorded."""
     delivery = await session.scalar(
         select(Delivery)
         .where(Delivery.provider == "twilio", Delivery.provider_message_id == sid)
         .with_for_update()
     )
-    if delivery is None:
-        return Received()
-    if _RANK.get(delivery.provider_status, -1) > _RANK[status]:
-        return Received()
+    if delivery is None or _RANK.get(delivery.provider_status, -1) > _RANK[status]:
+        return None
     error = ""
     if status in _FAILED and delivery.status == DeliveryStatus.SENT:
         code = params.get("ErrorCode", "")
         error = f"Twilio {status}" + (f" (error {code})" if code else "")
     # A report that arrives before the send is recorded only updates the provider status.
-    await lifecycle.provider_update(session, delivery, status, clock.now(), failed_error=error)
-    return Received()
+    await lifecycle.provider_update(session, delivery, status, now, failed_error=error)
+    return delivery
 
 
 def twiml(message: str = "") -> Response:
