@@ -212,8 +212,10 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
     cursor, seen, pages, started = "", 0, 0, time.monotonic()
     while page := await page_of(reader, rule, now, cursor, PAGE):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
-        plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new)
-        await _classify(reader, impact, plan, page)
+        ids = [a.id for a in page]
+        stored = {} if new else await store.pending_of(reader, ids, rule_id=rule.id, shown=True)
+        plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new, stored=stored)
+        await _classify(reader, impact, plan, page, stored)
         seen, pages = seen + len(page), pages + 1
         if len(page) < PAGE:
             break
@@ -233,14 +235,22 @@ async def _cancelled(
     impact.counts["cancelled"] += int(total) - len(rows)
 
 
-async def _classify(reader: Reader, impact: Impact, plan: Plan, page: Sequence[Any]) -> None:
-    """One page's plan as changes: what it cancels and what it plans, paired by
-    appointment and recipient (re-timed), in the page's start order."""
-    cancelled = [i for ids in plan.cancel.values() for i in ids]
+async def _classify(
+    reader: Reader,
+    impact: Impact,
+    plan: Plan,
+    page: Sequence[Any],
+    stored: dict[str, list[Any]],
+) -> None:
+    """One page's plan as changes: what it cancels (of ``stored``, the rule's pending
+    deliveries of the page) and what it plans, paired by appointment and recipient
+    (re-timed), in the page's start order."""
+    cancelled = {i for ids in plan.cancel.values() for i in ids}
     revived = {i: v for i, v in plan.revive if v["status"] == _SCHEDULED}
-    found: list[Any] = []
-    if cancelled or revived:
-        [found] = await reader.fetch((_DETAILS, {"ids": cancelled + list(revived)}))
+    found = [row for rows in stored.values() for row in rows if row.id in cancelled]
+    if revived:
+        [again] = await reader.fetch((_DETAILS, {"ids": list(revived)}))
+        found += again
     # One message to one recipient by one channel: a send moved to another channel is
     # cancelled and planned anew, not re-timed.
     olds: dict[tuple[str, ...], list[Change]] = defaultdict(list)

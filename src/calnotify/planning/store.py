@@ -85,13 +85,15 @@ PENDING_OF = Statement(
         _D.notification_id.is_not(None),
     )
 )
-PENDING_OF_RULE = Statement(
-    select(*_STORED).where(
-        _D.appointment_id.in_(bindparam("appointment_ids", expanding=True)),
-        _D.notification_id == bindparam("notification_id"),
-        _D.status.in_(_PENDING),
-    )
+_OF_RULE = (
+    _D.appointment_id.in_(bindparam("appointment_ids", expanding=True)),
+    _D.notification_id == bindparam("notification_id"),
+    _D.status.in_(_PENDING),
 )
+PENDING_OF_RULE = Statement(select(*_STORED).where(*_OF_RULE))
+#: The same, with what a rule's impact shows of each (calnotify.notifications.impact).
+_SHOWN = (_D.instance_id, _D.recipient_kind, _D.recipient_ref, _D.recipient, _D.due_at)
+PENDING_OF_RULE_SHOWN = Statement(select(*_STORED, *_SHOWN).where(*_OF_RULE))
 EXISTING = Statement(
     select(_D.id, _D.dedupe_key, _D.status).where(
         _D.dedupe_key.in_(bindparam("keys", expanding=True))
@@ -147,17 +149,22 @@ async def people(reader: Reader, location_id: str, contact_ids: Iterable[str]) -
 
 
 async def pending_of(
-    reader: Reader, appointment_ids: Sequence[str], *, rule_id: str | None = None
+    reader: Reader,
+    appointment_ids: Sequence[str],
+    *,
+    rule_id: str | None = None,
+    shown: bool = False,
 ) -> dict[str, list[Any]]:
     """The pending (scheduled or sending) deliveries of the appointments, by appointment
-    (of one rule only, with ``rule_id``)."""
+    (of one rule only, with ``rule_id``; ``shown``: with their recipient and due time)."""
     if not appointment_ids:
         return {}
     ids = list(appointment_ids)
     if rule_id is None:
         [rows] = await reader.fetch((PENDING_OF, {"appointment_ids": ids}))
     else:
-        read = (PENDING_OF_RULE, {"appointment_ids": ids, "notification_id": rule_id})
+        statement = PENDING_OF_RULE_SHOWN if shown else PENDING_OF_RULE
+        read = (statement, {"appointment_ids": ids, "notification_id": rule_id})
         [rows] = await reader.fetch(read)
     found: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
@@ -256,13 +263,15 @@ async def rule_page_plan(
     now: datetime,
     *,
     fresh: bool = False,
+    stored: dict[str, list[Any]] | None = None,
 ) -> Plan:
     """What re-planning one rule over a page of appointments would write, read and worked
     out without writing: :func:`plan_rule_page` writes it, a rule's impact preview
-    (calnotify.notifications.impact) shows it."""
-    stored = (
-        {} if fresh else await pending_of(reader, [a.id for a in appointments], rule_id=rule.id)
-    )
+    (calnotify.notifications.impact) shows it (``stored``: the rule's pending deliveries
+    of the page, by appointment, when already read)."""
+    if stored is None:
+        ids = [a.id for a in appointments]
+        stored = {} if fresh else await pending_of(reader, ids, rule_id=rule.id)
     plan = Plan()
     wanted_of: list[tuple[Any, dict[str, Wanted]]] = []
     for appointment in appointments:
