@@ -65,6 +65,14 @@ USERS = Statement(
 CONTACTS = Statement(
     select(*Contact.__table__.c).where(Contact.id.in_(bindparam("contact_ids", expanding=True)))
 )
+_C = Contact.__table__.c
+#: Of the contacts, what the planner reads (calnotify.planning.recipients): whether and
+#: where they can be reached, not their other fields (a rule's page reads thousands).
+_REACHED = Statement(
+    select(_C.id, _C.deleted, _C.email, _C.phone, _C.dnd, _C.dnd_settings).where(
+        _C.id.in_(bindparam("contact_ids", expanding=True))
+    )
+)
 #: A calendar's row locked against concurrent planning (PostgreSQL). NO KEY UPDATE: it does
 #: not conflict with the key-share lock that inserting an appointment (its foreign key to
 #: the calendar) takes; FOR UPDATE would, and two bookings would deadlock.
@@ -135,11 +143,12 @@ async def rules_of(reader: Reader, calendar_id: str) -> list[Any]:
 
 
 async def people(reader: Reader, location_id: str, contact_ids: Iterable[str]) -> People:
-    """The location with its users, and the given contacts: whom messages go to."""
+    """The location with its users, and the given contacts (what the planner reads of
+    them): whom messages go to."""
     location, users, contacts = await reader.fetch(
         (LOCATION, {"location_id": location_id}),
         (USERS, {"location_id": location_id}),
-        (CONTACTS, {"contact_ids": sorted(set(contact_ids))}),
+        (_REACHED, {"contact_ids": sorted(set(contact_ids))}),
     )
     return People(
         location=location[0],
