@@ -55,7 +55,7 @@ SAMPLES = 20
 #: the answer says how far it looked.
 PAGE = 500
 MAX_APPOINTMENTS = 20_000
-BUDGET = 0.4
+BUDGET = 0.3
 KINDS = ("cancelled", "retimed", "planned")
 
 _D = Delivery.__table__.c
