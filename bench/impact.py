@@ -8,8 +8,8 @@ straight into the database, starts ``calnotify serve`` on a free port, creates a
 rule (email to the contact, 1 hour before) and waits until every reminder is planned
 (background planning jobs). Then times ``POST …/notifications/{id}/impact`` with the rule
 lengthened to 2 hours (every reminder re-timed), --calls times, and prints the median and
-the longest, the counts it answered, and that nothing changed (appended to
-bench/results.jsonl). Target: ≤ 500 ms. Figures only, no assertion.
+the longest, the counts it answered and how far they got, and that nothing changed
+(appended to bench/results.jsonl). Target: ≤ 500 ms. Figures only, no assertion.
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ def measure(client: Any, calendar: str, rule_id: str, calls: int) -> dict[str, A
         "impact_median_ms": round(stats["p50"] * 1000, 1),
         "impact_max_ms": round(max(times) * 1000, 1),
         "counts": {k: answer[k]["count"] for k in ("cancelled", "retimed", "planned")},
+        # How far the last answer got (docs/api.md "Rule impact": bounded by its time).
+        "complete": answer["complete"],
+        "checked_until": answer["checkedUntil"],
     }
 
 

@@ -162,6 +162,24 @@ async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
     assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)
 
 
+async def test_an_impact_reads_no_page_past_its_time_and_says_how_far_it_looked(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id, booked = await three_reminders(scenario)
+    monkeypatch.setattr(impact_module, "PAGE", 1)
+    monkeypatch.setattr(impact_module, "BUDGET", 0.0)
+    found = await impact(
+        scenario, f"/{rule_id}/impact", {"beforeTime": [{"timeOffset": 2, "unit": "hours"}]}
+    )
+    assert (found["retimed"]["count"], found["complete"], found["pendingOfRule"]) == (1, False, 3)
+    assert instant(found["checkedUntil"]) == instant(booked[0]["startTime"])
+    monkeypatch.setattr(impact_module, "BUDGET", 60.0)
+    everything = await impact(
+        scenario, f"/{rule_id}/impact", {"beforeTime": [{"timeOffset": 2, "unit": "hours"}]}
+    )
+    assert (everything["retimed"]["count"], everything["complete"]) == (3, True)
+
+
 async def test_an_impact_over_several_pages_is_what_saving_does(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:

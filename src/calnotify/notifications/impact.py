@@ -1,8 +1,10 @@
 """What saving a rule would do to pending sends (docs/semantics.md §2, docs/api.md "Rule
 impact"): the deliveries cancelled, re-timed and newly planned, counted, the first
-:data:`SAMPLES` of each shown. The count covers the whole calendar when it has at most
-:data:`MAX_APPOINTMENTS` appointments to re-plan, the earliest of them otherwise (the
-answer says up to which start).
+:data:`SAMPLES` of each shown. The count covers the whole calendar when its appointments
+to re-plan are worked out within :data:`BUDGET` seconds (and are at most
+:data:`MAX_APPOINTMENTS`), the earliest of them otherwise (the answer says up to which
+start): the planner's walk costs 100 to 200 µs an appointment, so a few thousand fit in a
+request; bench/impact.py measures it on 50,000.
 
 Nothing is written and nothing is locked: the rule as the save would store it (the same
 service functions a create, an update and a delete use) is given to the planner's own
@@ -16,6 +18,7 @@ are one re-timed send (old → new due time).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,10 +49,13 @@ from calnotify.planning.planner import Plan
 
 #: Changes shown of each kind.
 SAMPLES = 20
-#: Appointments read per page, and at most read by one impact (a request does bounded
-#: work, architecture principle 10): beyond them, the answer says how far it looked.
+#: Appointments read per page; at most read by one impact, and the seconds its pages may
+#: take: no page is read that would end at or past them at the pace of those before (a request
+#: does bounded work, architecture principle 10, and answers within 500 ms). Beyond them,
+#: the answer says how far it looked.
 PAGE = 500
-MAX_APPOINTMENTS = 500
+MAX_APPOINTMENTS = 20_000
+BUDGET = 0.3
 KINDS = ("cancelled", "retimed", "planned")
 
 _D = Delivery.__table__.c
@@ -203,15 +209,18 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
         impact.pending = int(counted.pending)
         if counted.changed:
             await _cancelled(reader, impact, *_CHANGED_SENDS, values)
-    cursor, seen = "", 0
+    cursor, seen, pages, started = "", 0, 0, time.monotonic()
     while page := await page_of(reader, rule, now, cursor, PAGE):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
-        plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new)
-        await _classify(reader, impact, plan, page)
-        seen += len(page)
+        ids = [a.id for a in page]
+        stored = {} if new else await store.pending_of(reader, ids, rule_id=rule.id, shown=True)
+        plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new, stored=stored)
+        await _classify(reader, impact, plan, page, stored)
+        seen, pages = seen + len(page), pages + 1
         if len(page) < PAGE:
             break
-        if seen >= MAX_APPOINTMENTS:
+        spent = time.monotonic() - started
+        if seen >= MAX_APPOINTMENTS or spent + spent / pages >= BUDGET:
             impact.checked_until = page[-1].start_at
             break
         cursor = cursor_after(page)
@@ -226,14 +235,22 @@ async def _cancelled(
     impact.counts["cancelled"] += int(total) - len(rows)
 
 
-async def _classify(reader: Reader, impact: Impact, plan: Plan, page: Sequence[Any]) -> None:
-    """One page's plan as changes: what it cancels and what it plans, paired by
-    appointment and recipient (re-timed), in the page's start order."""
-    cancelled = [i for ids in plan.cancel.values() for i in ids]
+async def _classify(
+    reader: Reader,
+    impact: Impact,
+    plan: Plan,
+    page: Sequence[Any],
+    stored: dict[str, list[Any]],
+) -> None:
+    """One page's plan as changes: what it cancels (of ``stored``, the rule's pending
+    deliveries of the page) and what it plans, paired by appointment and recipient
+    (re-timed), in the page's start order."""
+    cancelled = {i for ids in plan.cancel.values() for i in ids}
     revived = {i: v for i, v in plan.revive if v["status"] == _SCHEDULED}
-    found: list[Any] = []
-    if cancelled or revived:
-        [found] = await reader.fetch((_DETAILS, {"ids": cancelled + list(revived)}))
+    found = [row for rows in stored.values() for row in rows if row.id in cancelled]
+    if revived:
+        [again] = await reader.fetch((_DETAILS, {"ids": list(revived)}))
+        found += again
     # One message to one recipient by one channel: a send moved to another channel is
     # cancelled and planned anew, not re-timed.
     olds: dict[tuple[str, ...], list[Change]] = defaultdict(list)

@@ -65,6 +65,14 @@ USERS = Statement(
 CONTACTS = Statement(
     select(*Contact.__table__.c).where(Contact.id.in_(bindparam("contact_ids", expanding=True)))
 )
+_C = Contact.__table__.c
+#: Of the contacts, what the planner reads (calnotify.planning.recipients): whether and
+#: where they can be reached, not their other fields (a rule's page reads thousands).
+_REACHED = Statement(
+    select(_C.id, _C.deleted, _C.email, _C.phone, _C.dnd, _C.dnd_settings).where(
+        _C.id.in_(bindparam("contact_ids", expanding=True))
+    )
+)
 #: A calendar's row locked against concurrent planning (PostgreSQL). NO KEY UPDATE: it does
 #: not conflict with the key-share lock that inserting an appointment (its foreign key to
 #: the calendar) takes; FOR UPDATE would, and two bookings would deadlock.
@@ -85,13 +93,15 @@ PENDING_OF = Statement(
         _D.notification_id.is_not(None),
     )
 )
-PENDING_OF_RULE = Statement(
-    select(*_STORED).where(
-        _D.appointment_id.in_(bindparam("appointment_ids", expanding=True)),
-        _D.notification_id == bindparam("notification_id"),
-        _D.status.in_(_PENDING),
-    )
+_OF_RULE = (
+    _D.appointment_id.in_(bindparam("appointment_ids", expanding=True)),
+    _D.notification_id == bindparam("notification_id"),
+    _D.status.in_(_PENDING),
 )
+PENDING_OF_RULE = Statement(select(*_STORED).where(*_OF_RULE))
+#: The same, with what a rule's impact shows of each (calnotify.notifications.impact).
+_SHOWN = (_D.instance_id, _D.recipient_kind, _D.recipient_ref, _D.recipient, _D.due_at)
+PENDING_OF_RULE_SHOWN = Statement(select(*_STORED, *_SHOWN).where(*_OF_RULE))
 EXISTING = Statement(
     select(_D.id, _D.dedupe_key, _D.status).where(
         _D.dedupe_key.in_(bindparam("keys", expanding=True))
@@ -133,11 +143,12 @@ async def rules_of(reader: Reader, calendar_id: str) -> list[Any]:
 
 
 async def people(reader: Reader, location_id: str, contact_ids: Iterable[str]) -> People:
-    """The location with its users, and the given contacts: whom messages go to."""
+    """The location with its users, and the given contacts (what the planner reads of
+    them): whom messages go to."""
     location, users, contacts = await reader.fetch(
         (LOCATION, {"location_id": location_id}),
         (USERS, {"location_id": location_id}),
-        (CONTACTS, {"contact_ids": sorted(set(contact_ids))}),
+        (_REACHED, {"contact_ids": sorted(set(contact_ids))}),
     )
     return People(
         location=location[0],
@@ -147,17 +158,22 @@ async def people(reader: Reader, location_id: str, contact_ids: Iterable[str]) -
 
 
 async def pending_of(
-    reader: Reader, appointment_ids: Sequence[str], *, rule_id: str | None = None
+    reader: Reader,
+    appointment_ids: Sequence[str],
+    *,
+    rule_id: str | None = None,
+    shown: bool = False,
 ) -> dict[str, list[Any]]:
     """The pending (scheduled or sending) deliveries of the appointments, by appointment
-    (of one rule only, with ``rule_id``)."""
+    (of one rule only, with ``rule_id``; ``shown``: with their recipient and due time)."""
     if not appointment_ids:
         return {}
     ids = list(appointment_ids)
     if rule_id is None:
         [rows] = await reader.fetch((PENDING_OF, {"appointment_ids": ids}))
     else:
-        read = (PENDING_OF_RULE, {"appointment_ids": ids, "notification_id": rule_id})
+        statement = PENDING_OF_RULE_SHOWN if shown else PENDING_OF_RULE
+        read = (statement, {"appointment_ids": ids, "notification_id": rule_id})
         [rows] = await reader.fetch(read)
     found: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
@@ -256,13 +272,15 @@ async def rule_page_plan(
     now: datetime,
     *,
     fresh: bool = False,
+    stored: dict[str, list[Any]] | None = None,
 ) -> Plan:
     """What re-planning one rule over a page of appointments would write, read and worked
     out without writing: :func:`plan_rule_page` writes it, a rule's impact preview
-    (calnotify.notifications.impact) shows it."""
-    stored = (
-        {} if fresh else await pending_of(reader, [a.id for a in appointments], rule_id=rule.id)
-    )
+    (calnotify.notifications.impact) shows it (``stored``: the rule's pending deliveries
+    of the page, by appointment, when already read)."""
+    if stored is None:
+        ids = [a.id for a in appointments]
+        stored = {} if fresh else await pending_of(reader, ids, rule_id=rule.id)
     plan = Plan()
     wanted_of: list[tuple[Any, dict[str, Wanted]]] = []
     for appointment in appointments:
