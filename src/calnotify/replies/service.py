@@ -9,12 +9,13 @@ channel; ``HELP`` is answered with the location's help text. Nothing else change
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.types import format_timestamp
 from calnotify.appointments.schemas import AppointmentUpdate
@@ -158,3 +159,19 @@ async def _act(
         )
         return Answered(action, due=written.due)
     return Answered(ReplyAction.NONE)
+
+
+async def replies_to(
+    session: AsyncSession, principal: Principal, appointment_id: str, count: int = 100
+) -> Sequence[InboundMessage]:
+    """The latest replies by SMS or WhatsApp matched to an appointment, oldest first."""
+    rows = await session.scalars(
+        select(InboundMessage)
+        .where(
+            InboundMessage.appointment_id == appointment_id,
+            InboundMessage.location_id == principal.location_id,
+        )
+        .order_by(InboundMessage.received_at.desc(), InboundMessage.id.desc())
+        .limit(count)
+    )
+    return list(reversed(rows.all()))
