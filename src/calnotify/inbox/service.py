@@ -1,4 +1,4 @@
-"""Reading a user's inbox (docs/semantics.md §9): the API's and the console's one read."""
+"""Reading a user's inbox: the API's and the console's one read."""
 
 from __future__ import annotations
 
