@@ -76,9 +76,12 @@ def problems_in(source: str, where: str) -> list[str]:
                 mapped = sorted(n for n in names if _is_mapped(node.module, n))
                 if mapped:
                     found.append(f"{where}:{line} imports the mapped classes {mapped}")
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            if node.func.attr in QUERY_CALLS:
-                found.append(f"{where}:{line} runs a statement (.{node.func.attr})")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in QUERY_CALLS
+        ):
+            found.append(f"{where}:{line} runs a statement (.{node.func.attr})")
     return found
 
 
