@@ -12,10 +12,10 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import func, select, update
 
+from calnotify.auth.sessions import LIFETIME
 from calnotify.auth.tokens import hash_token
 from calnotify.clock import ManualClock
 from calnotify.console import words
-from calnotify.console.sessions import LIFETIME
 from calnotify.db.engine import Database
 from calnotify.models import AppointmentEvent, ConsoleSession, Delivery
 from tests.conftest import NOW

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.types import json_problem
@@ -23,7 +24,7 @@ from calnotify.calendars.schemas import (
 )
 from calnotify.db.base import utcnow
 from calnotify.db.engine import Database
-from calnotify.db.scoped import get_in_location
+from calnotify.db.scoped import find_in_location, get_in_location
 from calnotify.db.statements import Statement, table
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
@@ -33,6 +34,16 @@ from calnotify.planning.jobs import cancel_for_calendar
 
 SLOT_UNITS = {"mins": 1, "minutes": 1, "hours": 60}
 MAX_SLOT_MINUTES = 7 * 24 * 60
+
+
+async def find_calendar(
+    session: AsyncSession, principal: Principal, calendar_id: str | None
+) -> Calendar | None:
+    """The calendar if it is of the token's location, deleted or not (what an appointment
+    names); None otherwise."""
+    return await find_in_location(
+        session, Calendar, calendar_id, principal.location_id, include_deleted=True
+    )
 
 
 async def get_calendar(session: AsyncSession, principal: Principal, calendar_id: str) -> Calendar:
@@ -63,6 +74,49 @@ async def list_calendars(
         .order_by(Calendar.date_added, Calendar.id)
     )
     return rows.all()
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarRow:
+    calendar: Calendar
+    rules: int
+    active: int
+
+
+async def calendars_with_counts(
+    session: AsyncSession, principal: Principal, limit: int
+) -> list[CalendarRow]:
+    """The location's calendars by name, each with how many rules it has and how many of
+    them are active."""
+    counts = (
+        select(
+            Notification.calendar_id,
+            func.count().label("rules"),
+            func.sum(case((Notification.is_active.is_(True), 1), else_=0)).label("active"),
+        )
+        .where(Notification.location_id == principal.location_id, Notification.deleted.is_(False))
+        .group_by(Notification.calendar_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(Calendar, counts.c.rules, counts.c.active)
+        .outerjoin(counts, counts.c.calendar_id == Calendar.id)
+        .where(Calendar.location_id == principal.location_id, Calendar.deleted.is_(False))
+        .order_by(Calendar.name, Calendar.id)
+        .limit(limit)
+    )
+    return [CalendarRow(c, int(n or 0), int(a or 0)) for c, n, a in rows]
+
+
+async def first_calendar(session: AsyncSession, principal: Principal) -> Calendar | None:
+    """The location's oldest calendar that is not deleted, if any."""
+    found: Calendar | None = await session.scalar(
+        select(Calendar)
+        .where(Calendar.location_id == principal.location_id, Calendar.deleted.is_(False))
+        .order_by(Calendar.date_added)
+        .limit(1)
+    )
+    return found
 
 
 async def create_calendar(

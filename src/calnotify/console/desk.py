@@ -10,19 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.appointments import reads, series, service
 from calnotify.appointments.schemas import AppointmentUpdate
 from calnotify.auth.scopes import Scope
+from calnotify.auth.sessions import Operator
 from calnotify.availability.service import Range, free_slots_by_day
 from calnotify.console import words
-from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -36,9 +34,11 @@ from calnotify.console.web import (
 from calnotify.db.engine import Database
 from calnotify.deps import DatabaseDep, Planning, PlanningDep
 from calnotify.errors import BadRequest
-from calnotify.models import AppointmentEvent
 from calnotify.models.appointment import AppointmentStatus, EventSource
 from calnotify.timefmt import zone
+
+if TYPE_CHECKING:
+    from calnotify.models import AppointmentEvent
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -265,22 +265,6 @@ async def _reschedule_page(
         status=status,
         operator=operator,
     )
-
-
-async def history(
-    session: AsyncSession, location_id: str, appointment_id: str
-) -> Sequence[AppointmentEvent]:
-    """The appointment's latest events, newest first: what changed, and who changed it."""
-    rows = await session.scalars(
-        select(AppointmentEvent)
-        .where(
-            AppointmentEvent.appointment_id == appointment_id,
-            AppointmentEvent.location_id == location_id,
-        )
-        .order_by(AppointmentEvent.id.desc())
-        .limit(HISTORY)
-    )
-    return rows.all()
 
 
 def who(event: AppointmentEvent) -> str:

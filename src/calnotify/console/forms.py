@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from calnotify.api.errors import field_path
 from calnotify.console.web import first
 from calnotify.errors import FieldError
-from calnotify.models import Notification
 from calnotify.notifications.schemas import NotificationCreate, NotificationUpdate
 
 SCHEDULE_ROWS = 3
@@ -96,7 +95,7 @@ def empty_rule() -> RuleForm:
     )
 
 
-def rule_from_row(row: Notification) -> RuleForm:
+def rule_from_row(row: Any) -> RuleForm:
     entries = [{"when": "before", **e} for e in row.before_time] + [
         {"when": "after", **e} for e in row.after_time
     ]

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from calnotify.auth.scopes import Scope
-from calnotify.console import queries, words
+from calnotify.auth.sessions import Operator
+from calnotify.console import words
 from calnotify.console.pages import day_of
-from calnotify.console.sessions import Operator
 from calnotify.console.web import (
+    PAGE,
     ConsoleRoute,
     last_page,
     page_number,
@@ -71,14 +72,14 @@ async def messages(
                 "channel": chosen["channel"] or None,
                 "notification_type": chosen["type"] or None,
             },
-            queries.PAGE,
-            (number - 1) * queries.PAGE,
+            PAGE,
+            (number - 1) * PAGE,
             due=(first_day, until),
             changed_since=changed,
             newest_first=True,
         )
         rows = list(found)
-    last = last_page(total, queries.PAGE, number, "messages")
+    last = last_page(total, PAGE, number, "messages")
     query = {**chosen, "from": start, "to": end, "since": since_text}
     return render(
         request,

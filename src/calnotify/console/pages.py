@@ -12,12 +12,14 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
-from calnotify.appointments import reads, series
+from calnotify.appointments import lists, reads, series
 from calnotify.auth.scopes import Scope
-from calnotify.console import charts, desk, queries, words
+from calnotify.auth.sessions import Operator
+from calnotify.calendars import service as calendars
+from calnotify.console import charts, desk, words
 from calnotify.console.deployment import provider_checks
-from calnotify.console.sessions import Operator
 from calnotify.console.web import (
+    PAGE,
     PREFIX,
     ConsoleRoute,
     PageError,
@@ -28,14 +30,18 @@ from calnotify.console.web import (
     render,
     signed_in,
 )
+from calnotify.contacts import service as contacts
+from calnotify.deliveries import health as health_reads
 from calnotify.deliveries import service as deliveries
 from calnotify.deliveries.resend import RESENDABLE, resend
 from calnotify.deliveries.wording import content_removed, explained, shown_error
 from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep, SessionDep
 from calnotify.errors import Conflict
 from calnotify.ids import parse_instance_id
-from calnotify.models import Calendar, Contact, InboxItem, User
+from calnotify.inbox.service import list_inbox
+from calnotify.replies.service import replies_to
 from calnotify.timefmt import parse_instant, zone
+from calnotify.users import service as users
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -62,8 +68,14 @@ async def appointments(
     rows: list[Any] = []
     total = 0
     if not errors:
-        rows, total = await queries.search_appointments(
-            session, operator.principal, text=q.strip(), start=since, end=until, page=number
+        rows, total = await lists.search_appointments(
+            session,
+            operator.principal,
+            text=q.strip(),
+            start=since,
+            end=until,
+            page=number,
+            size=PAGE,
         )
     return render(
         request,
@@ -76,7 +88,7 @@ async def appointments(
             "end": end,
             "errors": errors,
             "page": number,
-            "pages": last_page(total, queries.PAGE, number, "appointments"),
+            "pages": last_page(total, PAGE, number, "appointments"),
             "zone": where,
             "wire_id": series.wire_id,
         },
@@ -116,26 +128,24 @@ async def appointment_page(
     appointment = await reads.get_appointment(db, operator.principal, appointment_id)
     where = zone(operator.location_zone)
     shown_id = series.wire_id(appointment)
-    contact = await session.get(Contact, appointment.contact_id)
-    calendar = await session.get(Calendar, appointment.calendar_id)
-    user = (
-        await session.get(User, appointment.assigned_user_id)
-        if appointment.assigned_user_id
-        else None
-    )
+    contact = await contacts.find_contact(session, operator.principal, appointment.contact_id)
+    calendar = await calendars.find_calendar(session, operator.principal, appointment.calendar_id)
+    user = await users.find_user(session, operator.principal, appointment.assigned_user_id)
     master = None
     nearby: list[object] = []
     if appointment.master_id:
         master = await reads.get_appointment(db, operator.principal, appointment.master_id)
         around = appointment.original_start_at or appointment.start_at
-        nearby = list(await queries.occurrences(session, master, around, 4))
+        nearby = list(await lists.occurrences_around(session, master, around, 4))
     elif series.is_master(appointment):
         master = appointment
-        nearby = list(await queries.occurrences(session, appointment, now_utc(request), 12))
+        nearby = list(await lists.occurrences_around(session, appointment, now_utc(request), 12))
     timeline_id = shown_id if parse_instance_id(shown_id) else appointment.id
-    rows, attempts = await queries.timeline(session, operator.principal, timeline_id)
-    replies = await queries.replies_to(session, operator.principal, appointment.id)
-    events = await desk.history(session, operator.principal.location_id, appointment.id)
+    rows, attempts = await deliveries.timeline(session, operator.principal, timeline_id)
+    replies = await replies_to(session, operator.principal, appointment.id)
+    events = await lists.history(
+        session, operator.principal.location_id, appointment.id, desk.HISTORY
+    )
     return render(
         request,
         "appointment.html",
@@ -208,8 +218,8 @@ async def outbox(
         session,
         operator.principal,
         filters,
-        queries.PAGE,
-        (number - 1) * queries.PAGE,
+        PAGE,
+        (number - 1) * PAGE,
         newest_first=True,
     )
     return render(
@@ -219,7 +229,7 @@ async def outbox(
             "rows": rows,
             "total": total,
             "page": number,
-            "pages": last_page(total, queries.PAGE, number, "outbox messages"),
+            "pages": last_page(total, PAGE, number, "outbox messages"),
             "channel": chosen,
             "zone": zone(operator.location_zone),
             "words": words,
@@ -236,27 +246,36 @@ async def inbox(
     user: Annotated[str, Query(max_length=20)] = "",
     page: Annotated[str, Query(max_length=12)] = "1",
 ) -> Response:
-    users = await queries.users_of(session, operator.principal)
-    chosen = next((u for u in users if u.id == user), None)
+    people = await users.list_users(
+        session, operator.principal, operator.principal.location_id, by_name=True, limit=500
+    )
+    chosen = next((u for u in people if u.id == user), None)
     if user and chosen is None:
         raise PageError(404, "Not found", "User not found")
-    if chosen is None and users:
-        chosen = users[0]
+    if chosen is None and people:
+        chosen = people[0]
     number = page_number(page)
-    items: Sequence[InboxItem] = []
+    items: Sequence[Any] = []
     total = 0
     if chosen is not None:
-        items, total = await queries.inbox_of(session, operator.principal, chosen.id, number)
+        items, total = await list_inbox(
+            session,
+            operator.principal,
+            chosen.id,
+            unread=None,
+            limit=PAGE,
+            skip=(number - 1) * PAGE,
+        )
     return render(
         request,
         "inbox.html",
         {
-            "users": users,
+            "users": people,
             "chosen": chosen,
             "items": items,
             "total": total,
             "page": number,
-            "pages": last_page(total, queries.PAGE, number, "inbox items"),
+            "pages": last_page(total, PAGE, number, "inbox items"),
             "zone": zone(operator.location_zone),
         },
         operator=operator,
@@ -289,8 +308,8 @@ async def health_checks(
 async def _health_page(request: Request, operator: Operator, session: AsyncSession) -> Response:
     now = now_utc(request)
     where = zone(operator.location_zone)
-    found = await queries.health(session, operator.principal, now)
-    rates = await queries.confirmation_rates(session, operator.principal, now)
+    found = await health_reads.health(session, operator.principal, now)
+    rates = await health_reads.confirmation_rates(session, operator.principal, now)
     # The minute alone: a zone's abbreviation may be any length ("GMT+3", "AEDT").
     labels = [m.astimezone(where).strftime("%H:%M") for m in found.minutes]
     series_by_channel = [
@@ -318,7 +337,7 @@ async def _health_page(request: Request, operator: Operator, session: AsyncSessi
         {
             "health": found,
             "rates": rates,
-            "confirmation_days": queries.CONFIRMATION_DAYS,
+            "confirmation_days": health_reads.CONFIRMATION_DAYS,
             "now": now,
             "zone": where,
             "sends_chart": sends,

@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
-from calnotify.appointments import series
+from calnotify.appointments import lists, series
 from calnotify.auth.scopes import Scope
-from calnotify.console import queries, words
-from calnotify.console.sessions import Operator
+from calnotify.auth.sessions import Operator
+from calnotify.console import words
 from calnotify.console.web import (
+    PAGE,
     PREFIX,
     ConsoleRoute,
     PageError,
@@ -29,7 +29,6 @@ from calnotify.contacts.dnd import switched
 from calnotify.contacts.schemas import ContactUpdate
 from calnotify.deliveries import service as deliveries
 from calnotify.deps import ReadSessionDep, SessionDep
-from calnotify.models import Appointment, Contact
 from calnotify.planning.recipients import DND_KEY
 from calnotify.timefmt import zone
 
@@ -48,7 +47,7 @@ def _checked_id(contact_id: str) -> str:
     return contact_id
 
 
-def dnd_rows(contact: Contact) -> list[dict[str, Any]]:
+def dnd_rows(contact: Any) -> list[dict[str, Any]]:
     """The contact's DND for each channel a message can go by: on, and changeable here."""
     settings: dict[str, Any] = contact.dnd_settings or {}
     rows = []
@@ -77,32 +76,23 @@ async def contact_page(
     page: Annotated[str, Query(max_length=12)] = "1",
 ) -> Response:
     contact = await contacts.get_contact(session, operator.principal, _checked_id(contact_id))
-    booked = await session.scalars(
-        select(Appointment)
-        .where(
-            Appointment.contact_id == contact.id,
-            Appointment.location_id == operator.principal.location_id,
-            Appointment.deleted.is_(False),
-        )
-        .order_by(Appointment.start_at.desc(), Appointment.id)
-        .limit(APPOINTMENTS)
-    )
+    booked = await lists.of_contact(session, operator.principal, contact.id, APPOINTMENTS)
     number = page_number(page)
     messages, total = await deliveries.list_deliveries(
         session,
         operator.principal,
         {"contact_id": contact.id},
-        queries.PAGE,
-        (number - 1) * queries.PAGE,
+        PAGE,
+        (number - 1) * PAGE,
         newest_first=True,
     )
-    last = last_page(total, queries.PAGE, number, "messages to this contact")
+    last = last_page(total, PAGE, number, "messages to this contact")
     return render(
         request,
         "contact.html",
         {
             "contact": contact,
-            "appointments": booked.all(),
+            "appointments": booked,
             "messages": messages,
             "total": total,
             "page": number,

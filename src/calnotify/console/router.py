@@ -13,9 +13,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import RedirectResponse, Response
 
-from calnotify.auth.tokens import Principal
-from calnotify.console import deployment, desk, messages, pages, people, rules, template_pages
-from calnotify.console.sessions import (
+from calnotify.auth.sessions import (
     COOKIE,
     LIFETIME,
     SIGN_IN_COOKIE,
@@ -25,6 +23,8 @@ from calnotify.console.sessions import (
     same,
     token_principal,
 )
+from calnotify.auth.tokens import Principal
+from calnotify.console import deployment, desk, messages, pages, people, rules, template_pages
 from calnotify.console.web import (
     PREFIX,
     Answered,

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
+from calnotify.appointments import lists
 from calnotify.auth.scopes import Scope
-from calnotify.calendars.service import get_calendar
-from calnotify.console import queries, words
+from calnotify.auth.sessions import Operator
+from calnotify.calendars.service import calendars_with_counts, get_calendar
+from calnotify.console import words
 from calnotify.console.forms import (
     RuleForm,
     empty_rule,
@@ -22,7 +23,6 @@ from calnotify.console.forms import (
     rule_from_row,
 )
 from calnotify.console.sender_warnings import allowed_of, rule_warnings, sender_warning
-from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -35,7 +35,6 @@ from calnotify.console.web import (
 from calnotify.db.tx import Reader
 from calnotify.deps import DatabaseDep, PlanningDep, ReadSessionDep
 from calnotify.errors import BadRequest
-from calnotify.models import Appointment, Calendar, Template
 from calnotify.notifications import impact, service
 from calnotify.notifications.preview import PreviewOptions, preview_plan
 from calnotify.notifications.schemas import (
@@ -43,6 +42,11 @@ from calnotify.notifications.schemas import (
     NotificationUpdate,
     PreviewRequest,
 )
+from calnotify.templates.service import list_templates
+from calnotify.users.service import list_users
+
+if TYPE_CHECKING:
+    from calnotify.models import Calendar
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -62,7 +66,7 @@ async def calendars(
     operator: Annotated[Operator, signed_in(Scope.CALENDARS_READ)],
     session: ReadSessionDep,
 ) -> Response:
-    rows = await queries.calendars_with_counts(session, operator.principal)
+    rows = await calendars_with_counts(session, operator.principal, 500)
     return render(request, "calendars.html", {"rows": rows}, operator=operator)
 
 
@@ -76,7 +80,11 @@ async def calendar_page(
 ) -> Response:
     calendar = await get_calendar(session, operator.principal, calendar_id)
     can = operator.principal.can
-    rules = await queries.rules_of(session, calendar.id) if can(Scope.EVENTS_READ) else None
+    rules = (
+        await service.list_notifications(db, operator.principal, calendar.id, limit=500)
+        if can(Scope.EVENTS_READ)
+        else None
+    )
     templates = await _templates(session, operator)
     allowed = await allowed_of(db, calendar.location_id)
     return render(
@@ -356,7 +364,13 @@ async def _form_page(
     status: int = 200,
 ) -> Response:
     can = operator.principal.can
-    users = await queries.users_of(session, operator.principal) if can(Scope.USERS_READ) else []
+    users = (
+        await list_users(
+            session, operator.principal, operator.principal.location_id, by_name=True, limit=500
+        )
+        if can(Scope.USERS_READ)
+        else []
+    )
     templates = await _templates(session, operator)
     values = form.values
     warning = sender_warning(
@@ -366,16 +380,8 @@ async def _form_page(
         str(values.get("fromNumber", "")),
         await allowed_of(reader, calendar.location_id),
     )
-    upcoming = await session.scalars(
-        select(Appointment)
-        .where(
-            Appointment.calendar_id == calendar.id,
-            Appointment.deleted.is_(False),
-            Appointment.start_at >= now_utc(request),
-            Appointment.rrule == "",
-        )
-        .order_by(Appointment.start_at)
-        .limit(20)
+    upcoming = await lists.upcoming_in(
+        session, operator.principal, calendar.id, now_utc(request), 20
     )
     return render(
         request,
@@ -386,7 +392,7 @@ async def _form_page(
             "form": form,
             "users": users,
             "templates": templates,
-            "upcoming": upcoming.all(),
+            "upcoming": upcoming,
             "sender_warning": warning,
             "words": words,
             "action": (
@@ -400,15 +406,20 @@ async def _form_page(
     )
 
 
-async def _templates(session: AsyncSession, operator: Operator) -> list[Template]:
-    """The location's templates, for a token that may read them."""
+async def _templates(session: AsyncSession, operator: Operator) -> list[Any]:
+    """The location's templates by name, for a token that may read them."""
     if not operator.principal.can(Scope.TEMPLATES_READ):
         return []
-    rows = await session.scalars(
-        select(Template)
-        .where(Template.location_id == operator.principal.location_id, Template.deleted.is_(False))
-        .order_by(Template.name, Template.id)
-        .limit(500)
+    principal = operator.principal
+    rows, _ = await list_templates(
+        session,
+        principal,
+        principal.location_id,
+        template_type=None,
+        deleted=False,
+        limit=500,
+        skip=0,
+        by_name=True,
     )
     return list(rows)
 

@@ -7,14 +7,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
-from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from calnotify.auth.scopes import Scope
+from calnotify.auth.sessions import Operator
+from calnotify.calendars.service import first_calendar
 from calnotify.console import words
 from calnotify.console.forms import RuleForm, validation_problems
 from calnotify.console.rules import run_preview
-from calnotify.console.sessions import Operator
 from calnotify.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -27,7 +27,6 @@ from calnotify.console.web import (
 )
 from calnotify.deps import DatabaseDep, ReadSessionDep
 from calnotify.errors import BadRequest
-from calnotify.models import Calendar
 from calnotify.templates import service
 from calnotify.templates.schemas import TemplateFieldsIn
 
@@ -159,12 +158,7 @@ async def preview(
     """The template form's preview: the template as a booked email or text to a sample."""
     fields = await read_form(request, operator.csrf)
     form = _typed(fields)
-    calendar = await reader.scalar(
-        select(Calendar)
-        .where(Calendar.location_id == operator.principal.location_id, Calendar.deleted.is_(False))
-        .order_by(Calendar.date_added)
-        .limit(1)
-    )
+    calendar = await first_calendar(reader, operator.principal)
     result, problems = None, ["Create a calendar to preview templates."]
     if calendar is not None:
         kind = form.values["type"] if form.values["type"] in TYPES else "email"

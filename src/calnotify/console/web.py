@@ -23,12 +23,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from calnotify import __version__
 from calnotify.auth.scopes import Scope
-from calnotify.console.sessions import COOKIE, Operator, find_operator, same
+from calnotify.auth.sessions import COOKIE, Operator, find_operator, same
 from calnotify.deps import ReadSessionDep, get_clock
 from calnotify.errors import AppError
 from calnotify.timefmt import zone
 
 PREFIX = "/console"
+#: Rows on a page of a list.
+PAGE = 50
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 MAX_FORM_FIELDS = 400

@@ -10,7 +10,7 @@ from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.contacts.schemas import ContactCreate, ContactFieldsIn, ContactOut
 from calnotify.db.base import utcnow
-from calnotify.db.scoped import get_in_location
+from calnotify.db.scoped import find_in_location, get_in_location
 from calnotify.errors import BadRequest, FieldError
 from calnotify.models import Contact
 
@@ -45,6 +45,16 @@ _TEXT_DEFAULTS = (
     "website",
     "source",
 )
+
+
+async def find_contact(
+    session: AsyncSession, principal: Principal, contact_id: str | None
+) -> Contact | None:
+    """The contact if it is of the token's location, deleted or not (what an appointment
+    names); None otherwise."""
+    return await find_in_location(
+        session, Contact, contact_id, principal.location_id, include_deleted=True
+    )
 
 
 async def get_contact(session: AsyncSession, principal: Principal, contact_id: str) -> Contact:

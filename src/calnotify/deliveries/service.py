@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.auth.tokens import Principal
@@ -20,7 +20,7 @@ from calnotify.deliveries.schemas import (
 )
 from calnotify.deliveries.wording import content_removed, explained, shown_error
 from calnotify.ids import parse_instance_id
-from calnotify.models import Appointment, Delivery, OutboxMessage
+from calnotify.models import Appointment, Delivery, DeliveryAttempt, OutboxMessage
 from calnotify.models.delivery import RecipientKind
 
 #: ``total`` of a list counts up to this many (that value means at least as many).
@@ -97,6 +97,30 @@ def _count_up_to(rows: Select[Any]) -> Select[int]:
     """How many ``rows`` there are, counted up to :data:`TOTAL_LIMIT`: a location with ten
     million deliveries is answered as fast as one with ten thousand."""
     return select(func.count()).select_from(rows.limit(TOTAL_LIMIT).subquery("counted"))
+
+
+async def timeline(
+    session: AsyncSession, principal: Principal, appointment_id: str
+) -> tuple[Sequence[Delivery], dict[str, list[DeliveryAttempt]]]:
+    """Every delivery of an appointment (or of one occurrence), in due order, and attempts."""
+    if parse_instance_id(appointment_id) is not None:
+        where = Delivery.instance_id == appointment_id
+    else:
+        where = and_(Delivery.appointment_id == appointment_id, Delivery.instance_id == "")
+    rows = (
+        await session.scalars(
+            select(Delivery)
+            .where(Delivery.location_id == principal.location_id, where)
+            .order_by(Delivery.due_at, Delivery.id)
+            .limit(1000)
+        )
+    ).all()
+    attempts: dict[str, list[DeliveryAttempt]] = {}
+    ids = [d.id for d in rows if d.attempts]
+    for start in range(0, len(ids), 500):
+        for attempt in await session.scalars(lifecycle.attempts_of(ids[start : start + 500])):
+            attempts.setdefault(attempt.delivery_id, []).append(attempt)
+    return rows, attempts
 
 
 def _of_appointment_or_series(appointment_id: str) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sse_starlette import EventSourceResponse
 
@@ -27,6 +27,7 @@ from calnotify.deps import ClockDep, SessionDep
 from calnotify.errors import NotFound
 from calnotify.ids import looks_like_id
 from calnotify.inbox.hub import InboxHub
+from calnotify.inbox.service import list_inbox
 from calnotify.models import InboxItem, User
 from calnotify.users.service import get_user
 
@@ -67,21 +68,10 @@ async def get_inbox(
     skip: Skip = 0,
 ) -> InboxOut:
     """The user's inbox, newest first; ``unread=true`` for unread items only."""
-    user = await get_user(session, principal, userId)
-    conditions = [InboxItem.user_id == user.id]
-    if unread is True:
-        conditions.append(InboxItem.read_at.is_(None))
-    elif unread is False:
-        conditions.append(InboxItem.read_at.is_not(None))
-    total = await session.scalar(select(func.count()).select_from(InboxItem).where(*conditions))
-    rows = await session.scalars(
-        select(InboxItem)
-        .where(*conditions)
-        .order_by(InboxItem.created_at.desc(), InboxItem.id.desc())
-        .limit(limit)
-        .offset(skip)
+    rows, total = await list_inbox(
+        session, principal, userId, unread=unread, limit=limit, skip=skip
     )
-    return InboxOut(items=[item_out(i) for i in rows], total=int(total or 0))
+    return InboxOut(items=[item_out(i) for i in rows], total=total)
 
 
 def item_out(item: InboxItem) -> InboxItemOut:

@@ -16,7 +16,7 @@ from calnotify.models import Location, Notification, Template, User
 from calnotify.notifications.rules import NotificationDraft
 
 
-def _page_query(*, is_active: bool) -> Statement:
+def _page_query(*, is_active: bool, convert: bool = False) -> Statement:
     query = select(*Notification.__table__.c).where(
         Notification.calendar_id == bindparam("calendar_id"),
         Notification.deleted == bindparam("deleted"),
@@ -27,7 +27,7 @@ def _page_query(*, is_active: bool) -> Statement:
         query.order_by(Notification.date_added, Notification.batch_index, Notification.id)
         .limit(bindparam("limit"))
         .offset(bindparam("skip")),
-        convert=False,
+        convert=convert,
     )
 
 
@@ -36,6 +36,8 @@ def _page_query(*, is_active: bool) -> Statement:
 #: ``skip`` (and ``is_active`` for the second).
 PAGE = _page_query(is_active=False)
 PAGE_BY_ACTIVE = _page_query(is_active=True)
+#: :data:`PAGE` with its columns converted (for a page of the console).
+PAGE_CONVERTED = _page_query(is_active=False, convert=True)
 #: One rule of a calendar, as a driver row: parameters ``calendar_id``, ``notification_id``.
 ONE = Statement(
     select(*Notification.__table__.c).where(

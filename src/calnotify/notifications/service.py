@@ -208,18 +208,37 @@ async def list_notification_columns(
 ) -> list[Any]:
     """A page of the calendar's rules as the driver gives their columns (for an answer):
     the calendar check and the page read together outside any transaction."""
-    if not looks_like_id(calendar_id):
-        raise NotFound("Calendar not found")
     page = {"calendar_id": calendar_id, "deleted": bool(deleted), "limit": limit, "skip": skip}
     if is_active is not None:
         page["is_active"] = is_active
-    calendar, rows = await db.fetch(
+    read = repository.PAGE if is_active is None else repository.PAGE_BY_ACTIVE
+    return await _page(db, principal, read, page)
+
+
+async def list_notifications(
+    reader: Reader, principal: Principal, calendar_id: str, *, limit: int
+) -> list[Any]:
+    """The calendar's rules that are not deleted, in order, their columns converted: read
+    like :func:`list_notification_columns` (the calendar check and the page together)."""
+    page = {"calendar_id": calendar_id, "deleted": False, "limit": limit, "skip": 0}
+    return await _page(reader, principal, repository.PAGE_CONVERTED, page)
+
+
+async def _page(
+    reader: Reader, principal: Principal, read: Statement, page: dict[str, Any]
+) -> list[Any]:
+    """A page of a calendar's rules, read with the check that the calendar is the
+    location's (404 otherwise)."""
+    calendar_id = page["calendar_id"]
+    if not looks_like_id(calendar_id):
+        raise NotFound("Calendar not found")
+    calendar, rows = await reader.fetch(
         (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": principal.location_id}),
-        (repository.PAGE if is_active is None else repository.PAGE_BY_ACTIVE, page),
+        (read, page),
     )
     if not calendar:
         raise NotFound("Calendar not found")
-    return rows
+    return list(rows)
 
 
 async def get_notification_columns(

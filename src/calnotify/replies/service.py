@@ -9,12 +9,13 @@ channel; ``HELP`` is answered with the location's help text. Nothing else change
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from calnotify.api.types import format_timestamp
 from calnotify.appointments.schemas import AppointmentUpdate
@@ -30,6 +31,7 @@ from calnotify.ids import new_id
 from calnotify.models.appointment import AppointmentStatus, EventSource
 from calnotify.models.inbound import MAX_BODY, InboundMessage, ReplyAction
 from calnotify.replies import keywords, lookup
+from calnotify.replies.reading import list_replies
 
 _INSERT = Statement(insert(table(InboundMessage)))
 _WHATSAPP = "whatsapp:"
@@ -158,3 +160,12 @@ async def _act(
         )
         return Answered(action, due=written.due)
     return Answered(ReplyAction.NONE)
+
+
+async def replies_to(
+    session: AsyncSession, principal: Principal, appointment_id: str, count: int = 100
+) -> Sequence[InboundMessage]:
+    """The latest replies by SMS or WhatsApp matched to an appointment, oldest first (the
+    list ``GET /replies`` answers)."""
+    rows, _ = await list_replies(session, principal, {"appointment_id": appointment_id}, count, 0)
+    return list(reversed(rows))

@@ -95,8 +95,10 @@ async def list_templates(
     deleted: bool,
     limit: int,
     skip: int,
+    by_name: bool = False,
 ) -> tuple[Sequence[Template], int]:
-    """One page of the location's templates in creation order, and how many there are."""
+    """One page of the location's templates in creation order (``by_name``: by name), and
+    how many there are."""
     ensure_location(principal, location_id)
     conditions = [Template.location_id == principal.location_id, Template.deleted.is_(deleted)]
     if template_type is not None:
@@ -105,7 +107,7 @@ async def list_templates(
     rows = await session.scalars(
         select(Template)
         .where(*conditions)
-        .order_by(Template.date_added, Template.id)
+        .order_by(*((Template.name,) if by_name else (Template.date_added,)), Template.id)
         .limit(limit)
         .offset(skip)
     )

@@ -11,7 +11,7 @@ from calnotify.api.validators import email_problem, phone_problem
 from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
-from calnotify.db.scoped import get_in_location
+from calnotify.db.scoped import find_in_location, get_in_location
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.models import Location, User
 from calnotify.models.user import UserRole
@@ -50,18 +50,36 @@ async def create_user(
     return user
 
 
+async def find_user(
+    session: AsyncSession, principal: Principal, user_id: str | None
+) -> User | None:
+    """The user if it is of the token's location, deleted or not (what an appointment
+    names); None otherwise."""
+    return await find_in_location(
+        session, User, user_id, principal.location_id, include_deleted=True
+    )
+
+
 async def get_user(session: AsyncSession, principal: Principal, user_id: str) -> User:
     return await get_in_location(session, User, user_id, principal.location_id, what="User")
 
 
 async def list_users(
-    session: AsyncSession, principal: Principal, location_id: str
+    session: AsyncSession,
+    principal: Principal,
+    location_id: str,
+    *,
+    by_name: bool = False,
+    limit: int | None = None,
 ) -> Sequence[User]:
+    """The location's users in creation order (``by_name``: by name), at most ``limit``."""
     ensure_location(principal, location_id)
+    order = (User.first_name, User.last_name, User.id) if by_name else (User.date_added, User.id)
     rows = await session.scalars(
         select(User)
         .where(User.location_id == location_id, User.deleted.is_(False))
-        .order_by(User.date_added, User.id)
+        .order_by(*order)
+        .limit(limit)
     )
     return rows.all()
 
