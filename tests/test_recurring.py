@@ -291,7 +291,9 @@ async def test_a_rule_that_cannot_be_served_is_a_400_naming_rrule(
         },
         headers=scenario.headers,
     )
-    assert time.monotonic() - began < 1
+    # Refused before any expansion: a rule that could not be served never spins (the bound
+    # is loose; a loaded machine answers the first request of a process slowly).
+    assert time.monotonic() - began < 10
     assert response.status_code == 400
     assert response.json()["errors"][0]["field"] == "rrule"
     assert problem in response.json()["message"]
