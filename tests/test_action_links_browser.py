@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests import test_console_browser as base
 from tests.processes import Server, calnotify, start_server
 from tests.providers import SmtpInbox, smtp_server
 
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="browser tests skipped: no Chromium found (apt-get install chromium)"
 )
 if CHROMIUM is not None:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, expect
 
 PUBLIC = "https://cal.example"
 LINKS = (
@@ -167,12 +168,8 @@ def free_slots(api: httpx.Client, calendar_id: str, days_ahead: int = 2) -> list
     return [s for day in response.json().values() for s in day["slots"]]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        launched.close()
+# The console's browser tests' browser.
+browser = base.browser
 
 
 @pytest.fixture

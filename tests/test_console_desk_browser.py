@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests import test_console_browser as base
 from tests.processes import start_server
 from tests.test_console_browser import (
     CHROMIUM,
@@ -23,7 +24,7 @@ from tests.test_console_browser import (
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=CHROMIUM_SKIP_REASON)
 
 if CHROMIUM is not None:
-    from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, Dialog, Page, expect
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +34,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(server)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def page(browser: Browser, site: Site) -> Iterator[Page]:
-    context = browser.new_context(
-        base_url=site.server.base_url, viewport={"width": 1280, "height": 900}
-    )
-    opened = context.new_page()
-    opened.set_default_timeout(10_000)
-    yield opened
-    context.close()
+# The console's browser tests' browser and page (each test module has its own site).
+browser = base.browser
+page = base.page
 
 
 def rules(site: Site, *types: str) -> None:
@@ -220,11 +207,13 @@ def test_series_navigation_health_minutes_and_a_second_sign_in(
         master = response.json()["id"]
     sign_in(page, site.acme["token"])
     page.goto(f"/console/appointments/{master}")
-    page.get_by_role("navigation", name="Occurrences").get_by_role("link").nth(1).click()
+    # Each click waits for the page it opens, so the next click is on that page.
+    with page.expect_navigation():
+        page.get_by_role("navigation", name="Occurrences").get_by_role("link").nth(1).click()
     expect(page.get_by_role("link", name="Previous occurrence")).to_be_visible()
-    page.get_by_role("link", name="Next occurrence").click()
-    page.get_by_role("link", name="Previous occurrence").click()
-    page.get_by_role("link", name="Previous occurrence").click()
+    for link in ("Next occurrence", "Previous occurrence", "Previous occurrence"):
+        with page.expect_navigation():
+            page.get_by_role("link", name=link).click()
     expect(page.get_by_role("link", name="Next occurrence")).to_be_visible()
     expect(page.get_by_role("link", name="Previous occurrence")).to_have_count(0)
 

@@ -12,9 +12,10 @@ write lock nor waits behind a writer; a route declares its principal before
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPBearer
 
 from calnotify.auth.scopes import Scope
@@ -93,6 +94,24 @@ def ensure_location(principal: Principal, location_id: str) -> None:
     """A ``locationId`` given in a body or query must be the token's own."""
     if location_id != principal.location_id:
         raise Forbidden()
+
+
+LocationIdPath = Annotated[str, Path(description="Location Id (the token's own)")]
+
+
+def in_path_location(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency for routes under ``/locations/{locationId}/…``: a token holding
+    ``scope`` (and a valid ``Version``) whose own location is the path's ``locationId``,
+    else 403; checked after the token, scope and Version and before the body."""
+    check = require(scope)
+
+    # ``check`` as a default: this module's annotations are strings, resolved in its
+    # globals, where a local name is not.
+    async def here(locationId: LocationIdPath, principal: Principal = Depends(check)) -> Principal:
+        ensure_location(principal, locationId)
+        return principal
+
+    return here
 
 
 CalendarsRead = Annotated[Principal, Depends(require(Scope.CALENDARS_READ))]

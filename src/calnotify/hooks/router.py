@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request
 
-from calnotify.auth.deps import ensure_location, require
+from calnotify.auth.deps import in_path_location
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.config import Settings
@@ -22,29 +22,9 @@ from calnotify.hooks.schemas import (
 )
 
 router = APIRouter(prefix="/locations/{locationId}/webhooks", tags=["Webhooks"])
-LocationIdPath = Annotated[str, Path(description="Location Id (the token's own)")]
-_check_read = require(Scope.LOCATIONS_READ)
-_check_write = require(Scope.LOCATIONS_WRITE)
-
-
-# The path's locationId must be the token's own (else 403), checked after the token,
-# scope and Version and before the body.
-async def _reader_here(
-    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_read)]
-) -> Principal:
-    ensure_location(principal, locationId)
-    return principal
-
-
-async def _writer_here(
-    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_write)]
-) -> Principal:
-    ensure_location(principal, locationId)
-    return principal
-
-
-HooksRead = Annotated[Principal, Depends(_reader_here)]
-HooksWrite = Annotated[Principal, Depends(_writer_here)]
+# The path's locationId must be the token's own (else 403).
+HooksRead = Annotated[Principal, Depends(in_path_location(Scope.LOCATIONS_READ))]
+HooksWrite = Annotated[Principal, Depends(in_path_location(Scope.LOCATIONS_WRITE))]
 
 
 @router.get("", response_model=WebhookList, operation_id="list-webhooks")

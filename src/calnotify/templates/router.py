@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Query
 
 from calnotify.api.types import QueryBool
-from calnotify.auth.deps import ensure_location, require
+from calnotify.auth.deps import LocationIdPath, in_path_location
 from calnotify.auth.scopes import Scope
 from calnotify.auth.tokens import Principal
 from calnotify.deps import DatabaseDep, SessionDep
@@ -27,31 +27,9 @@ router = APIRouter(prefix="/locations/{locationId}/templates", tags=["Templates"
 MAX_LIMIT = 100
 MAX_SKIP = 1_000_000_000
 
-LocationIdPath = Annotated[str, Path(description="Location Id (the token's own)")]
-
-
-_check_read = require(Scope.TEMPLATES_READ)
-_check_write = require(Scope.TEMPLATES_WRITE)
-
-
-# The path's locationId must be the token's own (else 403). Dependencies, so the 403
-# comes after the token, scope and Version checks and before the body is validated.
-async def _reader_here(
-    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_read)]
-) -> Principal:
-    ensure_location(principal, locationId)
-    return principal
-
-
-async def _writer_here(
-    locationId: LocationIdPath, principal: Annotated[Principal, Depends(_check_write)]
-) -> Principal:
-    ensure_location(principal, locationId)
-    return principal
-
-
-TemplatesRead = Annotated[Principal, Depends(_reader_here)]
-TemplatesWrite = Annotated[Principal, Depends(_writer_here)]
+# The path's locationId must be the token's own (else 403).
+TemplatesRead = Annotated[Principal, Depends(in_path_location(Scope.TEMPLATES_READ))]
+TemplatesWrite = Annotated[Principal, Depends(in_path_location(Scope.TEMPLATES_WRITE))]
 
 
 @router.get("", response_model=TemplateList, operation_id="GET-all-or-email-sms-templates")
