@@ -76,6 +76,7 @@ def check_wheel_contents(wheel: Path) -> None:
             "calnotify/db/migrations/**/*",
             "calnotify/**/static/**/*",
             "calnotify/console/templates/*",
+            "calnotify/actions/templates/*",
         )
         for path in sources.glob(pattern)
         if path.is_file() and "__pycache__" not in path.parts
