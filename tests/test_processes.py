@@ -326,11 +326,20 @@ async def test_sigterm_stops_a_worker_cleanly(database_url: str) -> None:
 
     upgrade(database_url)
     worker = start_worker(database_url, "--concurrency", "3")
-    await asyncio.sleep(2.0)
-    assert worker.poll() is None
-    assert running_processes(database_url) == [("worker", worker.pid)]  # its heartbeat
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=15) == 0
+    try:
+
+        async def registered() -> bool:  # its heartbeat row (a loaded machine starts slowly)
+            assert worker.poll() is None
+            return running_processes(database_url) == [("worker", worker.pid)]
+
+        await wait_for(registered, within=30, step=0.2)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+    finally:
+        # A worker left running would go on sending the next tests' deliveries.
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
     assert running_processes(database_url) == []
     output = worker.stdout.read().decode() if worker.stdout else ""
     assert "finishing messages in flight" in output
