@@ -146,10 +146,39 @@ async def test_impact_is_judged_like_a_save_and_stays_in_its_location(
     }
 
 
-async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
+async def test_a_big_calendar_is_counted_whole_and_shows_the_first_few(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rule_id, booked = await three_reminders(scenario)
+    monkeypatch.setattr(impact_module, "SAMPLE_PAGE", 2)
+    monkeypatch.setattr(impact_module, "MAX_APPOINTMENTS", 2)
+    found = await impact(
+        scenario, f"/{rule_id}/impact", {"beforeTime": [{"timeOffset": 2, "unit": "hours"}]}
+    )
+    # Counted in SQL over the whole calendar; the walk stopped at its bound.
+    assert (found["retimed"]["count"], found["complete"], found["pendingOfRule"]) == (3, True, 3)
+    assert [c["appointmentId"] for c in found["retimed"]["first"]] == [b["id"] for b in booked[:2]]
+    everything = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
+    assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)
+
+
+GUESTS = {**REMINDER, "receiverType": "guest"}
+
+
+async def guest_reminders(scenario: Scenario) -> tuple[str, list[dict[str, Any]]]:
+    contact = await scenario.tenant.add_contact()
+    booked = [
+        await scenario.book(contact, START + timedelta(hours=i), guests=[{"email": f"g{i}@ex.com"}])
+        for i in range(3)
+    ]
+    [rule] = await scenario.rules(GUESTS)
+    return rule["_id"], booked
+
+
+async def test_a_guest_rule_is_counted_up_to_a_bound_and_says_so(
+    scenario: Scenario, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rule_id, booked = await guest_reminders(scenario)
     monkeypatch.setattr(impact_module, "PAGE", 2)
     monkeypatch.setattr(impact_module, "MAX_APPOINTMENTS", 2)
     found = await impact(
@@ -158,14 +187,12 @@ async def test_a_big_calendar_is_counted_up_to_a_bound_and_says_so(
     assert found["retimed"]["count"] == 2
     assert (found["complete"], found["pendingOfRule"]) == (False, 3)
     assert instant(found["checkedUntil"]) == instant(booked[1]["startTime"])
-    everything = await impact(scenario, f"/{rule_id}/impact", {"isActive": False})
-    assert (everything["complete"], everything["cancelled"]["count"]) == (True, 3)
 
 
 async def test_an_impact_reads_no_page_past_its_time_and_says_how_far_it_looked(
     scenario: Scenario, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rule_id, booked = await three_reminders(scenario)
+    rule_id, booked = await guest_reminders(scenario)
     monkeypatch.setattr(impact_module, "PAGE", 1)
     monkeypatch.setattr(impact_module, "BUDGET", 0.0)
     found = await impact(

@@ -1,19 +1,19 @@
 """What saving a rule would do to pending sends (docs/semantics.md §2, docs/api.md "Rule
 impact"): the deliveries cancelled, re-timed and newly planned, counted, the first
-:data:`SAMPLES` of each shown. The count covers the whole calendar when its appointments
-to re-plan are worked out within :data:`BUDGET` seconds (and are at most
-:data:`MAX_APPOINTMENTS`), the earliest of them otherwise (the answer says up to which
-start): the planner's walk costs 100 to 200 µs an appointment, so a few thousand fit in a
-request; bench/impact.py measures it on 50,000.
+:data:`SAMPLES` of each shown.
 
 Nothing is written and nothing is locked: the rule as the save would store it (the same
-service functions a create, an update and a delete use) is given to the planner's own
-page (:func:`calnotify.planning.store.rule_page_plan`) over the appointments its
+service functions a create, an update and a delete use) is counted over its whole
+calendar by :mod:`calnotify.notifications.impact_counts` (the planner's definition as one
+SQL statement), and the first few of each kind come from the planner's own page
+(:func:`calnotify.planning.store.rule_page_plan`) over the earliest appointments its
 re-planning job would walk (:func:`calnotify.planning.jobs.page_of`), read outside any
-transaction. A rule that no longer plans ahead (deleted, deactivated, not a reminder or
-follow-up any more) cancels what it has pending: counted in SQL, the first few read.
-A cancelled send and a new one for the same appointment and recipient by the same channel
-are one re-timed send (old → new due time).
+transaction, until it has them or :data:`BUDGET` seconds have passed. A rule the statement
+does not count (one for guests) is counted by that walk alone, up to :data:`BUDGET` and
+:data:`MAX_APPOINTMENTS` (the answer says up to which start). A rule that no longer plans
+ahead (deleted, deactivated, not a reminder or follow-up any more) cancels what it has
+pending: counted in SQL, the first few read. A cancelled send and a new one for the same
+appointment and recipient by the same channel are one re-timed send (old → new due time).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from calnotify.db.tx import Reader
 from calnotify.deliveries.states import DeliveryStatus
 from calnotify.models import Delivery
 from calnotify.models.delivery import RecipientKind, Trigger
-from calnotify.notifications import repository, service
+from calnotify.notifications import impact_counts, repository, service
 from calnotify.notifications.preview_scopes import hidden
 from calnotify.notifications.schemas import (
     ImpactChangeOut,
@@ -54,6 +54,8 @@ SAMPLES = 20
 #: does bounded work, architecture principle 10, and answers within 500 ms). Beyond them,
 #: the answer says how far it looked.
 PAGE = 500
+#: Appointments read per page when the counts are known and only the first few are shown.
+SAMPLE_PAGE = 100
 MAX_APPOINTMENTS = 20_000
 BUDGET = 0.3
 KINDS = ("cancelled", "retimed", "planned")
@@ -198,6 +200,7 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
         count, first = _SCHEDULE if rule.is_active and not rule.deleted else _ALL
         await _cancelled(reader, impact, count, first, {"id": rule.id})
         return impact
+    started = time.monotonic()
     if not new:
         values = {
             "id": rule.id,
@@ -209,22 +212,35 @@ async def rule_impact(reader: Reader, rule: Any, now: datetime, *, new: bool = F
         impact.pending = int(counted.pending)
         if counted.changed:
             await _cancelled(reader, impact, *_CHANGED_SENDS, values)
-    cursor, seen, pages, started = "", 0, 0, time.monotonic()
-    while page := await page_of(reader, rule, now, cursor, PAGE):
+    whole = await impact_counts.counts(reader, rule, now)
+    if whole is not None:
+        whole["cancelled"] += impact.counts["cancelled"]
+    cursor, seen, pages = "", 0, 0
+    # With the counts known, the walk only finds the first few of each kind.
+    size = SAMPLE_PAGE if whole is not None else PAGE
+    while page := await page_of(reader, rule, now, cursor, size):
         people = await store.people(reader, rule.location_id, [a.contact_id for a in page])
         ids = [a.id for a in page]
         stored = {} if new else await store.pending_of(reader, ids, rule_id=rule.id, shown=True)
         plan = await store.rule_page_plan(reader, page, rule, people, now, fresh=new, stored=stored)
         await _classify(reader, impact, plan, page, stored)
         seen, pages = seen + len(page), pages + 1
-        if len(page) < PAGE:
+        if len(page) < size or (whole is not None and _shown_all(impact, whole)):
             break
         spent = time.monotonic() - started
         if seen >= MAX_APPOINTMENTS or spent + spent / pages >= BUDGET:
             impact.checked_until = page[-1].start_at
             break
         cursor = cursor_after(page)
+    if whole is not None:
+        # Counted over the whole calendar; the walk gave the first few of each.
+        impact.counts, impact.checked_until = whole, None
     return impact
+
+
+def _shown_all(impact: Impact, whole: dict[str, int]) -> bool:
+    """Whether the walk has found the first :data:`SAMPLES` of each kind (or all)."""
+    return all(len(impact.first[k]) >= min(SAMPLES, whole[k]) for k in KINDS)
 
 
 async def _cancelled(
@@ -247,7 +263,14 @@ async def _classify(
     (re-timed), in the page's start order."""
     cancelled = {i for ids in plan.cancel.values() for i in ids}
     revived = {i: v for i, v in plan.revive if v["status"] == _SCHEDULED}
-    found = [row for rows in stored.values() for row in rows if row.id in cancelled]
+    # Sends made at once that the change cancels are counted over the whole rule before
+    # the walk (:data:`_CHANGED_SENDS`); a save cancels them before it re-plans.
+    found = [
+        row
+        for rows in stored.values()
+        for row in rows
+        if row.id in cancelled and row.trigger == Trigger.SCHEDULE.value
+    ]
     if revived:
         [again] = await reader.fetch((_DETAILS, {"ids": list(revived)}))
         found += again

@@ -119,8 +119,12 @@ def resolve(ref: RecipientRef, channel: str, appointment: Appointment, people: P
 
 
 def contact_dnd(contact: Contact, channel: str) -> bool:
-    if contact.dnd:
+    return dnd_on(contact.dnd, contact.dnd_settings, channel)
+
+
+def dnd_on(dnd: bool, settings: dict[str, Any] | None, channel: str) -> bool:
+    """Whether a contact's DND (all channels, or ``dndSettings`` per channel) stops ``channel``."""
+    if dnd:
         return True
-    settings: dict[str, Any] = contact.dnd_settings or {}
-    entry = settings.get(DND_KEY.get(channel, ""))
+    entry = (settings or {}).get(DND_KEY.get(channel, ""))
     return isinstance(entry, dict) and entry.get("status") in DND_ON
