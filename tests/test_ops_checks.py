@@ -611,7 +611,7 @@ def test_startup_summary_with_the_outbox() -> None:
         "whatsapp: outbox (CALNOTIFY_TWILIO_ACCOUNT_SID / CALNOTIFY_TWILIO_AUTH_TOKEN not set)",
         "inApp: inbox",
         "action links: http://localhost:8000/a/… (CALNOTIFY_PUBLIC_URL not set: links point "
-        "to localhost)",
+        "to this machine)",
         "mode: worker",
     ]
 

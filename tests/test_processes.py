@@ -417,3 +417,34 @@ async def test_real_providers_on_the_real_clock(database_url: str) -> None:
                     assert timedelta(0) <= late < timedelta(seconds=1), delivery
                 assert {d["provider"] for d in found} == {"smtp", "twilio"}
                 assert twilio.messages()[0]["To"] == "+14155550100"
+
+
+async def test_links_point_to_the_port_serve_listens_on(database_url: str) -> None:
+    # Without CALNOTIFY_PUBLIC_URL, a message's links reach this machine at serve's port.
+    with start_server(database_url, env={"CALNOTIFY_PUBLIC_URL": ""}) as server:
+        client, ids = await setup_location(server)
+        async with contextlib.aclosing(client):
+            answer = await client.post(
+                f"/calendars/{ids['calendar']}/notifications",
+                json=[
+                    {
+                        "receiverType": "contact",
+                        "channel": "email",
+                        "notificationType": "booked",
+                        "subject": "Booked",
+                        "body": "Confirm: {{appointment.confirmation_link}}",
+                    }
+                ],
+            )
+            assert answer.status_code == 200, answer.text
+            await book(client, ids, datetime.now(UTC) + timedelta(days=1))
+
+            async def sent() -> list[dict[str, Any]]:
+                found = await client.get("/outbox")
+                messages: list[dict[str, Any]] = found.json()["messages"]
+                return messages
+
+            await wait_for(sent, within=10)
+            [message] = await sent()
+    port = server.base_url.rsplit(":", 1)[1]
+    assert f"Confirm: http://localhost:{port}/a/" in message["body"], message["body"]

@@ -79,12 +79,20 @@ class Settings(BaseSettings):
     webhook_allow_private: bool = False
 
     # The address the service is reached at from outside (Twilio status callbacks, the
-    # recipients' action links; unset: links point to localhost).
+    # recipients' action links; unset: links point to ``local_url``).
     public_url: str = ""
+    # Where action links point while ``public_url`` is not set: this machine, at the port
+    # `calnotify serve` listens on (it sets this for itself; a separate worker keeps 8000).
+    local_url: str = "http://localhost:8000"
     # How long a link secret retired by `calnotify secrets rotate` still verifies links.
     link_secret_grace_days: float = Field(default=30, ge=0, le=3650)
     # The appointment page (/a/…): requests per minute per link and per client address.
     link_requests_per_minute: int = Field(default=30, ge=1, le=100_000)
+
+    @property
+    def links_url(self) -> str:
+        """The address action links start with: ``public_url``, else ``local_url``."""
+        return (self.public_url.strip() or self.local_url.strip()).rstrip("/")
 
     @property
     def smtp_configured(self) -> bool:

@@ -179,6 +179,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     _configure_logging(settings)
     upgrade(settings.database_url)
+    if not settings.public_url.strip() and "CALNOTIFY_LOCAL_URL" not in os.environ:
+        # Links point to this machine at the port it listens on (each process of
+        # --workers reads it from the environment).
+        local = f"http://localhost:{args.port}"
+        os.environ["CALNOTIFY_LOCAL_URL"] = local
+        settings = settings.model_copy(update={"local_url": local})
     loops = args.concurrency or settings.dispatch_concurrency
     processes = f"{args.workers} processes" if args.workers > 1 else "1 process"
     if args.no_worker:

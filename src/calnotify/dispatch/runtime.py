@@ -43,7 +43,7 @@ def dispatch_settings(settings: Settings, concurrency: int | None = None) -> Dis
         email_from=settings.email_from,
         twilio_from_number=settings.twilio_from_number,
         twilio_whatsapp_from=settings.twilio_whatsapp_from,
-        public_url=settings.public_url,
+        public_url=settings.links_url,
         link_secret_grace=timedelta(days=settings.link_secret_grace_days),
         in_flight=settings.dispatch_in_flight,
         render_budget_seconds=settings.render_budget_seconds,

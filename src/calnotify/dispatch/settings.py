@@ -28,8 +28,8 @@ class DispatchSettings:
     email_from: str = "calnotify <notifications@calnotify.invalid>"
     twilio_from_number: str = ""
     twilio_whatsapp_from: str = ""
-    # Action links (docs/semantics.md §8): CALNOTIFY_PUBLIC_URL, and how long a retired
-    # link secret still verifies.
+    # Action links (docs/semantics.md §8): where they point (CALNOTIFY_PUBLIC_URL, else
+    # this machine: Settings.links_url), and how long a retired link secret still verifies.
     public_url: str = ""
     link_secret_grace: timedelta = DEFAULT_GRACE
     # Composing one message: its wall-clock budget, and the render processes (None: one

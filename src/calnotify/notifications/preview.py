@@ -97,7 +97,7 @@ class PreviewOptions:
             pool=app.state.compose_pool,
             senders=settings,
             horizon=timedelta(days=settings.planning_horizon_days),
-            public_url=settings.public_url,
+            public_url=settings.links_url,
         )
 
 

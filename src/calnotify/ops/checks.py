@@ -33,7 +33,7 @@ from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from calnotify.actions.links import LOCAL_URL, base_url
+from calnotify.actions.links import base_url
 from calnotify.channels.smtp import smtp_client
 from calnotify.channels.twilio import _error as twilio_error
 from calnotify.config import Settings
@@ -428,14 +428,14 @@ def check_public_url(settings: Settings) -> CheckResult:
             return CheckResult(
                 "public_url",
                 True,
-                f"not set: action links in messages point to {LOCAL_URL} (set "
+                f"not set: action links in messages point to {settings.links_url} (set "
                 "CALNOTIFY_PUBLIC_URL to the address recipients reach this service at)",
                 warning=True,
             )
         return fail(
             "public_url",
             "CALNOTIFY_PUBLIC_URL is not set: Twilio delivery status callbacks are off "
-            f"and action links point to {LOCAL_URL} (set it to the address Twilio and "
+            f"and action links point to {settings.links_url} (set it to the address Twilio and "
             "recipients reach this service at, e.g. https://calnotify.example.com)",
         )
     problem = _url_problem(url)

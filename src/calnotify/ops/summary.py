@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from calnotify import __version__
-from calnotify.actions.links import LOCAL_URL, PAGE_PREFIX, base_url
+from calnotify.actions.links import PAGE_PREFIX, base_url
 from calnotify.config import Settings
 from calnotify.db.urls import shown_database_url
 
@@ -62,4 +62,7 @@ def _links(settings: Settings) -> str:
     """Where the recipients' action links point (docs/semantics.md §8)."""
     if settings.public_url.strip():
         return base_url(settings.public_url) + PAGE_PREFIX + "…"
-    return f"{LOCAL_URL}{PAGE_PREFIX}… (CALNOTIFY_PUBLIC_URL not set: links point to localhost)"
+    return (
+        f"{settings.links_url}{PAGE_PREFIX}… "
+        "(CALNOTIFY_PUBLIC_URL not set: links point to this machine)"
+    )
