@@ -109,10 +109,14 @@ class Database:
         cleanly, rolls back otherwise. On SQLite it passes the write gate at ``priority``
         (a request may be refused with :class:`~calnotify.db.gate.Overloaded`)."""
         if not self.is_sqlite:
-            async with self._connection() as connection, connection.transaction():
+            async with self._connection() as connection:
                 tx = PostgresTx(connection, self.sql)
-                yield tx
-                await tx.commit()
+                try:
+                    yield tx
+                    await tx.commit()
+                except BaseException:
+                    await tx.abandon()
+                    raise
             return
         await self.gate.acquire(priority)
         try:
@@ -137,7 +141,8 @@ class Database:
         there are several): a read of a few indexed rows takes less time than handing it
         to another thread and back. That connection never waits for a lock; in the rare
         moment SQLite answers busy, the read goes to a connection on a thread of its own
-        that waits. PostgreSQL reads on a pooled connection, in one round trip.
+        that waits. PostgreSQL reads on a pooled connection, in one round trip (one query
+        string: the reads see one snapshot).
         """
         dialect = self.sql
         if self.is_sqlite:
@@ -151,7 +156,7 @@ class Database:
                 raw = await reader.call(lambda c: sqlite_driver.read_now(c, statements))
             return [s.rows(dialect, r) for (s, _), r in zip(reads, raw, strict=True)]
         async with self._connection() as connection:
-            return await PostgresTx(connection, dialect).fetch(*reads)
+            return await PostgresTx(connection, dialect, begin=False).fetch(*reads)
 
     def _open_inline(self) -> sqlite3.Connection:
         self._inline = sqlite_driver.connect_inline(self.url.database or ":memory:")
