@@ -117,6 +117,7 @@ class Database:
                 except BaseException:
                     await tx.abandon()
                     raise
+                await tx.announce()
             return
         await self.gate.acquire(priority)
         try:
