@@ -4,6 +4,7 @@ transaction wrote, long batches, several reads in one trip."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import psycopg
@@ -156,3 +157,26 @@ async def test_listeners_are_told_after_the_commit_only(db: Database, tenant: Te
         with pytest.raises(ValueError, match="channel"):
             tx.notify("x; DROP TABLE contacts")
     assert await names(db, ["g" * 20, "t" * 20]) == {"t" * 20: "Told"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[]",
+        "{}",
+        "[1, 2.5, null, true]",
+        '{"a": [], "b": {}}',
+        '"ünï 🎉"',
+        "[ ]",
+        '{"k": "\\u00e9"}',
+    ],
+)
+def test_json_columns_read_as_json_loads_reads_them(text: str) -> None:
+    from calnotify.db.engine import _json_value
+
+    for data in (text.encode(), text):
+        value = _json_value(data)
+        assert value == json.loads(text)
+        assert type(value) is type(json.loads(text))
+    first, second = _json_value(b"[]"), _json_value(b"[]")
+    assert first is not second  # each value its own, free to change
