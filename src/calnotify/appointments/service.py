@@ -24,7 +24,7 @@ from calnotify.auth.deps import ensure_location
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
 from calnotify.db.engine import Database
-from calnotify.db.statements import Statement, by_id
+from calnotify.db.statements import Bound, Statement, by_id
 from calnotify.db.tx import Reader, Tx
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.hooks.events import ENDPOINTS, WebhookEvent, announce_appointment
@@ -340,11 +340,16 @@ async def _target(
     return row, True, True
 
 
-async def _lock(tx: Tx, *calendar_ids: str | None) -> None:
+async def _lock(tx: Tx, *calendar_ids: str | None, then: Sequence[Bound] = ()) -> list[list[Any]]:
     """Take the calendars' planning locks (PostgreSQL), in id order: two moves in opposite
-    directions cannot deadlock."""
-    for calendar_id in sorted({c for c in calendar_ids if c and looks_like_id(c)}):
-        await store.lock_calendar(tx, calendar_id)
+    directions cannot deadlock. The rows of the reads ``then``, made in the same trip once
+    the locks are held."""
+    ids = sorted({c for c in calendar_ids if c and looks_like_id(c)})
+    postgres = tx.dialect.name != "sqlite"
+    locks = [(store.LOCK_CALENDAR, {"calendar_id": c}) for c in ids] if postgres else []
+    if not locks and not then:
+        return []
+    return (await tx.fetch(*locks, *then))[len(locks) :]
 
 
 async def _locked(
@@ -353,12 +358,11 @@ async def _locked(
     """The appointment, read again once its calendars are locked (PostgreSQL: a change
     committed meanwhile is seen, never overwritten)."""
     found = await reads.find(tx, principal.location_id, event_id)
-    if found is None:
-        return None
-    await _lock(tx, found.calendar_id, moving_to)
-    if tx.dialect.name == "sqlite":  # one writer: nothing can have changed it
+    if found is None or tx.dialect.name == "sqlite":  # one writer: nothing can have changed it
         return found
-    return await reads.find(tx, principal.location_id, event_id)
+    again = (rows.IN_LOCATION, {"id": event_id, "location_id": principal.location_id})
+    [locked] = await _lock(tx, found.calendar_id, moving_to, then=[again])
+    return rows.row_of(locked[0]) if locked else None
 
 
 def _apply(

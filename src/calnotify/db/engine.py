@@ -21,12 +21,14 @@ writer (WAL).
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Dialect
@@ -109,10 +111,15 @@ class Database:
         cleanly, rolls back otherwise. On SQLite it passes the write gate at ``priority``
         (a request may be refused with :class:`~calnotify.db.gate.Overloaded`)."""
         if not self.is_sqlite:
-            async with self._connection() as connection, connection.transaction():
+            async with self._connection() as connection:
                 tx = PostgresTx(connection, self.sql)
-                yield tx
-                await tx.commit()
+                try:
+                    yield tx
+                    await tx.commit()
+                except BaseException:
+                    await tx.abandon()
+                    raise
+                await tx.announce()
             return
         await self.gate.acquire(priority)
         try:
@@ -137,7 +144,8 @@ class Database:
         there are several): a read of a few indexed rows takes less time than handing it
         to another thread and back. That connection never waits for a lock; in the rare
         moment SQLite answers busy, the read goes to a connection on a thread of its own
-        that waits. PostgreSQL reads on a pooled connection, in one round trip.
+        that waits. PostgreSQL reads on a pooled connection, in one round trip (one query
+        string: the reads see one snapshot).
         """
         dialect = self.sql
         if self.is_sqlite:
@@ -151,7 +159,7 @@ class Database:
                 raw = await reader.call(lambda c: sqlite_driver.read_now(c, statements))
             return [s.rows(dialect, r) for (s, _), r in zip(reads, raw, strict=True)]
         async with self._connection() as connection:
-            return await PostgresTx(connection, dialect).fetch(*reads)
+            return await PostgresTx(connection, dialect, begin=False).fetch(*reads)
 
     def _open_inline(self) -> sqlite3.Connection:
         self._inline = sqlite_driver.connect_inline(self.url.database or ":memory:")
@@ -193,6 +201,7 @@ class Database:
                     min_size=1,
                     max_size=self._pool_size * 2,
                     kwargs={"autocommit": True, **self._connect_options},
+                    configure=_configure,
                     open=False,
                     name="calnotify",
                 )
@@ -244,6 +253,25 @@ class Database:
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+
+
+async def _configure(connection: psycopg.AsyncConnection[Any]) -> None:
+    """A new pooled connection reads JSON columns with :func:`_json_value`."""
+    set_json_loads(_json_value, connection)
+
+
+_decode_json = json.JSONDecoder().decode
+
+
+def _json_value(data: bytes | str) -> Any:
+    """A JSON column's value, as ``json.loads`` gives it, for less: the commonest values
+    (an empty list or object) without parsing, the text decoded as the UTF-8 PostgreSQL
+    sends instead of guessed from its first bytes."""
+    if data == b"[]":
+        return []
+    if data == b"{}":
+        return {}
+    return _decode_json(data.decode() if isinstance(data, bytes) else data)
 
 
 def _sqlite_engine(url: URL, busy_timeout_ms: int, *, begin: str) -> AsyncEngine:

@@ -5,9 +5,9 @@ A :class:`Tx` reads with :meth:`Tx.fetch` and writes with :meth:`Tx.write` /
 :meth:`Tx.write_many`. Writes are sent with the next read or with the commit, so a
 transaction that reads what it needs, then writes, goes to the database twice whatever it
 writes: on SQLite the statements run on the event loop's thread
-(:class:`~calnotify.db.sqlite_driver.InlineWriter`); on PostgreSQL they are sent one after
-another on the transaction's pooled connection (psycopg's pipeline mode, which would send
-them in one round trip, cost more CPU than the round trips it saved on a local network).
+(:class:`~calnotify.db.sqlite_driver.InlineWriter`); on PostgreSQL each trip is one query
+string on the transaction's pooled connection (:class:`PostgresTx`; psycopg's pipeline
+mode, which would also send them in one round trip, cost more CPU than it saved).
 
 Transactions are opened by :meth:`calnotify.db.engine.Database.transaction`, which commits
 when the block ends cleanly and rolls back otherwise.
@@ -15,16 +15,26 @@ when the block ends cleanly and rolls back otherwise.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import psycopg
+from psycopg.pq import ExecStatus, TransactionStatus
 from sqlalchemy.engine import Dialect
 
 from calnotify.db.sqlite_driver import InlineWriter, Step
 from calnotify.db.statements import Bound, Statement
 
 __all__ = ["PostgresTx", "Reader", "SQLiteTx", "Tx"]
+
+log = logging.getLogger(__name__)
+
+TUPLES_OK = ExecStatus.TUPLES_OK
+INTRANS, INERROR = TransactionStatus.INTRANS, TransactionStatus.INERROR
+# Writes sent in one query string at most; a longer batch takes more trips.
+_STATEMENTS_PER_TRIP = 500
 
 
 class Reader(Protocol):
@@ -51,6 +61,11 @@ class Tx(Protocol):
         """``statement`` once per row of values (nothing for no rows)."""
         ...
 
+    def notify(self, channel: str) -> None:
+        """Tell the processes listening on ``channel`` (PostgreSQL's ``LISTEN``), once the
+        transaction has committed; nothing if it does not."""
+        ...
+
 
 class SQLiteTx:
     """A transaction on the process's :class:`InlineWriter` (begun by the caller)."""
@@ -75,6 +90,9 @@ class SQLiteTx:
         if rows:
             self._pending.append(Step(*statement.bind_many(self.dialect, rows), many=True))
 
+    def notify(self, channel: str) -> None:
+        """Nothing: no process listens on SQLite (other processes poll)."""
+
     async def commit(self) -> None:
         steps, self._pending = self._pending, []
         self._writer.run(steps)
@@ -88,44 +106,103 @@ class SQLiteTx:
 
 
 class PostgresTx:
-    """A transaction on a pooled psycopg connection."""
+    """A transaction on a pooled psycopg connection (``begin=False``: reads outside any
+    transaction, for :meth:`~calnotify.db.engine.Database.fetch`).
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any], dialect: Dialect) -> None:
+    Each trip to the server is one query string: the writes asked since the last trip, then
+    the reads, with their values merged in by psycopg (its client-side binding,
+    :class:`psycopg.AsyncClientCursor`), run by the server in order. A round trip costs
+    this process more than the statements it carries (psycopg's per-statement protocol
+    work, the event loop's waits), and a transaction's ``BEGIN`` and ``COMMIT`` ride with
+    its first and last statements: an update of a rule is two trips, a read of a page one.
+    A transaction that sent nothing sends nothing.
+    """
+
+    def __init__(
+        self, connection: psycopg.AsyncConnection[Any], dialect: Dialect, *, begin: bool = True
+    ) -> None:
         self.dialect = dialect
-        self._connection = connection
-        self._pending: list[tuple[str, Any, bool]] = []
+        self._cursor = psycopg.AsyncClientCursor(connection)
+        self._begin = begin
+        self._pending: list[str] = []
+        self._channels: set[str] = set()
 
-    async def _send(self, extra: list[tuple[str, Any, bool]]) -> list[list[Any]]:
-        # One statement after another: psycopg's pipeline mode saves round trips that cost
-        # little on a local network and took more CPU than they saved (bench/RESULTS.md).
-        steps, self._pending = [*self._pending, *extra], []
-        return [await _execute(self._connection, *step) for step in steps]
+    def _merged(self, sql: str, values: Sequence[Any]) -> str:
+        return self._cursor.mogrify(sql, values)
+
+    async def _send(self, statements: list[str]) -> list[list[Any]]:
+        """The rows of each statement sent (none for a write) after the pending writes."""
+        pending, self._pending = self._pending, []
+        if not pending and not statements:
+            return []
+        if self._begin:
+            pending.insert(0, "BEGIN")
+            self._begin = False
+        # Very long batches (a calendar's plan) go as several strings.
+        while len(pending) > _STATEMENTS_PER_TRIP:
+            await self._run(pending[:_STATEMENTS_PER_TRIP])
+            del pending[:_STATEMENTS_PER_TRIP]
+        found = await self._run([*pending, *statements])
+        return found[len(pending) :]
+
+    async def _run(self, statements: list[str]) -> list[list[Any]]:
+        cursor = self._cursor
+        await cursor.execute(";\n".join(statements))
+        found: list[list[Any]] = []
+        more = True
+        while more:
+            result = cursor.pgresult
+            tuples = result is not None and result.status == TUPLES_OK
+            found.append(await cursor.fetchall() if tuples else [])
+            more = bool(cursor.nextset())
+        return found
 
     async def fetch(self, *reads: Bound) -> list[list[Any]]:
         dialect = self.dialect
-        steps = [(*s.bind(dialect, v), False) for s, v in reads]
-        done = await self._send(steps)
-        found = done[len(done) - len(reads) :]
+        found = await self._send([self._merged(*s.bind(dialect, v)) for s, v in reads])
         return [s.rows(dialect, raw) for (s, _), raw in zip(reads, found, strict=True)]
 
     def write(self, statement: Statement, values: Mapping[str, Any]) -> None:
-        self._pending.append((*statement.bind(self.dialect, values), False))
+        self._pending.append(self._merged(*statement.bind(self.dialect, values)))
 
     def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            self._pending.append((*statement.bind_many(self.dialect, rows), True))
+        sql, many = statement.bind_many(self.dialect, rows)
+        self._pending.extend(self._merged(sql, values) for values in many)
+
+    def notify(self, channel: str) -> None:
+        if not channel.isidentifier():
+            raise ValueError(f"not a channel name: {channel!r}")
+        self._channels.add(channel)
 
     async def commit(self) -> None:
-        if self._pending:
-            await self._send([])
+        """Send the pending writes and end the transaction (nothing if nothing was sent)."""
+        if self._begin and not self._pending:
+            return
+        await self._send(["COMMIT"])
 
+    async def announce(self) -> None:
+        """After the commit, the ``NOTIFY`` of each channel asked for, in a transaction of
+        its own that does not wait for the disk. A ``NOTIFY`` in the write transaction
+        would hold PostgreSQL's one notification lock until that commit is on disk, so
+        every commit that notifies would wait for the one before (16 connections each
+        committing one insert: 4,800 a second without, 500 with, bench/RESULTS.md). A
+        notification that does not get through costs the listeners one poll interval:
+        logged, not raised, the transaction being committed."""
+        if not self._channels:
+            return
+        notified = [f"NOTIFY {channel}" for channel in sorted(self._channels)]
+        self._channels = set()
+        try:
+            await self._run(["BEGIN", "SET LOCAL synchronous_commit TO OFF", *notified, "COMMIT"])
+        except psycopg.Error as exc:
+            log.warning("cannot notify after a commit (%s): listeners will poll", exc)
+            await self.abandon()
 
-async def _execute(
-    connection: psycopg.AsyncConnection[Any], sql: str, parameters: Any, many: bool
-) -> list[Any]:
-    cursor = connection.cursor()
-    if many:
-        await cursor.executemany(sql, parameters)
-        return []
-    await cursor.execute(sql, parameters)
-    return await cursor.fetchall() if cursor.description else []
+    async def abandon(self) -> None:
+        """Roll back whatever is open. A connection busy with a statement (a cancelled
+        trip) is left as it is: the pool discards a connection returned in that state."""
+        self._pending = []
+        connection = self._cursor.connection
+        if connection.info.transaction_status in (INTRANS, INERROR):
+            with contextlib.suppress(psycopg.Error):
+                await self._cursor.execute("ROLLBACK")

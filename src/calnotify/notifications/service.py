@@ -16,7 +16,7 @@ from calnotify.auth.tokens import Principal
 from calnotify.calendars.service import CALENDAR_IN_LOCATION
 from calnotify.db.base import utcnow
 from calnotify.db.engine import Database
-from calnotify.db.statements import Statement, by_id
+from calnotify.db.statements import Bound, Statement, by_id
 from calnotify.db.tx import Reader
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.ids import looks_like_id
@@ -93,8 +93,9 @@ async def new_rules(
     # What needs no database (templates parsed, among others) before anything is read.
     static = [e for d, p in zip(drafts, prefixes, strict=True) for e in draft_problems(d, p)]
     location_id = principal.location_id
-    await _calendar(reader, location_id, calendar_id)
-    drafts, found = await _checked(reader, location_id, drafts, prefixes, lock=lock)
+    drafts, found = await _checked(
+        reader, location_id, drafts, prefixes, lock=lock, calendar_id=calendar_id
+    )
     errors = static + found
     if errors:
         raise BadRequest(errors)
@@ -269,14 +270,6 @@ async def get_notification(
     return await _rule(reader, principal.location_id, calendar_id, notification_id)
 
 
-async def _calendar(reader: Reader, location_id: str, calendar_id: str) -> None:
-    [found] = await reader.fetch(
-        (CALENDAR_IN_LOCATION, {"calendar_id": calendar_id, "location_id": location_id})
-    )
-    if not found:
-        raise NotFound("Calendar not found")
-
-
 async def _rule(reader: Reader, location_id: str, calendar_id: str, notification_id: str) -> Any:
     if not looks_like_id(calendar_id):
         raise NotFound("Calendar not found")
@@ -336,17 +329,24 @@ async def _checked(
     prefixes: Sequence[str],
     *,
     lock: bool,
+    calendar_id: str | None = None,
 ) -> tuple[list[NotificationDraft], list[FieldError]]:
     """The drafts with their ``fromNumber`` read in the location's country, and the
     problems that need the database: users that are not users of the location, templates
     that are not its templates or not of the channel's type (``lock``: the templates are
     about to be used by a saved rule, and are locked against a delete or a change of type
-    meanwhile, on PostgreSQL), numbers that are not phone numbers."""
+    meanwhile, on PostgreSQL), numbers that are not phone numbers. With ``calendar_id``,
+    read in the same trip: the calendar, which must be the location's (else 404)."""
     users = sorted(
         {u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)}
     )
     templates = sorted({d.template_id for d in drafts if looks_like_id(d.template_id)})
-    found = await reader.fetch(
+    calendar: list[Bound] = []
+    if calendar_id is not None:
+        values = {"calendar_id": calendar_id, "location_id": location_id}
+        calendar.append((CALENDAR_IN_LOCATION, values))
+    *calendars, users_found, templates_found, countries = await reader.fetch(
+        *calendar,
         (repository.USERS_IN_LOCATION, {"ids": users, "location_id": location_id}),
         (
             repository.TEMPLATES_LOCKED if lock else repository.TEMPLATES,
@@ -354,9 +354,11 @@ async def _checked(
         ),
         (repository.LOCATION_COUNTRY, {"location_id": location_id}),
     )
-    known_users = {row.id for row in found[0]}
-    known_templates = {row.id: row.type for row in found[1]}
-    country = found[2][0].country if found[2] else ""
+    if calendars and not calendars[0]:
+        raise NotFound("Calendar not found")
+    known_users = {row.id for row in users_found}
+    known_templates = {row.id: row.type for row in templates_found}
+    country = countries[0].country if countries else ""
     stored: list[NotificationDraft] = []
     errors = _lookup_errors(drafts, prefixes, known_users, known_templates)
     for draft, prefix in zip(drafts, prefixes, strict=True):

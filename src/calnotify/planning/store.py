@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, update
 
 from calnotify.db.dialect import insert_ignoring_conflicts
 from calnotify.db.statements import Statement, table
@@ -121,13 +121,11 @@ _INSERT = {
     dialect: Statement(insert_ignoring_conflicts(table(Delivery), dialect, "dedupe_key"))
     for dialect in ("sqlite", "postgresql")
 }
-_WAKE = Statement(text(f"NOTIFY {WAKE_CHANNEL}"))
 
 
 def wake(tx: Tx) -> None:
-    """Tell PostgreSQL's workers, at commit, that something is due to send."""
-    if tx.dialect.name == "postgresql":
-        tx.write(_WAKE, {})
+    """Tell PostgreSQL's workers, after the commit, that something is due to send."""
+    tx.notify(WAKE_CHANNEL)
 
 
 async def lock_calendar(tx: Tx, calendar_id: str) -> None:
