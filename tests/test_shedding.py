@@ -90,3 +90,31 @@ async def test_how_far_behind_is_read_from_the_queue(scenario: Scenario) -> None
     await scenario.dispatcher.drain()
     await pressure._look()
     assert pressure.behind == 0.0
+
+
+async def test_write_requests_beyond_those_in_flight_are_refused_while_sends_are_behind(
+    db: Database,
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(scope: Scope, receive: Receive, send: Send) -> None:
+        await release.wait()
+        await ok(scope, receive, send)
+
+    pressure = SendPressure(db, ManualClock(NOW))
+    app = Shedding(slow, gate=WriteGate(), pressure=pressure, max_in_flight=2)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        path = "/calendars/events/appointments"
+        held = [asyncio.create_task(http.post(path)) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        assert app.in_flight == 3  # sends on time: no cap
+        pressure.behind = 0.5  # behind (the loop need not be busy)
+        refused = await http.post(path)
+        assert (refused.status_code, refused.headers["retry-after"]) == (503, "1")
+        # Reads are never counted nor refused.
+        reading = asyncio.create_task(http.get(path))
+        release.set()
+        assert [r.status_code for r in await asyncio.gather(*held, reading)] == [200] * 4
+        assert app.in_flight == 0
+        assert (await http.post(path)).status_code == 200

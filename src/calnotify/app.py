@@ -166,7 +166,9 @@ def _route(app: FastAPI, settings: Settings, db: Database, pressure: SendPressur
     app.mount(f"{CONSOLE_PREFIX}/static", StaticFiles(directory=CONSOLE_STATIC), name="console")
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(CatchAll)
-    app.add_middleware(Shedding, gate=db.gate, pressure=pressure)
+    app.add_middleware(
+        Shedding, gate=db.gate, pressure=pressure, max_in_flight=settings.max_writes_in_flight
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrailingSlash)
 

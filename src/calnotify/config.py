@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     render_processes: int = Field(default=0, ge=0, le=64)
     # SQLite: a write request is refused (503) when one has waited this long for the writer.
     shed_after_ms: int = Field(default=250, ge=1, le=60_000)
+    # While a dispatching process's sends are behind: the write requests it answers at
+    # once; one more is refused (503) at once.
+    max_writes_in_flight: int = Field(default=16, ge=1, le=100_000)
 
     # Retention (docs/semantics.md §10), in days from when a thing finished; 0: as soon as
     # it finished. Pruning runs in the background every prune_interval_seconds.

@@ -98,8 +98,11 @@ class Shedding:
     """Answer a write request 503 at once, before its body is read, while the database's
     writer has more queued than it can do (SQLite: see :mod:`calnotify.db.gate`) or, in a
     process that dispatches, while its sends fall behind for want of the event loop
-    (:mod:`calnotify.dispatch.pressure`); the dispatcher keeps its place and the requests
-    that were admitted keep their pace.
+    (:mod:`calnotify.dispatch.pressure`), or while they fall behind at all and
+    ``max_in_flight`` write requests are already being answered; the dispatcher keeps its
+    place and the requests that were admitted keep their pace. The cap bounds how many
+    coroutines take turns with the dispatcher's on the event loop, whatever the number of
+    connections a burst opens; while the sends are on time, it does not apply.
 
     The console's forms and the providers' webhooks are not shed: they are few, and a
     provider's status report refused is lost.
@@ -107,22 +110,43 @@ class Shedding:
 
     KEPT = ("/console", "/webhooks")
 
-    def __init__(self, app: ASGIApp, gate: WriteGate, pressure: SendPressure | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        gate: WriteGate,
+        pressure: SendPressure | None,
+        max_in_flight: int = 1_000_000,
+    ) -> None:
         self.app = app
         self.gate = gate
         self.pressure = pressure
+        self.max_in_flight = max_in_flight
+        #: Write requests being answered now.
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
-            scope["type"] == "http"
-            and scope["method"] not in ("GET", "HEAD", "OPTIONS")
-            and (self.gate.overloaded() or (self.pressure and self.pressure.overloaded()))
-            and not str(scope["path"]).startswith(self.KEPT)
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or str(scope["path"]).startswith(self.KEPT)
         ):
+            await self.app(scope, receive, send)
+            return
+        pressure = self.pressure
+        crowded = (
+            self.in_flight >= self.max_in_flight
+            and pressure is not None
+            and pressure.behind >= pressure.behind_after  # the sends are behind
+        )
+        if crowded or self.gate.overloaded() or (pressure and pressure.overloaded()):
             self.gate.refused += 1
             await _answer(send, 503, BUSY, [(b"retry-after", b"1")])
             return
-        await self.app(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
 
 BUSY = "The service is busy: try again in a moment"
