@@ -15,15 +15,9 @@ from calnotify.notifications import impact as impact_module
 from calnotify.notifications import impact_counts
 from tests.conftest import NOW
 from tests.engine import Scenario
+from tests.test_impact import REMINDER, START, impact
 
 KINDS = ("cancelled", "retimed", "planned")
-START = NOW + timedelta(days=2)
-REMINDER = {
-    "receiverType": "contact",
-    "channel": "email",
-    "notificationType": "reminder",
-    "beforeTime": [{"timeOffset": 1, "unit": "hours"}],
-}
 FOLLOWUP = {
     "receiverType": "contact",
     "channel": "email",
@@ -60,17 +54,6 @@ async def calendar_of_every_case(scenario: Scenario) -> None:
     await scenario.book(gone, START + timedelta(hours=5))
     response = await scenario.client.delete(f"/contacts/{gone}", headers=scenario.headers)
     assert response.status_code == 200, response.text
-
-
-async def impact(scenario: Scenario, path: str, body: Any) -> dict[str, Any]:
-    response = await scenario.client.post(
-        f"/calendars/{scenario.tenant.calendar_id}/notifications{path}",
-        json=body,
-        headers=scenario.headers,
-    )
-    assert response.status_code == 200, response.text
-    found: dict[str, Any] = response.json()
-    return found
 
 
 async def walked_and_counted(
