@@ -10,12 +10,13 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from calnotify.api.middleware import Shedding
+from calnotify.channels.base import Message, Receipt
 from calnotify.clock import ManualClock
 from calnotify.db.engine import Database
 from calnotify.db.gate import Priority, WriteGate
 from calnotify.dispatch.pressure import SendPressure
 from tests.conftest import NOW
-from tests.engine import Scenario
+from tests.engine import Scenario, ScriptedProvider
 
 
 async def ok(scope: Scope, receive: Receive, send: Send) -> None:
@@ -88,6 +89,38 @@ async def test_how_far_behind_is_read_from_the_queue(scenario: Scenario) -> None
     await pressure._look()
     assert 599 <= pressure.behind <= 601
     await scenario.dispatcher.drain()
+    await pressure._look()
+    assert pressure.behind == 0.0
+
+
+async def test_messages_claimed_and_not_yet_sent_count_as_behind(scenario: Scenario) -> None:
+    """Claimed rows leave the queue: a dispatcher with a backlog in memory is behind too."""
+    release = asyncio.Event()
+
+    class Held(ScriptedProvider):
+        async def send(self, message: Message) -> Receipt:
+            await release.wait()
+            return await super().send(message)
+
+    scenario.dispatcher.channels["email"] = Held()
+    await scenario.rules(
+        {"receiverType": "contact", "channel": "email", "notificationType": "booked"}
+    )
+    await scenario.book(await scenario.tenant.add_contact(), NOW + timedelta(days=2))
+    pressure = SendPressure(scenario.db, scenario.clock)
+    scenario.clock.advance(minutes=10)
+    batch = await scenario.dispatcher.claim_batch()
+    work = asyncio.create_task(scenario.dispatcher.work(batch))
+    try:
+        await asyncio.sleep(0.2)
+        await pressure._look()
+        assert pressure.behind == 0.0  # nothing is scheduled: the queue alone says on time
+        pressure.waiting = scenario.dispatcher.executor.oldest_waiting
+        await pressure._look()
+        assert 599 <= pressure.behind <= 601
+    finally:
+        release.set()
+        await work
     await pressure._look()
     assert pressure.behind == 0.0
 

@@ -122,6 +122,7 @@ def create_app(
             )
             engine.start()
             assert pressure is not None
+            pressure.waiting = engine.dispatcher.executor.oldest_waiting
             pressure.start()
             pruner = Pruner.of(settings, db, clock)  # docs/semantics.md §10
             pruner.start()

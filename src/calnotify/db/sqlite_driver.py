@@ -9,7 +9,8 @@ for a lock there:
   when another process holds the write lock, it is tried again after short asynchronous
   sleeps (up to the busy timeout), so the loop never blocks on it. Once begun, a WAL
   transaction waits for nothing. It never checkpoints in a commit: :meth:`InlineWriter.
-  commit` has the WAL checkpointed on a thread of its own when it has grown.
+  commit` has the WAL checkpointed and started over on a thread of its own when it has
+  grown (:func:`checkpoint`).
 * :func:`connect_inline` and :func:`read_now`, for reads; in the rare moment SQLite answers
   busy, the caller reads through a :class:`ThreadConnection`, on a thread of its own, that
   waits.
@@ -33,6 +34,8 @@ T = TypeVar("T")
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
 #: The WAL is checkpointed (on a thread of its own) once it is larger than this.
 CHECKPOINT_BYTES = 8 * 1024 * 1024
+#: How long starting the WAL over waits for readers, holding up writers meanwhile (ms).
+RESTART_WAIT_MS = 100
 
 
 class Step(NamedTuple):
@@ -206,6 +209,7 @@ class InlineWriter:
         self._checkpointer = checkpointer
         self._wal = f"{database.removeprefix('file:').partition('?')[0]}-wal"
         self._commits = 0
+        self._checkpointing = False
 
     async def begin(self) -> None:
         """``BEGIN IMMEDIATE``, waiting (asynchronously) while another process writes;
@@ -239,14 +243,43 @@ class InlineWriter:
             large = os.stat(self._wal).st_size > CHECKPOINT_BYTES
         except OSError:
             return
-        if large:
-            self._checkpointer.submit(lambda c: c.execute("PRAGMA wal_checkpoint(PASSIVE)"))
+        if large and not self._checkpointing:
+            self._checkpointing = True  # one at a time: the commits go on meanwhile
+
+            def job(connection: sqlite3.Connection) -> None:
+                try:
+                    checkpoint(connection)
+                finally:
+                    self._checkpointing = False
+
+            self._checkpointer.submit(job)
 
     async def close(self) -> None:
         if self.connection.in_transaction:
             self.connection.rollback()
         self.connection.close()
         await self._checkpointer.close()
+
+
+def checkpoint(connection: sqlite3.Connection) -> None:
+    """Copy the WAL into the database, then have the next write start the WAL over.
+
+    A ``PASSIVE`` checkpoint copies without holding anyone up, but the WAL only starts over
+    when no reader is using it, and under steady traffic one always is: the file grows
+    without bound (1.4 GB after a minute and a half of a process offered twice the
+    bookings it can take), and every statement gets slower with it, on the event loop's
+    thread (a booking's statements took up to half a second of CPU). ``TRUNCATE`` then
+    waits for the readers of the moment to finish, holding the write lock meanwhile, and
+    empties the file; after the passive copy little is left to do, so writers wait for
+    milliseconds (asynchronously: :meth:`InlineWriter.begin`). A reader that takes longer
+    (a backup) makes it give up after ``RESTART_WAIT_MS``, to be tried again later."""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    (patience,) = connection.execute("PRAGMA busy_timeout").fetchone()
+    connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    finally:
+        connection.execute(f"PRAGMA busy_timeout={int(patience)}")
 
 
 def connect_inline(database: str) -> sqlite3.Connection:

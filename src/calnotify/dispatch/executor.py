@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from calnotify.actions.keys import LinkKeys
@@ -100,6 +101,15 @@ class Executor:
         self.stopping = stopping
         self.window = Window(settings.in_flight)
         self._wires: dict[str, WireBuilder | None] = {}
+        # Of each batch being worked, when its earliest message not yet worked on was due
+        # to run: the backlog the process holds in memory, claimed but not sent.
+        self._waiting: dict[int, datetime] = {}
+
+    def oldest_waiting(self) -> datetime | None:
+        """When the earliest message claimed by this process and not yet worked on was due
+        to run (None: none waits). Claimed rows leave the queue's ``scheduled`` rows, so
+        how far behind the sends are is this as much as the queue's earliest row."""
+        return min(self._waiting.values(), default=None)
 
     # --- a batch ---------------------------------------------------------------------------
 
@@ -109,6 +119,8 @@ class Executor:
         locations = {d.location_id for d in batch}
         self.fairness.batch_started(locations)
         size = self.settings.chunk_size
+        key = id(batch)
+        self._waiting[key] = min(d.run_at for d in batch)
         try:
             async with Heartbeat(self.db, self.clock, self.settings.lease, batch) as lease:
                 for start in range(0, len(batch), size):
@@ -122,6 +134,7 @@ class Executor:
                         await record([released(d) for d in rest], lease)
                         break
                     chunk = [d for d in batch[start : start + size] if d.id in lease.held]
+                    self._waiting[key] = min(d.run_at for d in batch[start:])
                     if chunk:
                         # Sent messages are recorded as soon as their provider answered.
                         outcomes = await self.process(
@@ -130,6 +143,7 @@ class Executor:
                         await record(outcomes, lease)
                     lease.release(d.id for d in batch[start : start + size])
         finally:
+            self._waiting.pop(key, None)
             self.fairness.batch_ended(locations)
 
     # --- a chunk ---------------------------------------------------------------------------

@@ -6,8 +6,10 @@ is its event loop, which the dispatcher shares with the requests. :class:`SendPr
 tells the API to refuse write requests (503 with ``Retry-After``, before their body is
 read) while both hold:
 
-* the sends are behind: the earliest scheduled delivery was due ``behind_after`` seconds
-  ago or more (read every ``CHECK_EVERY`` seconds, one indexed read);
+* the sends are behind: the earliest delivery not yet sent was due ``behind_after`` seconds
+  ago or more: the earliest ``scheduled`` row (read every ``CHECK_EVERY`` seconds, one
+  indexed read) or the earliest the dispatcher claimed and has not worked on yet (it
+  holds its backlog in memory: claimed rows are no longer ``scheduled``);
 * the event loop is busy: a timer set for ``interval`` fires ``busy_after`` seconds late
   or more (a moving average).
 
@@ -21,6 +23,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from calnotify.clock import Clock
 from calnotify.db.engine import DATABASE_ERRORS, Database
@@ -49,8 +53,12 @@ class SendPressure:
         self.behind_after = behind_after
         self.busy_after = busy_after
         self.interval = interval
-        #: How long ago the earliest scheduled delivery was due, seconds (0: none is due).
+        #: How long ago the earliest delivery not yet sent was due to run, seconds (0: none).
         self.behind = 0.0
+        #: When the earliest message the dispatcher claimed and still holds was due (set
+        #: when the dispatcher starts: :meth:`Executor.oldest_waiting`).
+        self.waiting: Callable[[], datetime | None] = lambda: None
+        self._queued = 0.0
         #: How late the loop's timer fires, seconds (a moving average).
         self.lag = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -80,6 +88,8 @@ class SendPressure:
             if now - checked >= CHECK_EVERY:
                 checked = now
                 await self._look()
+            else:
+                self._measure()
 
     async def _look(self) -> None:
         try:
@@ -87,5 +97,11 @@ class SendPressure:
         except DATABASE_ERRORS as exc:
             log.warning("send pressure: cannot read the queue: %s", type(exc).__name__)
             return
-        due = (self.clock.now() - earliest).total_seconds() if earliest else 0.0
-        self.behind = max(0.0, due)
+        self._queued = (self.clock.now() - earliest).total_seconds() if earliest else 0.0
+        self._measure()
+
+    def _measure(self) -> None:
+        """How far behind: the queue as last read, or the dispatcher's claimed backlog now."""
+        held = self.waiting()
+        claimed = (self.clock.now() - held).total_seconds() if held else 0.0
+        self.behind = max(self._queued, claimed, 0.0)
