@@ -67,6 +67,7 @@ async def test_the_wal_starts_over_while_readers_keep_reading(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_driver, "CHECKPOINT_BYTES", LIMIT)
+    monkeypatch.setattr(sqlite_driver, "RESTART_BYTES", 4 * LIMIT)
     largest = await _writes_under_readers(str(tmp_path / "db.sqlite"), commits=2000)
     # 2,000 commits write some 10 MB of pages; a checkpoint is asked for every 64 commits
     # (some 300 KB of WAL) once the file is past the limit.
@@ -87,9 +88,12 @@ async def test_a_passive_checkpoint_alone_lets_it_grow(
     assert largest > 40 * LIMIT
 
 
-async def test_a_long_reader_holds_writers_up_briefly(tmp_path: Path) -> None:
+async def test_a_long_reader_holds_writers_up_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A reader that does not finish (a backup) makes the checkpoint give up after
     RESTART_WAIT_MS; the writer then goes on."""
+    monkeypatch.setattr(sqlite_driver, "RESTART_BYTES", 0)
     database = str(tmp_path / "db.sqlite")
     checkpointer = await sqlite_driver.connect(database, busy_timeout=5.0)
     writer = InlineWriter(database, 5.0, checkpointer)

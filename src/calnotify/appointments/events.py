@@ -12,6 +12,7 @@ from typing import Any
 
 from calnotify.api.types import format_timestamp
 from calnotify.appointments import rows
+from calnotify.db.statements import Bound
 from calnotify.db.tx import Tx
 from calnotify.models.appointment import AppointmentEventKind, EventSource
 from calnotify.planning.store import Event
@@ -82,23 +83,48 @@ async def record(
     a booking of an appointment already started, see :class:`Event`; ``source`` and
     ``channel``: who made the change, and the channel a contact's action came in by;
     ``actor`` and ``note``: the console's token and a cancellation's reason)."""
-    [[row]] = await tx.fetch(
-        (
-            rows.INSERT_EVENT,
-            {
-                "appointment_id": appointment.id,
-                "location_id": appointment.location_id,
-                "kind": kind.value,
-                "appointment_version": appointment.version,
-                "to_notify": to_notify,
-                "before": before,
-                "after": after,
-                "occurred_at": now,
-                "source": source.value,
-                "channel": channel,
-                "actor": actor,
-                "note": note,
-            },
-        )
-    )
+    insert = written(appointment, kind, before, after, to_notify, now, source, channel, actor, note)
+    [[row]] = await tx.fetch(insert)
+    return recorded(row, kind, to_notify, after, past)
+
+
+def recorded(
+    row: Any,
+    kind: AppointmentEventKind,
+    to_notify: bool,
+    after: dict[str, Any] | None,
+    past: bool = False,
+) -> Event:
+    """The event :func:`written` wrote, as planning reads it (``row``: what it read back)."""
     return Event(row.id, kind.value, to_notify, (after or {}).get("appointmentStatus"), past)
+
+
+def written(
+    appointment: Any,
+    kind: AppointmentEventKind,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    to_notify: bool,
+    now: datetime,
+    source: EventSource = EventSource.API,
+    channel: str = "",
+    actor: str = "",
+    note: str = "",
+) -> Bound:
+    """The insert of one event (see :func:`record`), which reads back its id: for a write
+    that sends it with reads of its own."""
+    values = {
+        "appointment_id": appointment.id,
+        "location_id": appointment.location_id,
+        "kind": kind.value,
+        "appointment_version": appointment.version,
+        "to_notify": to_notify,
+        "before": before,
+        "after": after,
+        "occurred_at": now,
+        "source": source.value,
+        "channel": channel,
+        "actor": actor,
+        "note": note,
+    }
+    return (rows.INSERT_EVENT, values)

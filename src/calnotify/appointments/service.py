@@ -128,7 +128,11 @@ async def create_appointment(
 ) -> Written:
     ensure_location(principal, body.location_id)
     async with db.transaction() as tx:
-        context = await read_context(tx, principal, [body.calendar_id], [body.contact_id])
+        # The calendar is locked (against concurrent planning, and a concurrent booking of
+        # its last free place) only from the first statement that needs it to the commit.
+        context = await read_context(
+            tx, principal, [body.calendar_id], [body.contact_id], lock=False
+        )
         where = context.zone
         errors: list[FieldError] = []
         calendar = context.calendars.get(body.calendar_id)
@@ -153,6 +157,7 @@ async def create_appointment(
         assert contact is not None
         assert start is not None
         assert end is not None
+        tx.write(store.LOCK_CALENDAR, {"calendar_id": calendar.id})
         if not body.ignore_free_slot_validation:
             await checks.check_free(tx, calendar, where, start, end, now)
         stamped = utcnow()
@@ -181,24 +186,21 @@ async def create_appointment(
         )
         appointment.rrule = appointment.rrule.strip()
         tx.write(rows.INSERT, appointment.values())
-        created = await events.record(
-            tx,
-            appointment,
-            AppointmentEventKind.CREATED,
-            before=None,
-            after=events.snapshot(appointment),
-            to_notify=appointment.to_notify,
-            now=stamped,
-            past=not body.notify_past and series.started(appointment, where, now),
+        kind, after = AppointmentEventKind.CREATED, events.snapshot(appointment)
+        # The rules are read again under the lock: a rule saved since the first read has
+        # had its re-planning done without this appointment.
+        [[row], still, rules] = await tx.fetch(
+            events.written(appointment, kind, None, after, appointment.to_notify, stamped),
+            (_CALENDAR, {"calendar_id": calendar.id, "location_id": principal.location_id}),
+            (store.RULES, {"calendar_id": calendar.id}),
         )
+        if not still:
+            raise BadRequest([FieldError("calendarId", "is not a calendar of this location")])
+        past = not body.notify_past and series.started(appointment, where, now)
+        created = events.recorded(row, kind, appointment.to_notify, after, past)
         # A series is booked (and confirmed) once: these go to its master.
         due = await store.plan_appointments(
-            tx,
-            [(appointment, [created])],
-            context.rules[calendar.id],
-            context.people,
-            now,
-            fresh={appointment.id},
+            tx, [(appointment, [created])], rules, context.people, now, fresh={appointment.id}
         )
         if series.is_master(appointment):
             due |= await series.plan_series(tx, appointment, now, horizon)

@@ -34,6 +34,8 @@ T = TypeVar("T")
 PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON")
 #: The WAL is checkpointed (on a thread of its own) once it is larger than this.
 CHECKPOINT_BYTES = 8 * 1024 * 1024
+#: The WAL is made to start over (see :func:`checkpoint`) once it holds more than this.
+RESTART_BYTES = 32 * 1024 * 1024
 #: How long starting the WAL over waits for readers, holding up writers meanwhile (ms).
 RESTART_WAIT_MS = 100
 
@@ -262,18 +264,22 @@ class InlineWriter:
 
 
 def checkpoint(connection: sqlite3.Connection) -> None:
-    """Copy the WAL into the database, then have the next write start the WAL over.
+    """Copy the WAL into the database; when it holds more than ``RESTART_BYTES``, have it
+    start over too.
 
-    A ``PASSIVE`` checkpoint copies without holding anyone up, but the WAL only starts over
-    when no reader is using it, and under steady traffic one always is: the file grows
-    without bound (1.4 GB after a minute and a half of a process offered twice the
-    bookings it can take), and every statement gets slower with it, on the event loop's
-    thread (a booking's statements took up to half a second of CPU). ``TRUNCATE`` then
+    A ``PASSIVE`` checkpoint copies without holding anyone up, and the next write starts
+    the WAL over when no reader is using it. Under steady traffic one always is: the WAL
+    then grows without bound (1.4 GB after a minute and a half of a process offered twice
+    the bookings it can take), and every statement gets slower with it, on the event
+    loop's thread (a booking's statements took up to half a second of CPU). ``TRUNCATE``
     waits for the readers of the moment to finish, holding the write lock meanwhile, and
     empties the file; after the passive copy little is left to do, so writers wait for
     milliseconds (asynchronously: :meth:`InlineWriter.begin`). A reader that takes longer
     (a backup) makes it give up after ``RESTART_WAIT_MS``, to be tried again later."""
-    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    [(_, frames, _)] = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    (page,) = connection.execute("PRAGMA page_size").fetchone()
+    if frames * page <= RESTART_BYTES:
+        return  # the WAL starts over by itself
     (patience,) = connection.execute("PRAGMA busy_timeout").fetchone()
     connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
     try:

@@ -13,6 +13,7 @@ moment (:class:`Window`): a worker killed mid-send leaves at most that many to b
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -101,15 +102,24 @@ class Executor:
         self.stopping = stopping
         self.window = Window(settings.in_flight)
         self._wires: dict[str, WireBuilder | None] = {}
-        # Of each batch being worked, when its earliest message not yet worked on was due
-        # to run: the backlog the process holds in memory, claimed but not sent.
-        self._waiting: dict[int, datetime] = {}
+        # Each batch being worked, with where its chunk being worked begins: the backlog
+        # the process holds in memory, claimed and not yet sent.
+        self._waiting: dict[int, tuple[Sequence[Any], int]] = {}
 
     def oldest_waiting(self) -> datetime | None:
-        """When the earliest message claimed by this process and not yet worked on was due
-        to run (None: none waits). Claimed rows leave the queue's ``scheduled`` rows, so
-        how far behind the sends are is this as much as the queue's earliest row."""
-        return min(self._waiting.values(), default=None)
+        """When the earliest message claimed by this process and not yet sent was due to
+        run (None: none waits). Claimed rows leave the queue's ``scheduled`` rows, so how
+        far behind the sends are is this as much as the queue's earliest row. Messages of
+        a slow location (its templates take long to render, :mod:`.fairness`) do not
+        count: they wait for their render processes, not for this process."""
+        oldest = None
+        for batch, start in self._waiting.values():  # each is sorted by run_at
+            for delivery in itertools.islice(batch, start, None):
+                if not self.fairness.is_slow(delivery.location_id):
+                    if oldest is None or delivery.run_at < oldest:
+                        oldest = delivery.run_at
+                    break
+        return oldest
 
     # --- a batch ---------------------------------------------------------------------------
 
@@ -120,7 +130,7 @@ class Executor:
         self.fairness.batch_started(locations)
         size = self.settings.chunk_size
         key = id(batch)
-        self._waiting[key] = min(d.run_at for d in batch)
+        self._waiting[key] = (batch, 0)
         try:
             async with Heartbeat(self.db, self.clock, self.settings.lease, batch) as lease:
                 for start in range(0, len(batch), size):
@@ -134,7 +144,7 @@ class Executor:
                         await record([released(d) for d in rest], lease)
                         break
                     chunk = [d for d in batch[start : start + size] if d.id in lease.held]
-                    self._waiting[key] = min(d.run_at for d in batch[start:])
+                    self._waiting[key] = (batch, start)
                     if chunk:
                         # Sent messages are recorded as soon as their provider answered.
                         outcomes = await self.process(
