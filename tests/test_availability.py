@@ -4,6 +4,7 @@ and ``GET /calendars/{calendarId}/free-slots``."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -1350,6 +1351,18 @@ async def test_without_open_hours_any_time_books(client: httpx.AsyncClient, tena
     for _ in range(2):
         response = await booked(client, tenant, contact, local(WEEK, 3, 17))
         assert response.status_code == 200, response.text
+
+
+async def test_of_bookings_sent_at_once_for_the_last_free_place_one_takes_it(
+    client: httpx.AsyncClient, tenant: Tenant
+) -> None:
+    """The free-slot check reads under the calendar's lock (PostgreSQL: FOR NO KEY UPDATE,
+    taken with those reads), so two bookings cannot both find the place free."""
+    await open_calendar(client, tenant)
+    contacts = [await tenant.add_contact() for _ in range(6)]
+    answers = await asyncio.gather(*(booked(client, tenant, c, local(WEEK, 9)) for c in contacts))
+    assert sorted(a.status_code for a in answers) == [200] + [400] * 5
+    assert all("is taken" in start_problem(a) for a in answers if a.status_code == 400)
 
 
 async def test_a_reschedule_must_take_a_free_slot(
