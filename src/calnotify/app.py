@@ -123,6 +123,7 @@ def create_app(
             engine.start()
             assert pressure is not None
             pressure.waiting = engine.dispatcher.executor.oldest_waiting
+            pressure.slow = engine.dispatcher.fairness.slow_now
             pressure.start()
             pruner = Pruner.of(settings, db, clock)  # docs/semantics.md §10
             pruner.start()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from calnotify.appointments import reads, service
+from calnotify.appointments import booking, reads, service
 from calnotify.appointments.schemas import (
     AppointmentCreate,
     AppointmentOut,
@@ -59,7 +59,7 @@ async def create_appointment(
     clock: ClockDep,
     planning: PlanningDep,
 ) -> AppointmentOut:
-    written = await service.create_appointment(db, principal, body, clock.now(), planning.horizon)
+    written = await booking.create_appointment(db, principal, body, clock.now(), planning.horizon)
     planning.planned(written.due)
     return reads.to_out(written.appointment, written.zone, written.rrule)
 

@@ -1,4 +1,5 @@
-"""Booking, changing, cancelling and deleting appointments: one write path each.
+"""Changing, cancelling and deleting appointments (booking: :mod:`.booking`): one write
+path each.
 
 A write is one transaction of compiled statements (:mod:`calnotify.db.tx`): one read of
 what it needs (the calendar, the contact, the location and its users, the calendar's
@@ -19,8 +20,7 @@ from sqlalchemy import bindparam, select
 
 from calnotify.appointments import checks, events, reads, rows, series
 from calnotify.appointments.rows import AppointmentRow
-from calnotify.appointments.schemas import AppointmentCreate, AppointmentFieldsIn
-from calnotify.auth.deps import ensure_location
+from calnotify.appointments.schemas import AppointmentFieldsIn
 from calnotify.auth.tokens import Principal
 from calnotify.db.base import utcnow
 from calnotify.db.engine import Database
@@ -28,7 +28,7 @@ from calnotify.db.statements import Bound, Statement, by_id
 from calnotify.db.tx import Reader, Tx
 from calnotify.errors import BadRequest, FieldError, NotFound
 from calnotify.hooks.events import ENDPOINTS, WebhookEvent, announce_appointment
-from calnotify.ids import looks_like_id, new_id, parse_instance_id
+from calnotify.ids import looks_like_id, parse_instance_id
 from calnotify.models import Calendar, Contact
 from calnotify.models.appointment import AppointmentEventKind, AppointmentStatus, EventSource
 from calnotify.planning import store
@@ -37,7 +37,7 @@ from calnotify.planning.store import Event
 from calnotify.timefmt import parse_instant, zone
 
 # Stored column ← wire field, for the fields copied as given.
-_COPIED = {
+COPIED = {
     "title": "title",
     "address": "address",
     "meeting_location_type": "meeting_location_type",
@@ -53,7 +53,7 @@ _CALENDAR_QUERY = select(*_C).where(
     _C.location_id == bindparam("location_id"),
     _C.deleted.is_(False),
 )
-_CALENDAR = Statement(_CALENDAR_QUERY)
+CALENDAR = Statement(_CALENDAR_QUERY)
 _CALENDAR_LOCKED = Statement(_CALENDAR_QUERY.with_for_update(key_share=True))
 _CONTACT = Statement(
     select(*Contact.__table__.c).where(
@@ -102,7 +102,7 @@ async def read_context(
     location_id = principal.location_id
     calendar_ids = sorted({c for c in calendar_ids if looks_like_id(c)})
     contact_ids = sorted({c for c in contact_ids if looks_like_id(c)})
-    calendar = _CALENDAR_LOCKED if lock else _CALENDAR
+    calendar = _CALENDAR_LOCKED if lock else CALENDAR
     found = await reader.fetch(
         *[(calendar, {"calendar_id": c, "location_id": location_id}) for c in calendar_ids],
         *[(store.RULES, {"calendar_id": c}) for c in calendar_ids],
@@ -118,95 +118,6 @@ async def read_context(
     location, users, endpoints = found[-3:]
     people = People(location[0], {u.id: u for u in users}, contacts)
     return Context(calendars, people, rules, endpoints)
-
-
-# --- booking -------------------------------------------------------------------------------
-
-
-async def create_appointment(
-    db: Database, principal: Principal, body: AppointmentCreate, now: datetime, horizon: timedelta
-) -> Written:
-    ensure_location(principal, body.location_id)
-    async with db.transaction() as tx:
-        # The calendar is locked (against concurrent planning, and a concurrent booking of
-        # its last free place) only from the first statement that needs it to the commit.
-        context = await read_context(
-            tx, principal, [body.calendar_id], [body.contact_id], lock=False
-        )
-        where = context.zone
-        errors: list[FieldError] = []
-        calendar = context.calendars.get(body.calendar_id)
-        if calendar is None:
-            errors.append(FieldError("calendarId", "is not a calendar of this location"))
-        contact = context.people.contacts.get(body.contact_id)
-        if contact is None:
-            errors.append(FieldError("contactId", "is not a contact of this location"))
-        if body.assigned_user_id:
-            assigned = checks.existing_user(context.people, body.assigned_user_id, errors)
-        else:
-            assigned = checks.default_user(calendar, context.people) if calendar else None
-        start = parse_instant(body.start_time, where)
-        if start is None:
-            errors.append(FieldError("startTime", "must be an ISO 8601 date and time"))
-        end = checks.end_time(body, start, calendar, where, errors)
-        guests = checks.checked_guests(body.guests or [], errors)
-        checks.check_rrule((body.rrule or "").strip(), start, where, errors)
-        if errors:
-            raise BadRequest(errors)
-        assert calendar is not None
-        assert contact is not None
-        assert start is not None
-        assert end is not None
-        tx.write(store.LOCK_CALENDAR, {"calendar_id": calendar.id})
-        if not body.ignore_free_slot_validation:
-            await checks.check_free(tx, calendar, where, start, end, now)
-        stamped = utcnow()
-        appointment = AppointmentRow(
-            id=new_id(),
-            location_id=principal.location_id,
-            calendar_id=calendar.id,
-            contact_id=contact.id,
-            assigned_user_id=assigned,
-            start_at=start,
-            end_at=end,
-            status=body.appointment_status or AppointmentStatus.NEW.value,
-            to_notify=body.to_notify if body.to_notify is not None else True,
-            guests=guests,
-            extra={},
-            version=1,
-            deleted=False,
-            master_id=None,
-            original_start_at=None,
-            is_exception=False,
-            materialized_until=None,
-            planned_until=None,
-            date_added=stamped,
-            date_updated=stamped,
-            **{column: getattr(body, wire) or "" for column, wire in _COPIED.items()},
-        )
-        appointment.rrule = appointment.rrule.strip()
-        tx.write(rows.INSERT, appointment.values())
-        kind, after = AppointmentEventKind.CREATED, events.snapshot(appointment)
-        # The rules are read again under the lock: a rule saved since the first read has
-        # had its re-planning done without this appointment.
-        [[row], still, rules] = await tx.fetch(
-            events.written(appointment, kind, None, after, appointment.to_notify, stamped),
-            (_CALENDAR, {"calendar_id": calendar.id, "location_id": principal.location_id}),
-            (store.RULES, {"calendar_id": calendar.id}),
-        )
-        if not still:
-            raise BadRequest([FieldError("calendarId", "is not a calendar of this location")])
-        past = not body.notify_past and series.started(appointment, where, now)
-        created = events.recorded(row, kind, appointment.to_notify, after, past)
-        # A series is booked (and confirmed) once: these go to its master.
-        due = await store.plan_appointments(
-            tx, [(appointment, [created])], rules, context.people, now, fresh={appointment.id}
-        )
-        if series.is_master(appointment):
-            due |= await series.plan_series(tx, appointment, now, horizon)
-        created_event = WebhookEvent.APPOINTMENT_CREATE
-        due |= announce_appointment(tx, context.endpoints, created_event, appointment, where, now)
-    return Written(appointment, where, appointment.rrule, due)
 
 
 # --- changing ------------------------------------------------------------------------------
@@ -422,7 +333,7 @@ def _apply(
     appointment.guests = guests
     if body.appointment_status is not None:
         appointment.status = body.appointment_status
-    for column, wire in _COPIED.items():
+    for column, wire in COPIED.items():
         if wire in given:
             setattr(appointment, column, given[wire])
     appointment.rrule = (appointment.rrule or "").strip()

@@ -102,9 +102,9 @@ class Executor:
         self.stopping = stopping
         self.window = Window(settings.in_flight)
         self._wires: dict[str, WireBuilder | None] = {}
-        # Each batch being worked, with where its chunk being worked begins: the backlog
-        # the process holds in memory, claimed and not yet sent.
-        self._waiting: dict[int, tuple[Sequence[Any], int]] = {}
+        # Each batch being worked, with where its chunk being worked begins and its lease
+        # (what it has not recorded): the backlog the process holds in memory.
+        self._waiting: dict[int, tuple[Sequence[Any], int, Heartbeat | None]] = {}
 
     def oldest_waiting(self) -> datetime | None:
         """When the earliest message claimed by this process and not yet sent was due to
@@ -112,13 +112,18 @@ class Executor:
         far behind the sends are is this as much as the queue's earliest row. Messages of
         a slow location (its templates take long to render, :mod:`.fairness`) do not
         count: they wait for their render processes, not for this process."""
+        slow = self.fairness.slow_now()
         oldest = None
-        for batch, start in self._waiting.values():  # each is sorted by run_at
+        for batch, start, lease in self._waiting.values():  # each is sorted by run_at
             for delivery in itertools.islice(batch, start, None):
-                if not self.fairness.is_slow(delivery.location_id):
-                    if oldest is None or delivery.run_at < oldest:
-                        oldest = delivery.run_at
-                    break
+                if delivery.location_id in slow or (
+                    lease is not None
+                    and (delivery.id not in lease.held or delivery.id in lease.settling)
+                ):
+                    continue  # slow, or sent (being recorded, or recorded)
+                if oldest is None or delivery.run_at < oldest:
+                    oldest = delivery.run_at
+                break
         return oldest
 
     # --- a batch ---------------------------------------------------------------------------
@@ -130,7 +135,7 @@ class Executor:
         self.fairness.batch_started(locations)
         size = self.settings.chunk_size
         key = id(batch)
-        self._waiting[key] = (batch, 0)
+        self._waiting[key] = (batch, 0, None)
         try:
             async with Heartbeat(self.db, self.clock, self.settings.lease, batch) as lease:
                 for start in range(0, len(batch), size):
@@ -144,7 +149,7 @@ class Executor:
                         await record([released(d) for d in rest], lease)
                         break
                     chunk = [d for d in batch[start : start + size] if d.id in lease.held]
-                    self._waiting[key] = (batch, start)
+                    self._waiting[key] = (batch, start, lease)
                     if chunk:
                         # Sent messages are recorded as soon as their provider answered.
                         outcomes = await self.process(

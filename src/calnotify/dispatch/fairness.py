@@ -82,8 +82,10 @@ class Fairness:
             busy.update(loc for loc in self.slow_locations() if self._inflight.get(loc))
         return sorted(busy)
 
-    def is_slow(self, location_id: str) -> bool:
-        return self._slow_until.get(location_id, 0.0) > time.monotonic()
+    def slow_now(self) -> set[str]:
+        """The slow locations (without forgetting the ones whose minute is over)."""
+        now = time.monotonic()
+        return {loc for loc, until in self._slow_until.items() if until > now}
 
     def slow_locations(self) -> list[str]:
         now = time.monotonic()

@@ -8,8 +8,9 @@ read) while both hold:
 
 * the sends are behind: the earliest delivery not yet sent was due ``behind_after`` seconds
   ago or more: the earliest ``scheduled`` row (read every ``CHECK_EVERY`` seconds, one
-  indexed read) or the earliest the dispatcher claimed and has not worked on yet (it
-  holds its backlog in memory: claimed rows are no longer ``scheduled``);
+  indexed read) or the earliest the dispatcher claimed and has not sent yet (it holds its
+  backlog in memory: claimed rows are no longer ``scheduled``), leaving out the locations
+  whose templates render slowly;
 * the event loop is busy: a timer set for ``interval`` fires ``busy_after`` seconds late
   or more (a moving average).
 
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from calnotify.clock import Clock
@@ -58,6 +59,9 @@ class SendPressure:
         #: When the earliest message the dispatcher claimed and still holds was due (set
         #: when the dispatcher starts: :meth:`Executor.oldest_waiting`).
         self.waiting: Callable[[], datetime | None] = lambda: None
+        #: The locations whose templates render slowly (:meth:`Fairness.slow_now`): their
+        #: messages wait for render processes, and refusing requests would not help them.
+        self.slow: Callable[[], Collection[str]] = lambda: ()
         self._queued = 0.0
         #: How late the loop's timer fires, seconds (a moving average).
         self.lag = 0.0
@@ -85,15 +89,19 @@ class SendPressure:
             await asyncio.sleep(self.interval)
             now = time.monotonic()
             self.lag = 0.7 * self.lag + 0.3 * max(0.0, now - started - self.interval)
-            if now - checked >= CHECK_EVERY:
-                checked = now
-                await self._look()
-            else:
-                self._measure()
+            try:
+                if now - checked >= CHECK_EVERY:
+                    checked = now
+                    await self._look()
+                else:
+                    self._measure()
+            except Exception:  # the watch must go on, or what it last saw would stay
+                log.exception("send pressure: cannot tell how far behind the sends are")
+                self.behind = 0.0
 
     async def _look(self) -> None:
         try:
-            earliest = await lifecycle.next_run_at(self.db)
+            earliest = await lifecycle.next_run_at(self.db, skip=sorted(self.slow()))
         except DATABASE_ERRORS as exc:
             log.warning("send pressure: cannot read the queue: %s", type(exc).__name__)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -106,10 +107,19 @@ async def rescue(db: Database, now: datetime, max_attempts: int, limit: int = 50
 
 
 NEXT_RUN = Statement(select(func.min(D.run_at)).where(D.status == SCHEDULED))
+NEXT_RUN_OF_OTHERS = Statement(
+    select(D.run_at)
+    .where(D.status == SCHEDULED, D.location_id.not_in(bindparam("skip", expanding=True)))
+    .order_by(D.run_at)
+    .limit(1)
+)
 
 
-async def next_run_at(db: Database) -> datetime | None:
-    """When the earliest scheduled delivery may be claimed."""
+async def next_run_at(db: Database, skip: Sequence[str] = ()) -> datetime | None:
+    """When the earliest scheduled delivery (of a location not in ``skip``) may be claimed."""
+    if skip:
+        [found] = await db.fetch((NEXT_RUN_OF_OTHERS, {"skip": list(skip)}))
+        return found[0].run_at if found else None
     [[row]] = await db.fetch((NEXT_RUN, {}))
     value: datetime | None = row[0]
     return value
