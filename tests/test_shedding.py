@@ -88,6 +88,14 @@ async def test_how_far_behind_is_read_from_the_queue(scenario: Scenario) -> None
     scenario.clock.advance(minutes=10)
     await pressure._look()
     assert 599 <= pressure.behind <= 601
+    # A location whose templates render slowly does not count: refusing requests would not
+    # make its messages go sooner.
+    pressure.slow = lambda: [scenario.tenant.location_id]
+    await pressure._look()
+    assert pressure.behind == 0.0
+    pressure.slow = lambda: ["another-location"]
+    await pressure._look()
+    assert 599 <= pressure.behind <= 601
     await scenario.dispatcher.drain()
     await pressure._look()
     assert pressure.behind == 0.0
