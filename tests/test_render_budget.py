@@ -28,6 +28,7 @@ from calnotify.compose.compose import compose
 from calnotify.compose.draft import Draft, Recipient, draft
 from calnotify.compose.pool import ComposePool, PoolClosed, RenderBudgetExceeded
 from calnotify.config import Settings
+from calnotify.dispatch.fairness import SLOW_RENDER_SECONDS, Fairness
 from calnotify.models import Appointment, Calendar, Contact, Location, Notification
 from calnotify.templates.liquid import MAX_BLANK_RUN, MAX_BRACKETS, parse, template_errors
 from calnotify.templates.render import (
@@ -302,6 +303,23 @@ async def test_one_location_never_holds_every_process() -> None:
         for task in slow:
             with pytest.raises(RenderBudgetExceeded):
                 await task
+
+
+async def test_a_location_composing_for_long_counts_as_slow_before_its_message_ends() -> None:
+    """Fairness (and so send pressure) sees a location slow as soon as one of its messages
+    has composed longer than a slow one takes, not only when the message ends."""
+    async with ComposePool(budget_seconds=2, processes=2) as pool:
+        await pool.start()
+        fairness = Fairness(pool, slots=8)
+        slow = asyncio.create_task(pool.compose("a", message(SLOW, location="a")))
+        await pool.compose("b", message("Hello", location="b"))
+        assert fairness.slow_now() == set()  # a has just begun
+        await asyncio.sleep(SLOW_RENDER_SECONDS + 0.1)
+        assert pool.overdue(SLOW_RENDER_SECONDS) == {"a"}
+        assert fairness.slow_now() == {"a"}
+        with pytest.raises(RenderBudgetExceeded):
+            await slow
+        assert pool.overdue(SLOW_RENDER_SECONDS) == set()
 
 
 async def test_a_cancelled_caller_frees_its_queued_message() -> None:

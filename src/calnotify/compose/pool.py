@@ -204,6 +204,11 @@ class ComposePool:
             self._caps[location_id] = max(1, min(processes, self.per_location))
         self._pump()
 
+    def overdue(self, seconds: float) -> set[str]:
+        """The locations a message of which has been composing for more than ``seconds``."""
+        now = time.monotonic()
+        return {w.location for w in self._workers if w.jobs and now - w.began > seconds}
+
     def warm(self) -> None:
         """Start the processes in the background now, so the first message does not wait
         for them (else they start with it)."""

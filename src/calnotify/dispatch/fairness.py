@@ -83,9 +83,11 @@ class Fairness:
         return sorted(busy)
 
     def slow_now(self) -> set[str]:
-        """The slow locations (without forgetting the ones whose minute is over)."""
+        """The slow locations, and those a message of which has been composing for longer
+        than a slow one takes already (without forgetting anything: a read)."""
         now = time.monotonic()
-        return {loc for loc, until in self._slow_until.items() if until > now}
+        slow = {loc for loc, until in self._slow_until.items() if until > now}
+        return slow | self.pool.overdue(SLOW_RENDER_SECONDS)
 
     def slow_locations(self) -> list[str]:
         now = time.monotonic()
