@@ -133,7 +133,8 @@ def _validated(
     assert start is not None
     assert end is not None
     stamped = utcnow()
-    appointment = AppointmentRow(
+    appointment = AppointmentRow.new(
+        stamped=stamped,
         id=new_id(),
         location_id=principal.location_id,
         calendar_id=calendar.id,
@@ -144,16 +145,6 @@ def _validated(
         status=body.appointment_status or AppointmentStatus.NEW.value,
         to_notify=body.to_notify if body.to_notify is not None else True,
         guests=guests,
-        extra={},
-        version=1,
-        deleted=False,
-        master_id=None,
-        original_start_at=None,
-        is_exception=False,
-        materialized_until=None,
-        planned_until=None,
-        date_added=stamped,
-        date_updated=stamped,
         **{column: getattr(body, wire) or "" for column, wire in COPIED.items()},
     )
     appointment.rrule = appointment.rrule.strip()

@@ -45,6 +45,24 @@ class AppointmentRow:
     date_added: datetime
     date_updated: datetime
 
+    @classmethod
+    def new(cls, *, stamped: datetime, **given: Any) -> AppointmentRow:
+        """A new appointment made at ``stamped``, outside any series, with nothing
+        materialised or planned yet; ``given``: the rest of its columns."""
+        return cls(
+            extra={},
+            version=1,
+            deleted=False,
+            master_id=None,
+            original_start_at=None,
+            is_exception=False,
+            materialized_until=None,
+            planned_until=None,
+            date_added=stamped,
+            date_updated=stamped,
+            **given,
+        )
+
     def values(self) -> dict[str, Any]:
         """The columns by name (the values themselves, not copies: a statement's parameters)."""
         return {name: getattr(self, name) for name in COLUMNS}

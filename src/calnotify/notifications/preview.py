@@ -273,7 +273,8 @@ def _hypothetical(
         assigned = None
     if start is None or end is None:
         start = end = now  # only errors are answered
-    appointment = AppointmentRow(
+    appointment = AppointmentRow.new(
+        stamped=now,
         id=new_id(),
         location_id=calendar.location_id,
         calendar_id=calendar.id,
@@ -290,16 +291,6 @@ def _hypothetical(
         to_notify=True,
         rrule=rrule,
         guests=guests,
-        extra={},
-        version=1,
-        deleted=False,
-        master_id=None,
-        original_start_at=None,
-        is_exception=False,
-        materialized_until=None,
-        planned_until=None,
-        date_added=now,
-        date_updated=now,
     )
     return appointment, contact
 
