@@ -86,6 +86,7 @@ def create_app(
         pool_size=settings.database_pool_size,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
         gate=WriteGate(shed_after=settings.shed_after_ms / 1000),
+        prepare=settings.database_prepare,
     )
 
     clock = clock or SystemClock()

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
         description="Database URL: sqlite:///path or postgresql://user@host:port/db.",
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # PostgreSQL plans the busy statements once per connection (PREPARE); off behind a
+    # pooler that shares server sessions between clients (PgBouncer's transaction mode).
+    database_prepare: bool = True
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = Field(default="info")

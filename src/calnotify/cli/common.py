@@ -103,6 +103,7 @@ def on_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) ->
             settings.database_url,
             busy_timeout_ms=settings.sqlite_busy_timeout_ms,
             connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            prepare=settings.database_prepare,
         )
         try:
             return await work(db)

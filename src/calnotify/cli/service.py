@@ -262,6 +262,7 @@ async def _run_worker(
         settings.database_url,
         pool_size=settings.database_pool_size,
         busy_timeout_ms=settings.sqlite_busy_timeout_ms,
+        prepare=settings.database_prepare,
     )
     clock = SystemClock()
     metrics = DispatchMetrics()

@@ -69,14 +69,18 @@ class Database:
         busy_timeout_ms: int = 10_000,
         connect_timeout: int | None = None,
         gate: WriteGate | None = None,
+        prepare: bool = True,
     ):
         """``connect_timeout``: seconds a PostgreSQL connection may take to open (None:
-        the driver's default, which waits for the operating system to give up)."""
+        the driver's default, which waits for the operating system to give up).
+        ``prepare``: PostgreSQL runs the busy statements as prepared statements, planned
+        once per connection (:class:`~calnotify.db.tx.PostgresTx`)."""
         self.url = async_url(raw_url)
         self.dialect = self.url.get_backend_name()
         #: What :class:`~calnotify.db.statements.Statement` compiles for on this database.
         self.sql: Dialect = SQLITE if self.dialect == "sqlite" else POSTGRES
         self._busy_timeout_ms = busy_timeout_ms
+        self._prepare = prepare
         self.gate = gate or WriteGate()
         #: The sending side's small writes, group-committed (see calnotify.db.group).
         self.sends = GroupCommit(self.transaction)
@@ -112,7 +116,7 @@ class Database:
         (a request may be refused with :class:`~calnotify.db.gate.Overloaded`)."""
         if not self.is_sqlite:
             async with self._connection() as connection:
-                tx = PostgresTx(connection, self.sql)
+                tx = PostgresTx(connection, self.sql, prepare=self._prepare)
                 try:
                     yield tx
                     await tx.commit()
@@ -159,7 +163,8 @@ class Database:
                 raw = await reader.call(lambda c: sqlite_driver.read_now(c, statements))
             return [s.rows(dialect, r) for (s, _), r in zip(reads, raw, strict=True)]
         async with self._connection() as connection:
-            return await PostgresTx(connection, dialect, begin=False).fetch(*reads)
+            outside = PostgresTx(connection, dialect, begin=False, prepare=self._prepare)
+            return await outside.fetch(*reads)
 
     def _open_inline(self) -> sqlite3.Connection:
         self._inline = sqlite_driver.connect_inline(self.url.database or ":memory:")

@@ -8,12 +8,17 @@ Its parameters are bound by the same processors SQLAlchemy would apply (JSON as 
 datetimes, booleans) and its rows converted by the same result processors, so a row holds
 what an ORM entity would, as a named tuple with the columns' keys as attributes.
 
+On PostgreSQL a statement whose SQL is the same on every run also has a prepared form
+(:class:`Prepared`): a named server-side statement, so that PostgreSQL parses and plans it
+once per connection instead of on every run (:class:`~calnotify.db.tx.PostgresTx`).
+
 An ``IN`` over a list takes ``bindparam(name, expanding=True)``: the list is spread into as
 many placeholders as it has values when the statement runs (an empty list matches nothing).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,6 +64,15 @@ class _Part:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """A statement as PostgreSQL's ``PREPARE`` takes it, and how to run it by name."""
+
+    name: str
+    prepare: str  # PREPARE name AS <the SQL with $1, $2…>
+    execute: str  # EXECUTE name(%s, %s…), for the client-side binding of its values
+
+
+@dataclass(frozen=True, slots=True)
 class Compiled:
     sql: str  # the whole SQL, when no parameter expands
     parts: tuple[_Part, ...]
@@ -69,6 +83,7 @@ class Compiled:
     defaults: Mapping[str, Callable[[], Any]]
     results: tuple[Convert, ...]
     placeholder: str
+    prepared: Prepared | None  # PostgreSQL's named form, when the SQL never changes
 
 
 def _marker(dialect: Dialect) -> str:
@@ -110,7 +125,20 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> Compiled:
         defaults=defaults,
         results=results,
         placeholder=placeholder,
+        prepared=None if expanding or placeholder != "%s" else _prepared(parts),
     )
+
+
+def _prepared(parts: list[_Part]) -> Prepared:
+    """The named form of a statement of ``parts`` (psycopg's ``%s`` placeholders, ``%%``
+    for a percent sign). The name is the SQL's digest: the same in every process."""
+    body = parts[0].text.replace("%%", "%") + "".join(
+        f"${n}{part.text.replace('%%', '%')}" for n, part in enumerate(parts[1:], 1)
+    )
+    name = "cn_" + hashlib.blake2b(body.encode(), digest_size=10).hexdigest()
+    count = len(parts) - 1
+    arguments = f"({', '.join(['%s'] * count)})" if count else ""
+    return Prepared(name, f"PREPARE {name} AS {body}", f"EXECUTE {name}{arguments}")
 
 
 def _columns(statement: ClauseElement) -> list[Any]:

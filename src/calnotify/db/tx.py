@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -105,6 +106,33 @@ class SQLiteTx:
         self._writer.rollback()
 
 
+class _Prepared:
+    """The statements prepared on one connection, by name; ``unsure`` after a failed trip
+    (some of its ``PREPARE`` may have run, or none)."""
+
+    __slots__ = ("__weakref__", "names", "unsure")
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self.unsure = False
+
+    def forget(self) -> None:
+        self.names.clear()
+        self.unsure = True
+
+
+_PREPARED: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], _Prepared] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _prepared_on(connection: psycopg.AsyncConnection[Any]) -> _Prepared:
+    found = _PREPARED.get(connection)
+    if found is None:
+        found = _PREPARED[connection] = _Prepared()
+    return found
+
+
 class PostgresTx:
     """A transaction on a pooled psycopg connection (``begin=False``: reads outside any
     transaction, for :meth:`~calnotify.db.engine.Database.fetch`).
@@ -116,28 +144,63 @@ class PostgresTx:
     work, the event loop's waits), and a transaction's ``BEGIN`` and ``COMMIT`` ride with
     its first and last statements: an update of a rule is two trips, a read of a page one.
     A transaction that sent nothing sends nothing.
+
+    With ``prepare`` (the default), a statement whose SQL never changes runs by name
+    (``EXECUTE``, :class:`~calnotify.db.statements.Prepared`): the first trip on a
+    connection that runs it also carries its ``PREPARE``, so the server parses and plans it
+    once per connection rather than on every run (a page of rules: 100 µs of the server's
+    CPU instead of 175 to 230). A ``PREPARE`` outlives a failed transaction, so after a trip
+    that fails the connection's next trip starts with ``DEALLOCATE ALL`` and prepares
+    again. ``prepare=False`` for a connection pooler that does not keep a server session
+    per client (PgBouncer's transaction mode).
     """
 
     def __init__(
-        self, connection: psycopg.AsyncConnection[Any], dialect: Dialect, *, begin: bool = True
+        self,
+        connection: psycopg.AsyncConnection[Any],
+        dialect: Dialect,
+        *,
+        begin: bool = True,
+        prepare: bool = True,
     ) -> None:
         self.dialect = dialect
         self._cursor = psycopg.AsyncClientCursor(connection)
         self._begin = begin
         self._pending: list[str] = []
         self._channels: set[str] = set()
+        self._prepared = _prepared_on(connection) if prepare else None
+        self._preparing: list[str] = []  # PREPARE statements for the next trip
 
-    def _merged(self, sql: str, values: Sequence[Any]) -> str:
-        return self._cursor.mogrify(sql, values)
+    def _merged(self, statement: Statement, values: Mapping[str, Any]) -> str:
+        sql, bound = statement.bind(self.dialect, values)
+        return self._named(statement, sql, bound)
+
+    def _named(self, statement: Statement, sql: str, values: Sequence[Any]) -> str:
+        """The statement with its values merged in: by name when it has a prepared form
+        (its ``PREPARE`` sent first in the trip if this connection has not run it)."""
+        prepared = self._prepared
+        form = None if prepared is None else statement.compiled(self.dialect).prepared
+        if form is None or prepared is None:
+            return self._cursor.mogrify(sql, values)
+        if form.name not in prepared.names:
+            prepared.names.add(form.name)
+            self._preparing.append(form.prepare)
+        return self._cursor.mogrify(form.execute, values)
 
     async def _send(self, statements: list[str]) -> list[list[Any]]:
         """The rows of each statement sent (none for a write) after the pending writes."""
         pending, self._pending = self._pending, []
         if not pending and not statements:
             return []
+        head, self._preparing = self._preparing, []
+        prepared = self._prepared
+        if prepared is not None and prepared.unsure:
+            head.insert(0, "DEALLOCATE ALL")  # before the statements that prepare again
+            prepared.unsure = False
         if self._begin:
-            pending.insert(0, "BEGIN")
+            head.append("BEGIN")
             self._begin = False
+        pending[:0] = head
         # Very long batches (a calendar's plan) go as several strings.
         while len(pending) > _STATEMENTS_PER_TRIP:
             await self._run(pending[:_STATEMENTS_PER_TRIP])
@@ -147,7 +210,12 @@ class PostgresTx:
 
     async def _run(self, statements: list[str]) -> list[list[Any]]:
         cursor = self._cursor
-        await cursor.execute(";\n".join(statements))
+        try:
+            await cursor.execute(";\n".join(statements))
+        except BaseException:
+            if self._prepared is not None:
+                self._prepared.forget()
+            raise
         found: list[list[Any]] = []
         more = True
         while more:
@@ -159,15 +227,15 @@ class PostgresTx:
 
     async def fetch(self, *reads: Bound) -> list[list[Any]]:
         dialect = self.dialect
-        found = await self._send([self._merged(*s.bind(dialect, v)) for s, v in reads])
+        found = await self._send([self._merged(s, v) for s, v in reads])
         return [s.rows(dialect, raw) for (s, _), raw in zip(reads, found, strict=True)]
 
     def write(self, statement: Statement, values: Mapping[str, Any]) -> None:
-        self._pending.append(self._merged(*statement.bind(self.dialect, values)))
+        self._pending.append(self._merged(statement, values))
 
     def write_many(self, statement: Statement, rows: Sequence[Mapping[str, Any]]) -> None:
         sql, many = statement.bind_many(self.dialect, rows)
-        self._pending.extend(self._merged(sql, values) for values in many)
+        self._pending.extend(self._named(statement, sql, values) for values in many)
 
     def notify(self, channel: str) -> None:
         if not channel.isidentifier():
@@ -200,8 +268,12 @@ class PostgresTx:
 
     async def abandon(self) -> None:
         """Roll back whatever is open. A connection busy with a statement (a cancelled
-        trip) is left as it is: the pool discards a connection returned in that state."""
-        self._pending = []
+        trip) is left as it is: the pool discards a connection returned in that state.
+        Writes never sent may have named statements as prepared: the connection prepares
+        again."""
+        if (self._pending or self._preparing) and self._prepared is not None:
+            self._prepared.forget()
+        self._pending, self._preparing = [], []
         connection = self._cursor.connection
         if connection.info.transaction_status in (INTRANS, INERROR):
             with contextlib.suppress(psycopg.Error):
