@@ -4,11 +4,17 @@ A tenant's template is untrusted CPU work. :class:`ComposePool` keeps a few rend
 processes (:mod:`calnotify.compose.worker`; by default one per CPU and one more) and hands
 each a batch
 of drafts of one location at a time. A message whose composing runs past its budget
-(``CALNOTIFY_RENDER_BUDGET_SECONDS``, counted from when it started) has its process ended:
-it fails with :class:`RenderBudgetExceeded` (its delivery fails with reason ``render``), the
-rest of that batch goes to another process, and a new process takes the place of the old.
-Nothing waits for a runaway render, and the event loop never shares an interpreter lock
-with one.
+(``CALNOTIFY_RENDER_BUDGET_SECONDS`` of the process's CPU time, counted from when it
+started) has its process ended: it fails with :class:`RenderBudgetExceeded` (its delivery
+fails with reason ``render``), the rest of that batch goes to another process, and a new
+process takes the place of the old. Nothing waits for a runaway render, and the event loop
+never shares an interpreter lock with one.
+
+The budget is CPU time because render processes run below the service's priority: on a
+busy machine a message may wait for a CPU for longer than its budget without being slow,
+and ending it then would fail a legitimate message (and count its location slow for a
+minute). A message is ended after :data:`WALL_BUDGETS` budgets of wall time whatever its
+CPU time (a process that gets no CPU at all, or where the CPU time cannot be read).
 
 Fairness: locations take turns for free processes, and one location occupies at most
 ``per_location`` processes at once (by default all but one; :meth:`ComposePool.cap` lowers
@@ -42,6 +48,8 @@ log = logging.getLogger("calnotify.compose")
 
 #: How much lower than the service a render process runs (``nice``).
 NICE = 10
+#: A message is ended after this many budgets of wall time, whatever CPU it has used.
+WALL_BUDGETS = 5
 #: A render process may use this much memory (address space).
 MEMORY_BYTES = 1024 * 1024 * 1024
 
@@ -61,7 +69,7 @@ class PoolClosed(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Composed:
     message: Message
-    seconds: float  # how long composing it took
+    seconds: float  # how long composing it took (CPU time)
 
 
 #: Called once with a job's result: what was composed, or why it was not.
@@ -106,6 +114,7 @@ class _Worker:
     buffer: bytearray = field(default_factory=bytearray)
     location: str = ""
     began: float = 0.0  # when the job at the head of ``jobs`` began
+    clock: float = 0.0  # the process's CPU clock then (from its last answer)
 
     @property
     def busy(self) -> bool:
@@ -388,9 +397,9 @@ class ComposePool:
                 break
             frame = bytes(buffer[offset + 4 : offset + 4 + size])
             offset += 4 + size
-            ok, payload, seconds = pickle.loads(frame)  # noqa: S301 - our own process
+            ok, payload, seconds, clock = pickle.loads(frame)  # noqa: S301 - our own process
             job = worker.jobs.popleft()
-            worker.began = time.monotonic()
+            worker.began, worker.clock = time.monotonic(), clock
             job.settle(Composed(payload, seconds) if ok else RenderError(payload))
         del buffer[:offset]
         if not worker.jobs:
@@ -411,18 +420,46 @@ class ComposePool:
 
     async def _watchdog(self) -> None:
         """Ends the processes whose current message is past its budget."""
-        tick = min(0.05, self.budget_seconds / 4)
+        budget = self.budget_seconds
+        tick = min(0.05, budget / 4)
         while not self._closed:
             await asyncio.sleep(tick)
             now = time.monotonic()
             for worker in list(self._workers):
-                if worker.jobs and now - worker.began > self.budget_seconds:
+                if worker.jobs and self._over_budget(worker, now):
                     log.warning(
                         "compose: a message of location %s ran past its budget; its render "
                         "process was ended",
                         worker.jobs[0].location,
                     )
-                    self._end(worker, RenderBudgetExceeded(self.budget_seconds))
+                    self._end(worker, RenderBudgetExceeded(budget))
+
+    def _over_budget(self, worker: _Worker, now: float) -> bool:
+        """Whether the message ``worker`` composes has used its budget of CPU time, or
+        :data:`WALL_BUDGETS` budgets of wall time (read only once a budget of wall time
+        has passed)."""
+        budget = self.budget_seconds
+        waited = now - worker.began
+        if waited <= budget:
+            return False
+        if waited > budget * WALL_BUDGETS:
+            return True
+        used = _cpu_clock(worker.process.pid)
+        return used is None or used - worker.clock >= budget
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_clock(pid: int | None) -> float | None:
+    """The CPU time process ``pid`` has used, in seconds (None where it cannot be read:
+    not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def _spawn() -> tuple[BaseProcess, Connection, Connection]:

@@ -10,7 +10,9 @@ its service stops it), ends on SIGTERM, and ends by itself when its service is g
 The protocol, over two pipes: the pool sends a pickled list of drafts (a
 :class:`~multiprocessing.connection.Connection` message); for each, in order, the process
 answers a frame: a 4-byte big-endian length, then a pickled ``(ok, message or error text,
-seconds)`` (the pool reads every answer that has arrived in one read).
+seconds, clock)``: the seconds of CPU the message took, and the process's CPU clock when it
+was done (the pool reads every answer that has arrived in one read). CPU, not wall time: a
+render process waiting for a CPU on a busy machine is not a slow template.
 """
 
 from __future__ import annotations
@@ -53,18 +55,20 @@ def main(drafts_in: Connection, answers_out: Connection, nice: int, memory_bytes
 
 
 def _answer(draft: Draft) -> bytes:
-    began = time.perf_counter()
-    answer: tuple[bool, Any, float]
+    began = time.process_time()
+    ok: bool
+    what: Any
     try:
-        answer = (True, compose(draft), 0.0)
+        ok, what = True, compose(draft)
     except RenderError as exc:
-        answer = (False, str(exc) or type(exc).__name__, 0.0)
+        ok, what = False, str(exc) or type(exc).__name__
     except MemoryError:
-        answer = (False, "rendering ran out of memory", 0.0)
+        ok, what = False, "rendering ran out of memory"
     except Exception as exc:  # one message's fault is that message's own
-        answer = (False, f"cannot render: {type(exc).__name__}: {exc}"[:500], 0.0)
-    answer = (answer[0], answer[1], time.perf_counter() - began)
+        ok, what = False, f"cannot render: {type(exc).__name__}: {exc}"[:500]
+    clock = time.process_time()
     try:
-        return pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((ok, what, clock - began, clock), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        return pickle.dumps((False, f"cannot hand the message back: {exc!r}"[:500], answer[2]))
+        failed = f"cannot hand the message back: {exc!r}"[:500]
+        return pickle.dumps((False, failed, clock - began, clock))
