@@ -341,21 +341,26 @@ async def _checked(
         {u for d in drafts for u in d.selected_users if u != SUB_ACCOUNT_ADMIN and looks_like_id(u)}
     )
     templates = sorted({d.template_id for d in drafts if looks_like_id(d.template_id)})
-    calendar: list[Bound] = []
+    # Only what the drafts name is read (a list of no ids, a country no number needs, are
+    # not asked for): one trip either way.
+    numbers = any(d.from_number for d in drafts)
+    reads: list[Bound] = []
     if calendar_id is not None:
         values = {"calendar_id": calendar_id, "location_id": location_id}
-        calendar.append((CALENDAR_IN_LOCATION, values))
-    *calendars, users_found, templates_found, countries = await reader.fetch(
-        *calendar,
-        (repository.USERS_IN_LOCATION, {"ids": users, "location_id": location_id}),
-        (
-            repository.TEMPLATES_LOCKED if lock else repository.TEMPLATES,
-            {"ids": templates, "location_id": location_id},
-        ),
-        (repository.LOCATION_COUNTRY, {"location_id": location_id}),
-    )
-    if calendars and not calendars[0]:
+        reads.append((CALENDAR_IN_LOCATION, values))
+    if users:
+        reads.append((repository.USERS_IN_LOCATION, {"ids": users, "location_id": location_id}))
+    if templates:
+        read = repository.TEMPLATES_LOCKED if lock else repository.TEMPLATES
+        reads.append((read, {"ids": templates, "location_id": location_id}))
+    if numbers:
+        reads.append((repository.LOCATION_COUNTRY, {"location_id": location_id}))
+    found = iter(await reader.fetch(*reads) if reads else [])
+    if calendar_id is not None and not next(found):
         raise NotFound("Calendar not found")
+    users_found = next(found) if users else []
+    templates_found = next(found) if templates else []
+    countries = next(found) if numbers else []
     known_users = {row.id for row in users_found}
     known_templates = {row.id: row.type for row in templates_found}
     country = countries[0].country if countries else ""
