@@ -2,19 +2,19 @@
 
 A tenant's template is untrusted CPU work. :class:`ComposePool` keeps a few render
 processes (:mod:`calnotify.compose.worker`; by default one per CPU and one more) and hands
-each a batch
-of drafts of one location at a time. A message whose composing runs past its budget
-(``CALNOTIFY_RENDER_BUDGET_SECONDS`` of the process's CPU time, counted from when it
-started) has its process ended: it fails with :class:`RenderBudgetExceeded` (its delivery
-fails with reason ``render``), the rest of that batch goes to another process, and a new
-process takes the place of the old. Nothing waits for a runaway render, and the event loop
-never shares an interpreter lock with one.
+each a batch of drafts of one location at a time. A message whose composing runs past its budget
+(``CALNOTIFY_RENDER_BUDGET_SECONDS``, counted from when it started) has its process ended:
+it fails with :class:`RenderBudgetExceeded` (its delivery fails with reason ``render``), the
+rest of that batch goes to another process, and a new process takes the place of the old.
+Nothing waits for a runaway render, and the event loop never shares an interpreter lock
+with one.
 
-The budget is CPU time because render processes run below the service's priority: on a
-busy machine a message may wait for a CPU for longer than its budget without being slow,
-and ending it then would fail a legitimate message (and count its location slow for a
-minute). A message is ended after :data:`WALL_BUDGETS` budgets of wall time whatever its
-CPU time (a process that gets no CPU at all, or where the CPU time cannot be read).
+Render processes run below the service's priority: on a busy machine a message may wait for
+a CPU longer than its budget without being slow. One past its budget whose process had less
+than a quarter of it on the CPU (:data:`STARVED_SHARE`) goes on, up to :data:`WALL_BUDGETS`
+budgets (ending it would fail a legitimate message and count its location slow for a
+minute); a template that computes is ended at its budget, busy machine or not. How long
+a message took (:attr:`Composed.seconds`, what counts a location slow) is CPU time too.
 
 Fairness: locations take turns for free processes, and one location occupies at most
 ``per_location`` processes at once (by default all but one; :meth:`ComposePool.cap` lowers
@@ -48,6 +48,9 @@ log = logging.getLogger("calnotify.compose")
 
 #: How much lower than the service a render process runs (``nice``).
 NICE = 10
+#: Past its budget, a message whose process had less than this share of it on the CPU
+#: waits for a CPU rather than being slow: it may go on, up to WALL_BUDGETS.
+STARVED_SHARE = 0.25
 #: A message is ended after this many budgets of wall time, whatever CPU it has used.
 WALL_BUDGETS = 5
 #: A render process may use this much memory (address space).
@@ -435,9 +438,9 @@ class ComposePool:
                     self._end(worker, RenderBudgetExceeded(budget))
 
     def _over_budget(self, worker: _Worker, now: float) -> bool:
-        """Whether the message ``worker`` composes has used its budget of CPU time, or
-        :data:`WALL_BUDGETS` budgets of wall time (read only once a budget of wall time
-        has passed)."""
+        """Whether ``worker``'s message is past its budget: a budget of wall time has
+        passed and its process had a share of it on the CPU (:data:`STARVED_SHARE`, read
+        only then), or :data:`WALL_BUDGETS` budgets have passed whatever it had."""
         budget = self.budget_seconds
         waited = now - worker.began
         if waited <= budget:
@@ -445,7 +448,7 @@ class ComposePool:
         if waited > budget * WALL_BUDGETS:
             return True
         used = _cpu_clock(worker.process.pid)
-        return used is None or used - worker.clock >= budget
+        return used is None or used - worker.clock >= budget * STARVED_SHARE
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
