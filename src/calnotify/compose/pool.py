@@ -12,9 +12,8 @@ with one.
 Render processes run below the service's priority: on a busy machine a message may wait for
 a CPU longer than its budget without being slow. One past its budget whose process had less
 than a quarter of it on the CPU (:data:`STARVED_SHARE`) goes on, up to :data:`WALL_BUDGETS`
-budgets (ending it would fail a legitimate message and count its location slow for a
-minute); a template that computes is ended at its budget, busy machine or not. How long
-a message took (:attr:`Composed.seconds`, what counts a location slow) is CPU time too.
+budgets (ending it would fail a legitimate message and count its location slow); a template
+that computes is ended at its budget, busy machine or not (slowness: the same rule).
 
 Fairness: locations take turns for free processes, and one location occupies at most
 ``per_location`` processes at once (by default all but one; :meth:`ComposePool.cap` lowers
@@ -49,7 +48,7 @@ log = logging.getLogger("calnotify.compose")
 #: How much lower than the service a render process runs (``nice``).
 NICE = 10
 #: Past its budget, a message whose process had less than this share of it on the CPU
-#: waits for a CPU rather than being slow: it may go on, up to WALL_BUDGETS.
+#: waits for a CPU rather than being slow (it may go on, up to WALL_BUDGETS).
 STARVED_SHARE = 0.25
 #: A message is ended after this many budgets of wall time, whatever CPU it has used.
 WALL_BUDGETS = 5
@@ -72,7 +71,8 @@ class PoolClosed(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Composed:
     message: Message
-    seconds: float  # how long composing it took (CPU time)
+    seconds: float  # how long composing it took
+    cpu: float = 0.0  # of which its process was on the CPU
 
 
 #: Called once with a job's result: what was composed, or why it was not.
@@ -400,10 +400,10 @@ class ComposePool:
                 break
             frame = bytes(buffer[offset + 4 : offset + 4 + size])
             offset += 4 + size
-            ok, payload, seconds, clock = pickle.loads(frame)  # noqa: S301 - our own process
+            ok, payload, seconds, cpu, clock = pickle.loads(frame)  # noqa: S301 - ours
             job = worker.jobs.popleft()
             worker.began, worker.clock = time.monotonic(), clock
-            job.settle(Composed(payload, seconds) if ok else RenderError(payload))
+            job.settle(Composed(payload, seconds, cpu) if ok else RenderError(payload))
         del buffer[:offset]
         if not worker.jobs:
             self._settle(worker)

@@ -10,9 +10,8 @@ its service stops it), ends on SIGTERM, and ends by itself when its service is g
 The protocol, over two pipes: the pool sends a pickled list of drafts (a
 :class:`~multiprocessing.connection.Connection` message); for each, in order, the process
 answers a frame: a 4-byte big-endian length, then a pickled ``(ok, message or error text,
-seconds, clock)``: the seconds of CPU the message took, and the process's CPU clock when it
-was done (the pool reads every answer that has arrived in one read). CPU, not wall time: a
-render process waiting for a CPU on a busy machine is not a slow template.
+seconds, cpu, clock)``: the seconds the message took, of them on the CPU, and the process's
+CPU clock when it was done (the pool reads every answer that has arrived in one read).
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ def main(drafts_in: Connection, answers_out: Connection, nice: int, memory_bytes
 
 
 def _answer(draft: Draft) -> bytes:
-    began = time.process_time()
+    began, began_cpu = time.perf_counter(), time.process_time()
     ok: bool
     what: Any
     try:
@@ -67,8 +66,8 @@ def _answer(draft: Draft) -> bytes:
     except Exception as exc:  # one message's fault is that message's own
         ok, what = False, f"cannot render: {type(exc).__name__}: {exc}"[:500]
     clock = time.process_time()
+    took = (time.perf_counter() - began, clock - began_cpu, clock)
     try:
-        return pickle.dumps((ok, what, clock - began, clock), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((ok, what, *took), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
-        failed = f"cannot hand the message back: {exc!r}"[:500]
-        return pickle.dumps((False, failed, clock - began, clock))
+        return pickle.dumps((False, f"cannot hand the message back: {exc!r}"[:500], *took))

@@ -206,7 +206,7 @@ class Executor:
                 ready: list[tuple[Any, Message]] = []
                 for delivery, result in group:
                     if isinstance(result, Composed):
-                        self.fairness.took(delivery.location_id, result.seconds)
+                        self.fairness.took(delivery.location_id, result)
                         ready.append((delivery, result.message))
                     else:
                         outcomes.append(self._not_composed(delivery, result))

@@ -8,8 +8,10 @@ slot or every render process:
 * a location with a message in the works for more than a second that already rides half of
   the process's batch slots is *busy*: left out of its claims while that lasts;
 * a location one of whose messages took more than 0.25 s to compose (or failed to) is
-  *slow* for a minute: each claim takes at most one of its rows, its composing is capped to
-  one render process, and the rest of its rows in a chunk are given back unstarted.
+  *slow* for a minute, unless that message's render process had less than a quarter of
+  that time on the CPU (a busy machine, not a slow template: ``STARVED_SHARE``): each
+  claim takes at most one of its rows, its composing is capped to one render process, and
+  the rest of its rows in a chunk are given back unstarted.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from calnotify.compose.pool import ComposePool
+from calnotify.compose.pool import STARVED_SHARE, Composed, ComposePool
 from calnotify.deliveries.lifecycle import Outcome, released
 
 # A location whose oldest message in the works is older than this is "busy".
@@ -59,9 +61,12 @@ class Fairness:
             if not work:
                 del self._inflight[delivery.location_id]
 
-    def took(self, location_id: str, seconds: float) -> None:
-        """A message of ``location_id`` took ``seconds`` to compose."""
-        if seconds > SLOW_RENDER_SECONDS:
+    def took(self, location_id: str, composed: Composed) -> None:
+        """A message of ``location_id`` was composed (see the module for when it counts
+        the location slow)."""
+        if composed.seconds > SLOW_RENDER_SECONDS and composed.cpu >= (
+            SLOW_RENDER_SECONDS * STARVED_SHARE
+        ):
             self.mark_slow(location_id)
 
     def mark_slow(self, location_id: str) -> None:
